@@ -1,0 +1,32 @@
+// The kvbench subcommands as plain functions (main.cpp binds them to CLI11). Each returns the
+// process exit code; malformed input surfaces as kvb::InputError, which main turns into one
+// line on stderr and exit code 2.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace kvb::cli {
+
+struct GenerateArgs {
+  std::string model_dir, prompt, prompt_file, method = "full", dump_logits, dtype = "fp32";
+  int64_t max_new_tokens = 64;
+  double temperature = 0.0, top_p = 1.0;
+  uint64_t seed = 0;
+  int64_t prefill_chunk = 0;
+  bool report_memory = false, json = false;
+  int threads = 0;
+};
+int run_generate(const GenerateArgs& a);
+
+struct TokenizeArgs {
+  std::string tokenizer, text, text_file;
+  bool text_given = false, no_special = false;
+};
+int run_tokenize(const TokenizeArgs& a);
+
+int run_info(const std::string& model_dir, bool json);
+int run_import_llama2c(const std::string& checkpoint, const std::string& tokenizer,
+                       const std::string& out_dir);
+
+}  // namespace kvb::cli

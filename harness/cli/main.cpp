@@ -1,0 +1,88 @@
+// kvbench: benchmark and evaluation harness for KV-cache compression.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "harness/cli/commands.h"
+#include "harness/cli/methods_cmd.h"
+#include "harness/common/check.h"
+
+int main(int argc, char** argv) {
+  using namespace kvb::cli;
+  CLI::App app{"kvbench: benchmark and evaluation harness for KV-cache compression"};
+  app.require_subcommand(1);
+
+  GenerateArgs ga;
+  auto* gen = app.add_subcommand("generate", "Generate text from a prompt through a KV-cache method");
+  gen->add_option("--model", ga.model_dir, "HF model directory")->required();
+  gen->add_option("--prompt", ga.prompt, "Prompt text");
+  gen->add_option("--prompt-file", ga.prompt_file, "Read the prompt from a file");
+  gen->add_option("--max-new-tokens", ga.max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
+  gen->add_option("--temperature", ga.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-p", ga.top_p, "Nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
+  gen->add_option("--seed", ga.seed, "Sampling seed");
+  gen->add_option("--method", ga.method, "KV-cache method spec, e.g. 'kivi(bits=2)'");
+  gen->add_option("--dtype", ga.dtype, "Compute dtype: fp32, bf16, fp16");
+  gen->add_option("--prefill-chunk", ga.prefill_chunk, "Prefill in chunks of N tokens (0 = whole prompt)");
+  gen->add_option("--dump-logits", ga.dump_logits,
+                  "Write float32 [n_positions, vocab] logits, row t after feeding input token t");
+  gen->add_flag("--report-memory", ga.report_memory, "Print bytes held per layer (payload, metadata)");
+  gen->add_flag("--json", ga.json, "Print one JSON object instead of text");
+  gen->add_option("--threads", ga.threads, "Intra-op threads (0 = libtorch default)");
+
+  TokenizeArgs ta;
+  auto* tok = app.add_subcommand("tokenize", "Print the token ids of a text as a JSON array");
+  tok->add_option("--tokenizer", ta.tokenizer, "tokenizer.json")->required();
+  auto* text_opt = tok->add_option("--text", ta.text, "Text to encode");
+  auto* file_opt = tok->add_option("--text-file", ta.text_file, "File to encode");
+  text_opt->excludes(file_opt);
+  tok->add_flag("--no-special", ta.no_special, "Do not add BOS/EOS");
+
+  std::string info_dir;
+  bool info_json = false;
+  auto* info = app.add_subcommand("info", "Describe a model directory");
+  info->add_option("--model", info_dir, "HF model directory")->required();
+  info->add_flag("--json", info_json, "JSON output");
+
+  std::string ck, tk, out;
+  auto* imp = app.add_subcommand("import-llama2c", "Convert a llama2.c checkpoint to an HF directory");
+  imp->add_option("--checkpoint", ck, "llama2.c .bin")->required();
+  imp->add_option("--tokenizer", tk, "llama2.c tokenizer .bin")->required();
+  imp->add_option("--out", out, "Output directory")->required();
+
+  MethodsArgs ma;
+  std::string describe;
+  auto* meth = app.add_subcommand("methods", "List KV-cache methods, or describe one spec's memory");
+  meth->add_option("--describe", describe, "Spec to canonicalize and cost, e.g. 'kivi(bits=2)'");
+  meth->add_option("--layers", ma.layers, "Model layers (default: SmolLM2-135M's 30)");
+  meth->add_option("--heads", ma.heads, "Query heads (default 9)");
+  meth->add_option("--kv-heads", ma.kv_heads, "KV heads (default 3)");
+  meth->add_option("--head-dim", ma.head_dim, "Head dim (default 64)");
+  meth->add_option("--tokens", ma.tokens, "Tokens in the cache (default 4096)");
+  meth->add_option("--dtype", ma.dtype, "Compute dtype of the keys/values: fp32, fp16, bf16");
+  meth->add_flag("--json", ma.json, "JSON output");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  try {
+    if (gen->parsed()) return run_generate(ga);
+    if (tok->parsed()) {
+      ta.text_given = text_opt->count() > 0;
+      return run_tokenize(ta);
+    }
+    if (info->parsed()) return run_info(info_dir, info_json);
+    if (imp->parsed()) return run_import_llama2c(ck, tk, out);
+    if (meth->parsed()) return run_methods(describe, ma);
+  } catch (const kvb::InputError& e) {
+    std::fprintf(stderr, "kvbench: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvbench: internal error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

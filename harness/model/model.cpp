@@ -1,0 +1,321 @@
+#include "harness/model/model.h"
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "harness/common/check.h"
+#include "harness/common/json_io.h"
+#include "harness/model/safetensors.h"
+#include "harness/model/weights.h"
+
+namespace kvb {
+
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  torch::Tensor xf = x.to(torch::kFloat32);
+  torch::Tensor r = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true).add_(eps));
+  return (xf * r).to(x.scalar_type()) * w;
+}
+
+torch::Tensor rope_inv_freq(const ModelConfig& c) {
+  const int64_t half = c.head_dim / 2;
+  torch::Tensor idx = torch::arange(0, c.head_dim, 2, torch::kFloat32);  // [D/2]
+  torch::Tensor inv = 1.0 / torch::pow(torch::tensor(c.rope_theta, torch::kFloat32),
+                                       idx / static_cast<float>(c.head_dim));
+  const RopeScaling& rs = c.rope_scaling;
+  if (rs.type == "linear") {
+    inv = inv / rs.factor;
+  } else if (rs.type == "llama3") {
+    // Llama 3.1: long wavelengths divided by `factor`, short kept, smooth blend in between.
+    const double low_wl = rs.original_max_position / rs.low_freq_factor;
+    const double high_wl = rs.original_max_position / rs.high_freq_factor;
+    auto a = inv.accessor<float, 1>();
+    for (int64_t i = 0; i < half; ++i) {
+      const double f = a[i], wl = 2 * M_PI / f;
+      if (wl < high_wl) continue;
+      if (wl > low_wl) {
+        a[i] = static_cast<float>(f / rs.factor);
+      } else {
+        const double smooth = (rs.original_max_position / wl - rs.low_freq_factor) /
+                              (rs.high_freq_factor - rs.low_freq_factor);
+        a[i] = static_cast<float>((1 - smooth) * f / rs.factor + smooth * f);
+      }
+    }
+  }
+  return inv;
+}
+
+torch::Tensor project(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  const int64_t in = x.size(-1), rows = x.numel() / in;
+  if (rows == 1 && x.device().is_cpu()) {
+    // One row (decode): matrix-vector product. OpenBLAS's GEMM path for a single row against a
+    // transposed weight runs at a third of the memory bandwidth that gemv reaches.
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = w.size(0);
+    torch::Tensor y = torch::mv(w, x.reshape({in}));
+    if (b.defined()) y.add_(b);
+    return y.view(shape);
+  }
+  return torch::linear(x, w, b);
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos,
+                         const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  torch::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  torch::Tensor rot = torch::cat({x2.neg(), x1}, -1);
+  return x * cos + rot * sin;
+}
+
+Model::Model(ModelConfig config, ModelWeights weights, torch::ScalarType dtype, torch::Device device)
+    : config_(std::move(config)), weights_(std::move(weights)), dtype_(dtype), device_(device) {
+  inv_freq_ = rope_inv_freq(config_);
+}
+
+ModelShape Model::shape() const {
+  ModelShape s;
+  s.n_layers = config_.n_layers;
+  s.n_head_q = config_.n_heads;
+  s.n_head_kv = config_.n_kv_heads;
+  s.head_dim = config_.head_dim;
+  s.max_position = config_.max_position;
+  return s;
+}
+
+void Model::ensure_rope(int64_t max_pos) const {
+  if (cos_cache_.defined() && cos_cache_.size(0) >= max_pos) return;
+  int64_t n = std::max<int64_t>(max_pos, std::max<int64_t>(config_.max_position, 256));
+  torch::Tensor t = torch::arange(n, torch::kFloat32);               // [P]
+  torch::Tensor freqs = torch::outer(t, inv_freq_);                   // [P, D/2] fp32
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1);                 // [P, D]
+  cos_cache_ = emb.cos().to(device_, dtype_);
+  sin_cache_ = emb.sin().to(device_, dtype_);
+}
+
+torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::Tensor& pos,
+                               KVCacheState& cache) const {
+  const LayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t Hq = config_.n_heads, Hkv = config_.n_kv_heads, D = config_.head_dim;
+  const int64_t G = Hq / Hkv;
+
+  torch::Tensor q = project(x, w.wq, w.bq).view({B, T, Hq, D});   // [B, T, H_q, D]
+  torch::Tensor k = project(x, w.wk, w.bk).view({B, T, Hkv, D});  // [B, T, H_kv, D]
+  torch::Tensor v = project(x, w.wv, w.bv).view({B, T, Hkv, D});
+  if (config_.qk_norm) {
+    q = rms_norm(q, w.q_norm, config_.rms_eps);
+    k = rms_norm(k, w.k_norm, config_.rms_eps);
+  }
+  q = q.transpose(1, 2);                                // [B, H_q, T, D]
+  torch::Tensor k_pre = k.transpose(1, 2).contiguous();  // [B, H_kv, T, D]
+  v = v.transpose(1, 2).contiguous();                   // [B, H_kv, T, D]
+  torch::Tensor cos = cos_cache_.index_select(0, pos);  // [T, D]
+  torch::Tensor sin = sin_cache_.index_select(0, pos);
+  q = apply_rope(q, cos, sin).contiguous();
+  torch::Tensor k_rot = apply_rope(k_pre, cos, sin).contiguous();
+
+  // Queries grouped by their KV head: [B, H_kv, G, T, D]; keys are never repeated for GQA.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  torch::Tensor q5 = (q * scale).view({B, Hkv, G, T, D});
+
+  KVView past = cache.view(layer);
+  const int64_t S = past.slots();
+  torch::Tensor pk, pv, bias;
+  if (S > 0) {
+    pk = past.k.to(dtype_);  // [B, H_kv, S, D]
+    pv = past.v.to(dtype_);
+    if (past.logit_bias.defined()) bias = past.logit_bias.to(dtype_).view({B, Hkv, 1, 1, S});
+  }
+  const bool observe = cache.wants_attention(layer);
+  torch::Tensor probs_all;  // [B, H_kv, G, T, S + T] fp32, only for methods that observe
+  if (observe) probs_all = torch::zeros({B, Hkv, G, T, S + T}, x.options().dtype(torch::kFloat32));
+  torch::Tensor out5 = torch::empty({B, Hkv, G, T, D}, x.options());
+
+  // Exact attention computed in blocks of query rows: block [t0, t0 + tb) attends to the past
+  // slots and to chunk tokens [0, t0 + tb), causal inside the block. Blocking bounds the score
+  // matrix and skips the masked upper triangle of a long prefill.
+  constexpr int64_t kQueryBlock = 256;
+  for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
+    const int64_t tb = std::min(kQueryBlock, T - t0), tk = t0 + tb;
+    torch::Tensor qb = q5.narrow(3, t0, tb).reshape({B, Hkv, G * tb, D});
+    torch::Tensor s_new = torch::matmul(qb, k_rot.narrow(2, 0, tk).transpose(-1, -2))
+                              .view({B, Hkv, G, tb, tk});
+    if (tb > 1) {
+      torch::Tensor mask = torch::full({tb, tb}, -std::numeric_limits<float>::infinity(),
+                                       s_new.options()).triu_(1);  // [tb, tb]
+      s_new.narrow(-1, t0, tb).add_(mask);
+    }
+    torch::Tensor scores = s_new;
+    if (S > 0) {
+      torch::Tensor s_past = torch::matmul(qb, pk.transpose(-1, -2)).view({B, Hkv, G, tb, S});
+      if (bias.defined()) s_past.add_(bias);
+      scores = torch::cat({s_past, s_new}, -1);  // [B, H_kv, G, tb, S + tk]
+    }
+    torch::Tensor probs = torch::softmax(scores, -1, torch::kFloat32);
+    if (observe) probs_all.narrow(3, t0, tb).narrow(-1, 0, S + tk).copy_(probs);
+    torch::Tensor p = probs.to(dtype_).view({B, Hkv, G * tb, S + tk});
+    torch::Tensor ob = torch::matmul(p.narrow(-1, S, tk), v.narrow(2, 0, tk));  // [B, H_kv, G*tb, D]
+    if (S > 0) ob.add_(torch::matmul(p.narrow(-1, 0, S), pv));
+    out5.narrow(3, t0, tb).copy_(ob.view({B, Hkv, G, tb, D}));
+  }
+  torch::Tensor out = out5.view({B, Hq, T, D}).transpose(1, 2).reshape({B, T, Hq * D});
+
+  KVAppend a{k_rot, k_pre, v, pos, q};
+  cache.append(layer, a);
+  if (observe) cache.observe(layer, probs_all.view({B, Hq, T, S + T}));
+  return project(out, w.wo, {});
+}
+
+torch::Tensor Model::mlp(int layer, const torch::Tensor& x) const {
+  const LayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
+  torch::Tensor g = project(x, w.w_gate, {});
+  torch::Tensor u = project(x, w.w_up, {});
+  return project(torch::silu(g).mul_(u), w.w_down, {});
+}
+
+torch::Tensor Model::forward(const torch::Tensor& ids, const torch::Tensor& pos,
+                             KVCacheState& cache, const ForwardOptions& opt) const {
+  KVB_CHECK(ids.dim() == 2 && pos.dim() == 1 && ids.size(1) == pos.size(0),
+            "forward: ids [B, T] and pos [T] disagree");
+  const int64_t T = ids.size(1);
+  KVB_CHECK(T > 0, "forward: empty chunk");
+  torch::Tensor pos_d = pos.to(device_, torch::kLong);
+  int64_t max_pos = pos_d.max().item<int64_t>();
+  ensure_rope(max_pos + 1);
+  torch::Tensor x = torch::embedding(weights_.embed, ids.to(device_));  // [B, T, d]
+  for (int l = 0; l < static_cast<int>(config_.n_layers); ++l) {
+    const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    x = x + attention(l, rms_norm(x, w.attn_norm, config_.rms_eps), pos_d, cache);
+    x = x + mlp(l, rms_norm(x, w.ffn_norm, config_.rms_eps));
+  }
+  if (!opt.all_logits) x = x.narrow(1, T - 1, 1);
+  x = rms_norm(x, weights_.final_norm, config_.rms_eps);
+  return project(x, weights_.lm_head, {}).to(torch::kFloat32);  // [B, T or 1, V]
+}
+
+// ---- loading, saving, random init ----------------------------------------------------------
+
+namespace {
+
+std::string layer_name(int l, const char* suffix) {
+  return "model.layers." + std::to_string(l) + "." + suffix;
+}
+
+}  // namespace
+
+Model Model::load(const std::string& dir, torch::ScalarType dtype, torch::Device device) {
+  ModelConfig c = load_model_config(dir);
+  SafetensorsSet st(dir);
+  const int64_t d = c.hidden_size, q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+  const int64_t ff = c.intermediate_size;
+  auto get = [&](const std::string& name, std::vector<int64_t> shape) {
+    return load_weight(st, name, dtype, shape).to(device);
+  };
+  ModelWeights w;
+  w.embed = get("model.embed_tokens.weight", {c.vocab_size, d});
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights L;
+    L.attn_norm = get(layer_name(l, "input_layernorm.weight"), {d});
+    L.wq = get(layer_name(l, "self_attn.q_proj.weight"), {q, d});
+    L.wk = get(layer_name(l, "self_attn.k_proj.weight"), {kv, d});
+    L.wv = get(layer_name(l, "self_attn.v_proj.weight"), {kv, d});
+    L.wo = get(layer_name(l, "self_attn.o_proj.weight"), {d, q});
+    if (c.attention_bias) {
+      L.bq = get(layer_name(l, "self_attn.q_proj.bias"), {q});
+      L.bk = get(layer_name(l, "self_attn.k_proj.bias"), {kv});
+      L.bv = get(layer_name(l, "self_attn.v_proj.bias"), {kv});
+    }
+    if (c.qk_norm) {
+      L.q_norm = get(layer_name(l, "self_attn.q_norm.weight"), {c.head_dim});
+      L.k_norm = get(layer_name(l, "self_attn.k_norm.weight"), {c.head_dim});
+    }
+    L.ffn_norm = get(layer_name(l, "post_attention_layernorm.weight"), {d});
+    L.w_gate = get(layer_name(l, "mlp.gate_proj.weight"), {ff, d});
+    L.w_up = get(layer_name(l, "mlp.up_proj.weight"), {ff, d});
+    L.w_down = get(layer_name(l, "mlp.down_proj.weight"), {d, ff});
+    w.layers.push_back(std::move(L));
+  }
+  w.final_norm = get("model.norm.weight", {d});
+  if (st.has("lm_head.weight") && !c.tie_word_embeddings) {
+    w.lm_head = get("lm_head.weight", {c.vocab_size, d});
+  } else {
+    KVB_INPUT_CHECK(c.tie_word_embeddings, dir,
+                    ": lm_head.weight is missing and tie_word_embeddings is false");
+    w.lm_head = w.embed;
+  }
+  return Model(std::move(c), std::move(w), dtype, device);
+}
+
+Model Model::random(const ModelConfig& c, uint64_t seed, torch::ScalarType dtype,
+                    torch::Device device) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto opts = torch::TensorOptions().dtype(torch::kFloat32);
+  auto normal = [&](std::vector<int64_t> shape) {
+    return torch::randn(shape, gen, opts).mul_(0.02).to(device, dtype);
+  };
+  auto ones = [&](int64_t n) { return torch::ones({n}, opts).to(device, dtype); };
+  const int64_t d = c.hidden_size, q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+  const int64_t ff = c.intermediate_size;
+  ModelWeights w;
+  w.embed = normal({c.vocab_size, d});
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights L;
+    L.attn_norm = ones(d);
+    L.wq = normal({q, d});
+    L.wk = normal({kv, d});
+    L.wv = normal({kv, d});
+    L.wo = normal({d, q});
+    if (c.attention_bias) {
+      L.bq = normal({q});
+      L.bk = normal({kv});
+      L.bv = normal({kv});
+    }
+    if (c.qk_norm) {
+      L.q_norm = ones(c.head_dim);
+      L.k_norm = ones(c.head_dim);
+    }
+    L.ffn_norm = ones(d);
+    L.w_gate = normal({ff, d});
+    L.w_up = normal({ff, d});
+    L.w_down = normal({d, ff});
+    w.layers.push_back(std::move(L));
+  }
+  w.final_norm = ones(d);
+  w.lm_head = c.tie_word_embeddings ? w.embed : normal({c.vocab_size, d});
+  return Model(c, std::move(w), dtype, device);
+}
+
+void Model::save(const std::string& dir) const {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  std::vector<std::pair<std::string, torch::Tensor>> t;
+  auto add = [&](const std::string& name, const torch::Tensor& x) {
+    if (x.defined()) t.emplace_back(name, x.detach().cpu().contiguous());
+  };
+  add("model.embed_tokens.weight", weights_.embed);
+  for (int l = 0; l < config_.n_layers; ++l) {
+    const LayerWeights& L = weights_.layers[static_cast<size_t>(l)];
+    add(layer_name(l, "input_layernorm.weight"), L.attn_norm);
+    add(layer_name(l, "self_attn.q_proj.weight"), L.wq);
+    add(layer_name(l, "self_attn.k_proj.weight"), L.wk);
+    add(layer_name(l, "self_attn.v_proj.weight"), L.wv);
+    add(layer_name(l, "self_attn.o_proj.weight"), L.wo);
+    add(layer_name(l, "self_attn.q_proj.bias"), L.bq);
+    add(layer_name(l, "self_attn.k_proj.bias"), L.bk);
+    add(layer_name(l, "self_attn.v_proj.bias"), L.bv);
+    add(layer_name(l, "self_attn.q_norm.weight"), L.q_norm);
+    add(layer_name(l, "self_attn.k_norm.weight"), L.k_norm);
+    add(layer_name(l, "post_attention_layernorm.weight"), L.ffn_norm);
+    add(layer_name(l, "mlp.gate_proj.weight"), L.w_gate);
+    add(layer_name(l, "mlp.up_proj.weight"), L.w_up);
+    add(layer_name(l, "mlp.down_proj.weight"), L.w_down);
+  }
+  add("model.norm.weight", weights_.final_norm);
+  if (!config_.tie_word_embeddings) add("lm_head.weight", weights_.lm_head);
+  save_weights((fs::path(dir) / "model.safetensors").string(), t, {{"format", "pt"}});
+  write_file((fs::path(dir) / "config.json").string(), config_.to_json().dump(2) + "\n");
+}
+
+}  // namespace kvb

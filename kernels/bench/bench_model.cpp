@@ -1,0 +1,108 @@
+// Model-level benchmarks: prefill and decode tokens/s on the SmolLM2-135M shape (random weights),
+// reported next to the machine's fp32 GEMM rate measured in the same run.
+//
+//   kvbench_bench --benchmark_filter='Gemm|Prefill|Decode'
+//
+// Counters: tok/s, GFLOP/s (useful FLOPs only, see forward_flops), and for prefill the fraction
+// of the GEMM rate measured by BM_GemmFp32 in this process.
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <memory>
+
+#include "harness/model/model.h"
+#include "harness/model/shapes.h"
+#include "methods/quant/full.h"
+
+namespace {
+
+using kvb::Model;
+
+double g_gemm_gflops = 0;  // set by BM_GemmFp32, read by the model benchmarks
+
+const Model& smollm() {
+  static std::unique_ptr<Model> m;
+  if (!m) m = std::make_unique<Model>(Model::random(kvb::smollm2_135m_shape(), 1234));
+  return *m;
+}
+
+// The reference: fp32 GEMM of the shape that dominates prefill (2048 tokens x 576 -> 1536).
+void BM_GemmFp32(benchmark::State& state) {
+  const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  torch::Tensor a = torch::randn({m, k}), b = torch::randn({k, n});
+  torch::Tensor c = torch::empty({m, n});
+  for (auto _ : state) {
+    torch::matmul_out(c, a, b);
+    benchmark::DoNotOptimize(c.data_ptr<float>());
+  }
+  const double flops = 2.0 * static_cast<double>(m * k * n);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  double secs = 0;
+  {
+    // Best-of-5 rate as the reference figure for the model benchmarks below.
+    for (int i = 0; i < 5; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      torch::matmul_out(c, a, b);
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      secs = i == 0 ? s : std::min(secs, s);
+    }
+  }
+  g_gemm_gflops = std::max(g_gemm_gflops, flops / secs * 1e-9);
+  state.counters["best_GFLOP/s"] = flops / secs * 1e-9;
+}
+BENCHMARK(BM_GemmFp32)->Args({2048, 576, 1536})->Args({1024, 1024, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_Prefill(benchmark::State& state) {
+  c10::InferenceMode guard;
+  const Model& model = smollm();
+  const int64_t T = state.range(0), chunk = state.range(1) ? state.range(1) : T;
+  torch::Tensor ids = torch::randint(0, model.config().vocab_size, {1, T}, torch::kLong);
+  kvb::FullMethod full;
+  double best = 1e30;
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto cache = full.make_state(model.shape());
+    for (int64_t s = 0; s < T; s += chunk) {
+      torch::Tensor logits = model.forward(ids.narrow(1, s, chunk), torch::arange(s, s + chunk), *cache);
+      benchmark::DoNotOptimize(logits.data_ptr<float>());
+    }
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  // Useful FLOPs of the prompt (causal attention, one LM-head row as a generate call needs).
+  const double flops = kvb::forward_flops(model.config(), T, 0, 1);
+  state.counters["tok/s"] = static_cast<double>(T) / best;
+  state.counters["GFLOP/s"] = flops / best * 1e-9;
+  state.counters["gemm_GFLOP/s"] = g_gemm_gflops;
+  state.counters["frac_of_gemm"] = g_gemm_gflops > 0 ? flops / best * 1e-9 / g_gemm_gflops : 0;
+}
+BENCHMARK(BM_Prefill)->Args({2048, 0})->Args({2048, 512})->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
+
+void BM_Decode(benchmark::State& state) {
+  c10::InferenceMode guard;
+  const Model& model = smollm();
+  const int64_t ctx = state.range(0);
+  const int64_t steps = 16;
+  kvb::FullMethod full;
+  auto base = full.make_state(model.shape());
+  torch::Tensor ids = torch::randint(0, model.config().vocab_size, {1, ctx}, torch::kLong);
+  for (int64_t s = 0; s < ctx; s += 512) {
+    int64_t t = std::min<int64_t>(512, ctx - s);
+    model.forward(ids.narrow(1, s, t), torch::arange(s, s + t), *base);
+  }
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto cache = base->clone();
+    state.ResumeTiming();
+    for (int64_t i = 0; i < steps; ++i) {
+      torch::Tensor tok = torch::full({1, 1}, (i * 7919) % model.config().vocab_size, torch::kLong);
+      torch::Tensor logits = model.forward(tok, torch::full({1}, ctx + i, torch::kLong), *cache);
+      benchmark::DoNotOptimize(logits.data_ptr<float>());
+    }
+  }
+  state.counters["tok/s"] = benchmark::Counter(static_cast<double>(steps), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Decode)->Arg(2048)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

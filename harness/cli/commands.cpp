@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <ATen/Parallel.h>
+#include <torch/cuda.h>
 
 #include "harness/common/check.h"
 #include "harness/common/json_io.h"
@@ -42,7 +43,22 @@ std::string human_bytes(double b) {
 int run_generate(const GenerateArgs& a) {
   if (a.threads > 0) at::set_num_threads(a.threads);
   auto method = make_method(a.method);  // validate the spec before any heavy work
-  Model model = Model::load(a.model_dir, parse_dtype(a.dtype));
+  torch::Device device(torch::kCPU);
+  if (a.device == "cuda") {
+    KVB_INPUT_CHECK(torch::cuda::is_available(), "--device cuda: this libtorch has no CUDA device");
+    device = torch::Device(torch::kCUDA);
+  } else {
+    KVB_INPUT_CHECK(a.device == "cpu", "--device '", a.device, "': expected cpu or cuda");
+  }
+  const torch::ScalarType dtype = parse_dtype(a.dtype);
+  try {  // libtorch 1.13 on CPU has no fp16 matmul: say so before loading anything
+    torch::matmul(torch::ones({2, 2}, torch::TensorOptions().dtype(dtype).device(device)),
+                  torch::ones({2, 2}, torch::TensorOptions().dtype(dtype).device(device)));
+  } catch (const c10::Error&) {
+    throw InputError("--dtype " + a.dtype + ": this libtorch has no matmul for it on " + a.device +
+                     " (use fp32 or bf16)");
+  }
+  Model model = Model::load(a.model_dir, dtype, device);
   std::string tok_path = (fs::path(a.model_dir) / "tokenizer.json").string();
   auto tok = load_tokenizer(tok_path);
   std::string prompt = a.prompt_file.empty() ? a.prompt : read_file(a.prompt_file);
@@ -103,7 +119,7 @@ int run_generate(const GenerateArgs& a) {
     }
     std::cout << j.dump() << "\n";
   } else {
-    std::cout << text << "\n";
+    std::cout << text << "\n" << std::flush;
     std::fprintf(stderr, "[kvbench] %s: %zu prompt tokens in %.3f s (%.1f tok/s), %zu new in %.3f s (%.1f tok/s)%s\n",
                  method->spec().c_str(), ids.size(), r.prefill_seconds, n_prompt / std::max(r.prefill_seconds, 1e-9),
                  r.tokens.size(), r.decode_seconds, n_gen / std::max(r.decode_seconds, 1e-9),

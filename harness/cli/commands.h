@@ -9,7 +9,7 @@
 namespace kvb::cli {
 
 struct GenerateArgs {
-  std::string model_dir, prompt, prompt_file, method = "full", dump_logits, dtype = "fp32";
+  std::string model_dir, prompt, prompt_file, method = "full", dump_logits, dtype = "fp32", device = "cpu";
   int64_t max_new_tokens = 64;
   double temperature = 0.0, top_p = 1.0;
   uint64_t seed = 0;

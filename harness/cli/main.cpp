@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <exception>
 
+#include <c10/util/Exception.h>
+
 #include "harness/cli/commands.h"
 #include "harness/cli/methods_cmd.h"
 #include "harness/common/check.h"
@@ -23,6 +25,7 @@ int main(int argc, char** argv) {
   gen->add_option("--seed", ga.seed, "Sampling seed");
   gen->add_option("--method", ga.method, "KV-cache method spec, e.g. 'kivi(bits=2)'");
   gen->add_option("--dtype", ga.dtype, "Compute dtype: fp32, bf16, fp16");
+  gen->add_option("--device", ga.device, "cpu or cuda");
   gen->add_option("--prefill-chunk", ga.prefill_chunk, "Prefill in chunks of N tokens (0 = whole prompt)");
   gen->add_option("--dump-logits", ga.dump_logits,
                   "Write float32 [n_positions, vocab] logits, row t after feeding input token t");
@@ -80,6 +83,9 @@ int main(int argc, char** argv) {
   } catch (const kvb::InputError& e) {
     std::fprintf(stderr, "kvbench: error: %s\n", e.what());
     return 2;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "kvbench: internal error: %s\n", e.what_without_backtrace());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvbench: internal error: %s\n", e.what());
     return 1;

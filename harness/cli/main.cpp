@@ -7,6 +7,8 @@
 
 #include "harness/cli/commands.h"
 #include "harness/cli/methods_cmd.h"
+#include "harness/cli/results_cmd.h"
+#include "harness/cli/run_cmd.h"
 #include "harness/common/check.h"
 
 int main(int argc, char** argv) {
@@ -65,6 +67,56 @@ int main(int argc, char** argv) {
   meth->add_option("--dtype", ma.dtype, "Compute dtype of the keys/values: fp32, fp16, bf16");
   meth->add_flag("--json", ma.json, "JSON output");
 
+  RunArgs ra;
+  auto* run = app.add_subcommand("run", "Run a suite config: models x methods x datasets, resumable");
+  run->add_option("--suite", ra.suite, "Suite config JSON (suites/configs/*.json)")->required();
+  auto* run_out = run->add_option("--out", ra.out, "Results file (JSON Lines; default out/<suite name>.jsonl)");
+  auto* run_db = run->add_option("--db", ra.db, "Results database (SQLite) instead of JSON Lines");
+  run_db->excludes(run_out);
+  run->add_option("--run-name", ra.run_name, "With --db: a name that makes this a run of its own")
+      ->needs(run_db);
+  run->add_option("--shard", ra.shard, "Run only shard i/N of the cell list (every N-th cell)");
+  run->add_option("--model", ra.models, "Model directory replacing the config's models (repeatable)");
+  run->add_option("--max-cells", ra.max_cells, "Stop after computing N cells (0 = all)")->check(CLI::NonNegativeNumber);
+  run->add_option("--progress", ra.progress, "auto (a live bar on a terminal), bar or lines");
+
+  RunArgs pa;
+  auto* plan = app.add_subcommand("plan", "List a suite config's cells, one key a line");
+  plan->add_option("--suite", pa.suite, "Suite config JSON")->required();
+  plan->add_option("--model", pa.models, "Model directory replacing the config's models (repeatable)");
+  plan->add_option("--shard", pa.shard, "Only shard i/N of the cell list");
+
+  ExportArgs xa;
+  auto* exp = app.add_subcommand("export", "Write a results database's cells as CSV or JSON Lines");
+  exp->add_option("--db", xa.db, "Results database (SQLite)")->required();
+  exp->add_option("--format", xa.format, "csv (one metric a row) or jsonl (one cell a line)")
+      ->required()->check(CLI::IsMember({"csv", "jsonl"}));
+  exp->add_option("--run", xa.run, "Only this run (id or name)");
+
+  std::string merge_out;
+  std::vector<std::string> merge_in;
+  auto* mrg = app.add_subcommand("merge", "Merge results databases into OUT (idempotent)");
+  mrg->add_option("out", merge_out, "Database to merge into (created when absent)")->required();
+  mrg->add_option("in", merge_in, "Databases to merge")->required();
+
+  ExportArgs rpa;
+  std::string report_out;
+  auto* rep = app.add_subcommand("report", "Write an HTML leaderboard of a results database");
+  rep->add_option("--db", rpa.db, "Results database (SQLite)")->required();
+  rep->add_option("--run", rpa.run, "Only this run (id or name)");
+  rep->add_option("--out", report_out, "HTML file to write")->required();
+
+  CompareArgs ca;
+  auto* cmp = app.add_subcommand("compare", "Compare two runs of a results database; exit 1 on a regression");
+  cmp->add_option("--db", ca.db, "Results database (SQLite)")->required();
+  cmp->add_option("--baseline", ca.baseline, "Baseline run: id or name")->required();
+  cmp->add_option("--candidate", ca.candidate, "Candidate run: id or name")->required();
+  cmp->add_option("--baseline-method", ca.baseline_method, "Compare this spec of the baseline ...");
+  cmp->add_option("--candidate-method", ca.candidate_method, "... with this spec of the candidate");
+  cmp->add_option("--threshold", ca.threshold, "Changes smaller than this are never regressions")
+      ->check(CLI::NonNegativeNumber);
+  cmp->add_option("--json", ca.json_out, "Also write the comparison as JSON");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -80,6 +132,12 @@ int main(int argc, char** argv) {
     if (info->parsed()) return run_info(info_dir, info_json);
     if (imp->parsed()) return run_import_llama2c(ck, tk, out);
     if (meth->parsed()) return run_methods(describe, ma);
+    if (run->parsed()) return run_suite(ra);
+    if (cmp->parsed()) return run_compare(ca);
+    if (plan->parsed()) return run_plan(pa);
+    if (exp->parsed()) return run_export(xa);
+    if (mrg->parsed()) return run_merge(merge_out, merge_in);
+    if (rep->parsed()) return run_report(rpa, report_out);
   } catch (const kvb::InputError& e) {
     std::fprintf(stderr, "kvbench: error: %s\n", e.what());
     return 2;

@@ -1,0 +1,60 @@
+// Shared-context tasks (SCBench-like): one long context and several turns, each with a query and
+// its gold answers. Generators for SCBench's string-retrieval tasks plus Math.Find and a many-shot
+// classification task, and a loader for SCBench's own JSONL format.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace kvb {
+
+class Rng;
+
+struct ScTurn {
+  std::string input;                 // the query text of this turn
+  std::vector<std::string> answers;  // gold answers (string_match_all needs all of them)
+};
+
+struct ScSample {
+  std::string id;
+  std::string context;
+  std::vector<ScTurn> turns;
+};
+
+// How a turn is scored (SCBench's metrics):
+//   substring         1 if the first gold answer occurs in the prediction (retrieval accuracy)
+//   string_match_all  fraction of the gold answers that occur in the prediction
+//   first_int         1 if the first integer in the prediction equals the gold answer
+enum class ScMetric { kSubstring, kStringMatchAll, kFirstInt };
+ScMetric parse_sc_metric(const std::string& s);  // kvb::InputError on an unknown name
+std::string sc_metric_name(ScMetric m);
+double score_sc_turn(ScMetric m, const std::string& prediction,
+                     const std::vector<std::string>& answers);
+
+struct ScTask {
+  std::string name;  // kv | prefix_suffix | vt | math_find | icl | jsonl
+  ScMetric metric;
+  std::vector<ScSample> samples;
+};
+
+// Generators (deterministic in seed). `size` is the task's length knob: key-value pairs, strings,
+// chains, list length or shots.
+ScTask generate_kv_retrieval(int64_t samples, int64_t pairs, int64_t turns, uint64_t seed);
+ScTask generate_prefix_suffix(int64_t samples, int64_t strings, int64_t turns, uint64_t seed);
+ScTask generate_variable_tracing(int64_t samples, int64_t chains, int64_t hops,
+                                 int64_t noise_sentences, int64_t turns, uint64_t seed);
+ScTask generate_math_find(int64_t samples, int64_t numbers, int64_t turns, uint64_t seed);
+ScTask generate_icl_classification(int64_t samples, int64_t shots, int64_t classes, int64_t turns,
+                                   uint64_t seed);
+
+// SCBench's JSONL: one object per line, {"id", "context", "multi_turns": [{"input", "answer"}]}
+// where answer is a string, a number or a list of them. kvb::InputError
+// "<path>:<line>: <field>: <problem>" on anything malformed.
+ScTask load_scbench_jsonl(const std::string& path, ScMetric metric, int64_t max_samples = 0);
+
+// A random RFC-4122-looking UUID (version 4) from the stream.
+std::string random_uuid(Rng& rng);
+
+}  // namespace kvb

@@ -1,0 +1,330 @@
+#include "harness/cli/results_cmd.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include "datasets/rng.h"
+#include "harness/common/check.h"
+#include "harness/common/json_io.h"
+#include "methods/registry.h"
+#include "results/report.h"
+#include "results/sqlite_store.h"
+#include "suites/runner.h"
+
+namespace kvb::cli {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+// A read-only handle on a checked results database.
+class Db {
+ public:
+  explicit Db(std::string path) : path_(std::move(path)) {
+    KVB_INPUT_CHECK(fs::exists(path_), path_, ": no such file");
+    KVB_INPUT_CHECK(check_results_db(path_) > 0, path_, ": not a kvbench results database");
+    KVB_CHECK(sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK,
+              "cannot open ", path_);
+  }
+  ~Db() { sqlite3_close(db_); }
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+  // Rows of `sql` with `args` bound as text, every column as text ("" for NULL).
+  std::vector<std::vector<std::string>> query(const std::string& sql,
+                                              const std::vector<std::string>& args) const {
+    sqlite3_stmt* s = nullptr;
+    KVB_CHECK(sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) == SQLITE_OK,
+              sqlite3_errmsg(db_));
+    for (size_t i = 0; i < args.size(); ++i)
+      sqlite3_bind_text(s, static_cast<int>(i) + 1, args[i].c_str(), -1, SQLITE_TRANSIENT);
+    std::vector<std::vector<std::string>> rows;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      std::vector<std::string> row;
+      for (int i = 0; i < sqlite3_column_count(s); ++i) {
+        const auto* p = sqlite3_column_text(s, i);
+        row.push_back(p ? reinterpret_cast<const char*>(p) : "");
+      }
+      rows.push_back(std::move(row));
+    }
+    sqlite3_finalize(s);
+    KVB_INPUT_CHECK(rc == SQLITE_DONE, path_, ": ", sqlite3_errmsg(db_));
+    return rows;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  sqlite3* db_ = nullptr;
+};
+
+std::string resolve_run(const Db& db, const std::string& run) {
+  auto rows = db.query("SELECT id FROM runs WHERE CAST(id AS TEXT) = ?1 OR name = ?1", {run});
+  KVB_INPUT_CHECK(!rows.empty(), db.path(), ": no run '", run, "'");
+  KVB_INPUT_CHECK(rows.size() == 1, db.path(), ": run name '", run,
+                  "' is ambiguous; give the run id");
+  return rows[0][0];
+}
+
+struct CellRow {
+  std::string suite, model, spec, dataset;
+  json record;
+  std::map<std::string, double> samples;  // "idx/turn/input hash" -> score
+};
+
+// The run's cells by match key.
+std::map<std::string, CellRow> load_cells(const Db& db, const std::string& run_id,
+                                          const std::string& only_spec) {
+  std::map<std::string, CellRow> out;
+  for (auto& r : db.query(
+           "SELECT c.id, c.suite, m.weights_hash, me.spec, d.content_hash, c.params, c.record "
+           "FROM cells c JOIN models m ON m.id = c.model_id JOIN methods me ON me.id = "
+           "c.method_id JOIN datasets d ON d.id = c.dataset_id WHERE c.run_id = ? ORDER BY c.id",
+           {run_id})) {
+    if (!only_spec.empty() && r[3] != only_spec) continue;
+    CellRow c{r[1], r[2], r[3], r[4], json::parse(r[6]), {}};
+    for (auto& s :
+         db.query("SELECT idx, turn, input_hash, score FROM samples WHERE cell_id = ?", {r[0]}))
+      c.samples[s[0] + "/" + s[1] + "/" + s[2]] = std::stod(s[3]);
+    const std::string key =
+        r[1] + "|" + r[2] + "|" + (only_spec.empty() ? r[3] : "*") + "|" + r[4] + "|" + r[5];
+    out[key] = std::move(c);
+  }
+  return out;
+}
+
+struct Row {
+  std::string suite, model, dataset, method, metric;
+  double base = 0, cand = 0, lo = 0, hi = 0;
+  bool regressed = false;
+};
+
+// Paired bootstrap of mean(cand - base): 95% percentile interval.
+std::pair<double, double> bootstrap(const std::vector<double>& d, uint64_t seed) {
+  if (d.empty()) return {0.0, 0.0};
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<size_t> pick(0, d.size() - 1);
+  std::vector<double> means(1000);
+  for (double& m : means) {
+    double s = 0;
+    for (size_t i = 0; i < d.size(); ++i) s += d[pick(rng)];
+    m = s / static_cast<double>(d.size());
+  }
+  std::sort(means.begin(), means.end());
+  return {means[24], means[974]};
+}
+
+std::string fmt(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.4g", v);
+  return b;
+}
+
+std::string canonical(const std::string& spec) {
+  return spec.empty() ? spec : make_method(spec)->spec();
+}
+
+}  // namespace
+
+int run_compare(const CompareArgs& a) {
+  KVB_INPUT_CHECK(a.baseline_method.empty() == a.candidate_method.empty(),
+                  "--baseline-method and --candidate-method: give both or neither");
+  KVB_INPUT_CHECK(a.threshold >= 0, "--threshold: must be >= 0");
+  const Db db(a.db);
+  const std::string base_id = resolve_run(db, a.baseline), cand_id = resolve_run(db, a.candidate);
+  const auto base = load_cells(db, base_id, canonical(a.baseline_method));
+  const auto cand = load_cells(db, cand_id, canonical(a.candidate_method));
+  std::vector<Row> rows;
+  size_t unmatched = 0;
+  for (const auto& [key, c] : cand) {
+    auto it = base.find(key);
+    if (it == base.end()) {
+      ++unmatched;
+      continue;
+    }
+    const CellRow& b = it->second;
+    const json& bm = b.record["metrics"];
+    const json& cm = c.record["metrics"];
+    const std::string dataset = c.record.value("dataset", std::string());
+    const std::string model = fs::path(c.record.value("model", std::string())).filename().string();
+    const std::string method = b.spec == c.spec ? c.spec : b.spec + " → " + c.spec;
+    auto make_row = [&](const std::string& suite, const char* metric, double bv, double cv) {
+      Row r;
+      r.suite = suite;
+      r.model = model;
+      r.dataset = dataset;
+      r.method = method;
+      r.metric = metric;
+      r.base = bv;
+      r.cand = cv;
+      return r;
+    };
+    if (c.suite == "perplexity") {
+      Row nll = make_row(c.suite, "nll", bm["nll"].get<double>(), cm["nll"].get<double>());
+      const double se = std::hypot(bm.value("nll_se", 0.0), cm.value("nll_se", 0.0));
+      nll.lo = nll.cand - nll.base - 1.96 * se;
+      nll.hi = nll.cand - nll.base + 1.96 * se;
+      nll.regressed = nll.lo > a.threshold;
+      rows.push_back(nll);
+      Row kl =
+          make_row(c.suite, "kl_mean", bm["kl_mean"].get<double>(), cm["kl_mean"].get<double>());
+      kl.lo = kl.hi = kl.cand - kl.base;
+      kl.regressed = kl.lo > a.threshold + 1e-12;
+      rows.push_back(kl);
+    } else {
+      std::vector<double> diff;
+      double sb = 0, sc = 0;
+      for (const auto& [sk, score] : c.samples)
+        if (auto bs = b.samples.find(sk); bs != b.samples.end()) {
+          diff.push_back(score - bs->second);
+          sb += bs->second;
+          sc += score;
+        }
+      const double n = std::max<double>(1.0, static_cast<double>(diff.size()));
+      Row r = make_row(c.suite, "score", sb / n, sc / n);
+      std::tie(r.lo, r.hi) = bootstrap(diff, fnv1a64(key));
+      r.regressed = r.hi < -a.threshold;
+      rows.push_back(r);
+    }
+  }
+  KVB_INPUT_CHECK(!rows.empty(), a.db, ": runs '", a.baseline, "' and '", a.candidate,
+                  "' have no cells in common");
+  size_t regressed = 0;
+  std::cout
+      << "| suite | model | dataset | method | metric | baseline | candidate | Δ | 95% CI of Δ "
+         "| verdict |\n|---|---|---|---|---|---|---|---|---|---|\n";
+  json out = json::array();
+  for (const Row& r : rows) {
+    regressed += r.regressed;
+    std::cout << "| " << r.suite << " | " << r.model << " | " << r.dataset << " | " << r.method
+              << " | " << r.metric << " | " << fmt(r.base) << " | " << fmt(r.cand) << " | "
+              << fmt(r.cand - r.base) << " | [" << fmt(r.lo) << ", " << fmt(r.hi) << "] | "
+              << (r.regressed ? "**REGRESSED**" : "ok") << " |\n";
+    out.push_back({{"suite", r.suite},
+                   {"model", r.model},
+                   {"dataset", r.dataset},
+                   {"method", r.method},
+                   {"metric", r.metric},
+                   {"baseline", r.base},
+                   {"candidate", r.cand},
+                   {"ci", {r.lo, r.hi}},
+                   {"regressed", r.regressed}});
+  }
+  std::cout << "\n" << rows.size() << " comparisons, " << regressed << " regressed";
+  if (unmatched) std::cout << ", " << unmatched << " candidate cells without a baseline";
+  std::cout << "\n";
+  if (!a.json_out.empty())
+    write_file(a.json_out, json{{"baseline", base_id},
+                                {"candidate", cand_id},
+                                {"threshold", a.threshold},
+                                {"rows", out},
+                                {"regressed", regressed}}
+                                   .dump(2) +
+                               "\n");
+  return regressed ? 1 : 0;
+}
+
+int run_plan(const RunArgs& a) {
+  SuiteRunOptions o;
+  o.config_path = a.suite;
+  o.models = a.models;
+  if (!a.shard.empty()) parse_shard(a.shard, o.shard_index, o.shard_count);
+  for (const auto& k : plan_suite_file(o)) std::cout << k << "\n";
+  return 0;
+}
+
+namespace {
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string r = "\"";
+  for (char c : s) r += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return r + "\"";
+}
+
+}  // namespace
+
+int run_export(const ExportArgs& a) {
+  const Db db(a.db);
+  const std::string run = a.run.empty() ? "" : resolve_run(db, a.run);
+  const std::string where = run.empty() ? "" : " WHERE c.run_id = ?";
+  const std::vector<std::string> args =
+      run.empty() ? std::vector<std::string>{} : std::vector<std::string>{run};
+  if (a.format == "jsonl") {
+    for (auto& r : db.query("SELECT c.run_id, r.name, c.record FROM cells c JOIN runs r ON r.id = "
+                            "c.run_id" +
+                                where + " ORDER BY c.run_id, c.id",
+                            args)) {
+      json rec = json::parse(r[2]);
+      rec["run_id"] = std::stoll(r[0]);
+      rec["run_name"] = r[1];
+      std::cout << rec.dump() << "\n";
+    }
+    return 0;
+  }
+  std::cout << "run_id,run_name,suite,model,method,dataset,metric,value,se\n";
+  for (auto& r :
+       db.query("SELECT c.run_id, r.name, c.suite, m.path, me.spec, d.name, x.name, x.value, x.se "
+                "FROM metrics x JOIN cells c ON c.id = x.cell_id JOIN runs r ON r.id = c.run_id "
+                "JOIN models m ON m.id = c.model_id JOIN methods me ON me.id = c.method_id "
+                "JOIN datasets d ON d.id = c.dataset_id" +
+                    where + " ORDER BY c.run_id, c.id, x.name",
+                args)) {
+    for (size_t i = 0; i < r.size(); ++i) std::cout << (i ? "," : "") << csv_field(r[i]);
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+int run_merge(const std::string& out, const std::vector<std::string>& in) {
+  for (const auto& p : in) {
+    KVB_INPUT_CHECK(fs::exists(p), p, ": no such file");
+    KVB_INPUT_CHECK(check_results_db(p) > 0, p, ": not a kvbench results database");
+    KVB_INPUT_CHECK(!fs::exists(out) || !fs::equivalent(p, out), p,
+                    ": is the database being merged into");
+  }
+  // Conflicts among the inputs (and with OUT) refuse the merge before anything is written.
+  std::map<std::string, std::pair<std::string, std::string>> seen;  // cell -> (record, file)
+  std::vector<std::string> files = in;
+  if (fs::exists(out) && check_results_db(out) > 0) files.insert(files.begin(), out);
+  for (const auto& p : files) {
+    const Db db(p);
+    for (auto& r : db.query("SELECT r.name, r.config_hash, c.key, json_remove(c.record, "
+                            "'$.finished_at', '$.metrics.seconds', '$.metrics.tokens_per_second') "
+                            "FROM cells c JOIN runs r ON r.id = c.run_id",
+                            {})) {
+      const std::string id = r[0] + "|" + r[1] + "|" + r[2];
+      auto [it, fresh] = seen.try_emplace(id, r[3], p);
+      KVB_INPUT_CHECK(fresh || it->second.first == r[3], p, ": cell '", r[2],
+                      "' differs from the same cell in ", it->second.second);
+    }
+  }
+  SqliteStore store(out);
+  int64_t added = 0;
+  for (const auto& p : in) added += store.merge(p);
+  std::cout << out << ": " << added << " cells added from " << in.size() << " databases\n";
+  return 0;
+}
+
+int run_report(const ExportArgs& a, const std::string& out) {
+  std::string run;
+  if (!a.run.empty()) {
+    const Db db(a.db);
+    run = resolve_run(db, a.run);
+  }
+  write_file(out, leaderboard_html(a.db, run));
+  std::cout << out << "\n";
+  return 0;
+}
+
+}  // namespace kvb::cli

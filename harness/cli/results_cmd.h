@@ -1,0 +1,48 @@
+// Subcommands over results databases and suite plans:
+//
+// `kvbench plan --suite FILE [--model DIR]... [--shard i/N]`: the cell keys, one a line.
+// `kvbench export --db DB --format csv|jsonl [--run RUN]`: jsonl is one cell record a line (with
+// "run_id" and "run_name" added); csv is one metric a row: run_id, run_name, suite, model,
+// method, dataset, metric, value, se.
+// `kvbench merge OUT IN...`: copies every run and cell of IN into OUT (see SqliteStore::merge).
+// `kvbench report --db DB [--run RUN] --out FILE.html`: the leaderboard (results/report.h).
+//
+// `kvbench compare --db DB --baseline RUN --candidate RUN [--baseline-method SPEC
+// --candidate-method SPEC] [--threshold X] [--json FILE]`
+//
+// Matches the two runs' cells by (suite, model weights hash, method spec, dataset content hash,
+// suite parameters); with --baseline-method/--candidate-method, those two specs' cells are matched
+// to each other instead (spec left out of the match). RUN is a run id or a run name.
+//
+// Per cell: niah and scbench compare per-sample scores (paired by sample, turn and input hash)
+// with a seeded paired bootstrap (1000 resamples) of the mean difference; a regression is a 95%
+// interval entirely below -threshold. Perplexity compares the mean NLL (interval from the
+// recorded standard errors; regression when entirely above +threshold) and the KL divergence from
+// the full-cache reference (deterministic; regression when it grew by more than threshold).
+// Markdown on stdout; exit 1 when anything regressed, 0 otherwise.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "harness/cli/run_cmd.h"
+
+namespace kvb::cli {
+
+struct CompareArgs {
+  std::string db, baseline, candidate, baseline_method, candidate_method, json_out;
+  double threshold = 0.0;
+};
+
+int run_compare(const CompareArgs& a);
+
+struct ExportArgs {
+  std::string db, format, run;
+};
+
+int run_plan(const RunArgs& a);
+int run_export(const ExportArgs& a);
+int run_merge(const std::string& out, const std::vector<std::string>& in);
+int run_report(const ExportArgs& a, const std::string& out);
+
+}  // namespace kvb::cli

@@ -1,0 +1,153 @@
+#include "methods/chain.h"
+
+#include <algorithm>
+
+#include "harness/common/check.h"
+
+namespace kvb {
+namespace {
+
+class ChainState : public KVCacheState {
+ public:
+  ChainState(std::unique_ptr<SlotStore> store, std::vector<std::unique_ptr<SelectorState>> sel,
+             int64_t n_layers)
+      : store_(std::move(store)), sel_(std::move(sel)),
+        seen_(static_cast<size_t>(n_layers), 0), last_pos_(static_cast<size_t>(n_layers), -1) {}
+
+  void append(int layer, const KVAppend& a) override {
+    const int64_t t = a.k.size(2);
+    store_->append(layer, a);
+    seen_[layer] += t;
+    if (t > 0) last_pos_[layer] = last_appended(a);
+    SelectContext ctx = context(layer);
+    for (auto& s : sel_) s->on_append(layer, a, ctx);
+    if (!wants_attention(layer)) run_select(layer);
+  }
+
+  bool wants_attention(int layer) const override {
+    for (const auto& s : sel_)
+      if (s->wants_attention(layer)) return true;
+    return false;
+  }
+
+  void observe(int layer, const torch::Tensor& probs) override {
+    KVB_CHECK(probs.size(3) == store_->slots(layer), "chain observe: probs cover ", probs.size(3),
+              " slots, the store holds ", store_->slots(layer));
+    SelectContext ctx = context(layer);
+    for (auto& s : sel_)
+      if (s->wants_attention(layer)) s->observe(layer, probs, ctx);
+    run_select(layer);
+  }
+
+  void end_prefill() override {
+    for (int l = 0; l < static_cast<int>(seen_.size()); ++l)
+      for (auto& s : sel_) apply(l, s->end_prefill(l, context(l)));
+  }
+
+  KVView view(int layer) const override { return store_->view(layer); }
+
+  MemoryUse memory(int layer) const override {
+    MemoryUse m = store_->memory(layer);
+    for (const auto& s : sel_) m.metadata_bytes += s->metadata_bytes(layer);
+    m.tokens_seen = seen_[layer];
+    return m;
+  }
+
+  MemoryUse memory() const override {
+    MemoryUse total;
+    for (int l = 0; l < static_cast<int>(seen_.size()); ++l) {
+      MemoryUse m = memory(l);
+      total.payload_bytes += m.payload_bytes;
+      total.metadata_bytes += m.metadata_bytes;
+      total.slots += m.slots;
+      total.tokens_seen = std::max(total.tokens_seen, m.tokens_seen);
+    }
+    return total;
+  }
+
+  std::unique_ptr<KVCacheState> clone() const override {
+    std::vector<std::unique_ptr<SelectorState>> sel;
+    for (const auto& s : sel_) sel.push_back(s->clone());
+    auto c = std::make_unique<ChainState>(store_->clone_store(), std::move(sel),
+                                          static_cast<int64_t>(seen_.size()));
+    c->seen_ = seen_;
+    c->last_pos_ = last_pos_;
+    return c;
+  }
+
+ private:
+  static int64_t last_appended(const KVAppend& a) {
+    return a.pos[a.pos.size(0) - 1].item<int64_t>();
+  }
+
+  SelectContext context(int layer) const { return {*store_, last_pos_[layer], seen_[layer]}; }
+
+  void run_select(int layer) {
+    for (auto& s : sel_) apply(layer, s->select(layer, context(layer)));
+  }
+
+  void apply(int layer, const Eviction& e) {
+    if (!e.any()) return;
+    if (e.drop_one.defined()) {
+      const int64_t n = store_->slots(layer);
+      if (store_->can_drop_swap()) {
+        store_->drop_swap(layer, e.drop_one);
+        for (auto& s : sel_) s->drop_swap(layer, e.drop_one, n);
+        return;
+      }
+      // Order-keeping stores: the complement of the dropped slot, ascending.
+      torch::Tensor base = torch::arange(n - 1, e.drop_one.options()).view({1, 1, n - 1});
+      torch::Tensor idx = base + (base >= e.drop_one.unsqueeze(-1)).to(torch::kLong);
+      keep_all(layer, idx);
+      return;
+    }
+    keep_all(layer, e.keep);
+  }
+
+  void keep_all(int layer, const torch::Tensor& idx) {
+    store_->keep(layer, idx);
+    for (auto& s : sel_) s->keep(layer, idx);
+  }
+
+  std::unique_ptr<SlotStore> store_;
+  std::vector<std::unique_ptr<SelectorState>> sel_;
+  std::vector<int64_t> seen_, last_pos_;
+};
+
+}  // namespace
+
+ChainMethod::ChainMethod(std::vector<std::shared_ptr<const SelectorMethod>> selectors,
+                         std::shared_ptr<const StorageMethod> storage)
+    : selectors_(std::move(selectors)), storage_(std::move(storage)) {
+  KVB_CHECK(!selectors_.empty() && storage_, "ChainMethod: needs selectors and a storage");
+}
+
+std::string ChainMethod::spec() const {
+  std::string s;
+  for (const auto& sel : selectors_) s += (s.empty() ? "" : "+") + sel->spec();
+  if (!storage_implicit_) s += "+" + storage_->spec();
+  return s;
+}
+
+std::unique_ptr<KVCacheState> ChainMethod::make_state(const ModelShape& shape) const {
+  std::vector<std::unique_ptr<SelectorState>> sel;
+  for (const auto& s : selectors_) sel.push_back(s->make_selector(shape));
+  return std::make_unique<ChainState>(storage_->make_store(shape), std::move(sel), shape.n_layers);
+}
+
+std::optional<MemoryUse> ChainMethod::promised_memory(const ModelShape& shape, int64_t tokens,
+                                                      torch::ScalarType compute) const {
+  int64_t slots = tokens;
+  for (const auto& s : selectors_) slots = std::min(slots, s->promised_slots(slots));
+  MemoryUse l = storage_->layer_promise(shape, slots, compute);
+  if (slots < tokens) l.metadata_bytes += shape.n_head_kv * slots * 8;  // explicit positions
+  for (const auto& s : selectors_) l.metadata_bytes += s->promised_metadata(shape, slots);
+  MemoryUse m;
+  m.payload_bytes = l.payload_bytes * shape.n_layers;
+  m.metadata_bytes = l.metadata_bytes * shape.n_layers;
+  m.slots = shape.n_head_kv * slots * shape.n_layers;
+  m.tokens_seen = tokens;
+  return m;
+}
+
+}  // namespace kvb

@@ -1,0 +1,81 @@
+// Method chains: selecting stages in front of a storage stage, `snapkv(budget=256)+kivi(bits=2)`.
+//
+// A selector never holds keys or values. It keeps its own bookkeeping per slot (scores, query
+// windows) and, at fixed points, returns an Eviction: which slots of a layer to drop. The chain
+// applies the eviction to the store (methods/slot_store.h) and to every selector's bookkeeping,
+// so all stages always agree on what slot j is. Points where selectors decide:
+//   - after append, when no stage wants attention for the layer (streaming);
+//   - after observe (the chunk's attention over [view slots, chunk]) otherwise (H2O);
+//   - at end_prefill (SnapKV compresses the prompt once).
+// A selector used alone stores into dense fp32 slots (the `full` default).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "methods/slot_store.h"
+
+namespace kvb {
+
+struct Eviction {
+  torch::Tensor drop_one;  // [B, H_kv] int64: drop exactly this slot of each head, or undefined
+  torch::Tensor keep;      // [B, H_kv, S'] int64 ascending: keep these slots, or undefined
+  bool any() const { return drop_one.defined() || keep.defined(); }
+};
+
+// What selectors may read when deciding; slots are the store's current slots.
+struct SelectContext {
+  const SlotStore& store;
+  int64_t last_pos;     // position of the last appended token of this layer
+  int64_t tokens_seen;  // tokens appended to this layer so far
+};
+
+class SelectorState {
+ public:
+  virtual ~SelectorState() = default;
+  virtual bool wants_attention(int layer) const { return false; }
+  // The chunk's T slots were just appended at the end of the store (slots S .. S+T-1).
+  virtual void on_append(int layer, const KVAppend& a, const SelectContext& ctx) {}
+  virtual void observe(int layer, const torch::Tensor& probs,  // [B, H_q, T, S + T]
+                       const SelectContext& ctx) {}
+  virtual Eviction select(int layer, const SelectContext& ctx) { return {}; }
+  virtual Eviction end_prefill(int layer, const SelectContext& ctx) { return {}; }
+  // Bookkeeping follows the store: keep(idx) as SlotStore::keep, drop_swap as SlotStore's.
+  virtual void keep(int layer, const torch::Tensor& idx) {}          // [B, H_kv, S']
+  virtual void drop_swap(int layer, const torch::Tensor& slot, int64_t slots_before) {}  // [B, H_kv]
+  virtual int64_t metadata_bytes(int layer) const { return 0; }
+  virtual std::unique_ptr<SelectorState> clone() const = 0;
+};
+
+class SelectorMethod {
+ public:
+  virtual ~SelectorMethod() = default;
+  virtual std::string spec() const = 0;
+  virtual std::unique_ptr<SelectorState> make_selector(const ModelShape& shape) const = 0;
+  // Slots per KV head kept after `tokens` tokens and end_prefill().
+  virtual int64_t promised_slots(int64_t tokens) const = 0;
+  // Selector bookkeeping bytes per layer (batch 1) with `slots` slots held.
+  virtual int64_t promised_metadata(const ModelShape& shape, int64_t slots) const { return 0; }
+};
+
+// The KVMethod of a chain (also of a selector used alone).
+class ChainMethod : public KVMethod {
+ public:
+  ChainMethod(std::vector<std::shared_ptr<const SelectorMethod>> selectors,
+              std::shared_ptr<const StorageMethod> storage);
+  std::string spec() const override;
+  std::unique_ptr<KVCacheState> make_state(const ModelShape& shape) const override;
+  std::optional<MemoryUse> promised_memory(const ModelShape& shape, int64_t tokens,
+                                           torch::ScalarType compute = torch::kFloat32) const override;
+  const StorageMethod& storage() const { return *storage_; }
+  bool storage_implicit() const { return storage_implicit_; }  // alone: spec omits the storage
+  void set_storage_implicit(bool v) { storage_implicit_ = v; }
+
+ private:
+  std::vector<std::shared_ptr<const SelectorMethod>> selectors_;
+  std::shared_ptr<const StorageMethod> storage_;
+  bool storage_implicit_ = false;
+};
+
+}  // namespace kvb

@@ -1,0 +1,94 @@
+// The seam between the forward pass and every KV-cache method.
+//
+// A KVMethod is an immutable configuration built from a spec string; a KVCacheState holds one
+// sequence's cache over all layers. Per layer and per forward chunk the engine calls, in order:
+//   1. view(layer)      -> the slots attention reads for everything before this chunk
+//   2. (attention over view + the chunk's own keys/values, causal inside the chunk)
+//   3. append(layer, a) -> the chunk's keys/values enter the state
+//   4. observe(layer, p) if wants_attention(): p = attention weights of the chunk's queries over
+//      [the slots of the view from step 1, then the chunk's T tokens] — so append must not drop
+//      slots of the view that observe() will index; score-driven eviction happens in observe().
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <torch/types.h>
+
+namespace kvb {
+
+struct ModelShape {
+  int64_t n_layers = 0, n_head_q = 0, n_head_kv = 0, head_dim = 0;
+  int64_t max_position = 0;
+};
+
+struct KVAppend {            // new tokens for one layer
+  torch::Tensor k;           // [B, H_kv, T, D] post-RoPE keys
+  torch::Tensor k_pre_rope;  // [B, H_kv, T, D] same keys before RoPE
+  torch::Tensor v;           // [B, H_kv, T, D]
+  torch::Tensor pos;         // [T] int64 absolute positions
+  torch::Tensor q;           // [B, H_q, T, D] post-RoPE queries of these tokens
+};
+
+struct KVView {              // what attention reads: dense, dequantized, compute dtype
+  torch::Tensor k, v;        // [B, H_kv, S, D] (S may be 0; undefined tensors mean S = 0)
+  torch::Tensor pos;         // [B, H_kv, S] int64 source position of each slot
+  torch::Tensor logit_bias;  // [B, H_kv, S] float, or undefined: log(count) after merges, -inf masks
+  int64_t slots() const { return k.defined() ? k.size(2) : 0; }
+};
+
+struct MemoryUse {
+  int64_t payload_bytes = 0;   // codes / values actually held
+  int64_t metadata_bytes = 0;  // scales, zero points, positions, indices
+  int64_t tokens_seen = 0;     // tokens appended so far (per layer)
+  int64_t slots = 0;           // slots held (summed over layers and KV heads)
+};
+
+class KVCacheState {
+ public:
+  virtual ~KVCacheState() = default;
+  virtual void append(int layer, const KVAppend& a) = 0;
+  virtual bool wants_attention(int layer) const { return false; }
+  virtual void observe(int layer, const torch::Tensor& probs) {}  // [B, H_q, T, S + T]
+  virtual KVView view(int layer) const = 0;
+  // The prompt has been consumed (all layers appended); methods that compress once after
+  // prefill (SnapKV, PyramidKV) do it here. Not called in perplexity decode mode.
+  virtual void end_prefill() {}
+  // Optional fused attention over the view; must match the reference path.
+  virtual std::optional<torch::Tensor> attend(int layer, const torch::Tensor& q) const {
+    return std::nullopt;
+  }
+  virtual MemoryUse memory() const = 0;
+  virtual MemoryUse memory(int layer) const = 0;
+  virtual std::unique_ptr<KVCacheState> clone() const = 0;  // snapshot (multi-request suites)
+};
+
+// What a method may use to calibrate itself (offline scales, codebooks, head roles). Artifacts
+// are cached under cache_dir, keyed by the method's spec and the model; `feed` runs calibration
+// samples through a state made by the method. No built-in method calibrates yet.
+struct CalibrationContext {
+  std::string cache_dir;
+  std::string model_id;
+  std::function<void(KVCacheState&)> feed;
+};
+
+class KVMethod {
+ public:
+  virtual ~KVMethod() = default;
+  virtual std::string spec() const = 0;  // canonical: parse(m.spec())->spec() == m.spec()
+  virtual std::unique_ptr<KVCacheState> make_state(const ModelShape& shape) const = 0;
+  // Bytes a state of batch 1 must hold after `tokens` tokens were appended (in chunks of any
+  // size, then end_prefill()), computed from the spec and the shape alone; `compute` is the
+  // dtype of the appended keys/values. nullopt: the method makes no promise.
+  virtual std::optional<MemoryUse> promised_memory(const ModelShape& shape, int64_t tokens,
+                                                   torch::ScalarType compute = torch::kFloat32) const {
+    return std::nullopt;
+  }
+  // Optional offline calibration; the default does nothing.
+  virtual void calibrate(const CalibrationContext& ctx) {}
+};
+
+}  // namespace kvb

@@ -1,0 +1,116 @@
+#include "methods/quant/dense.h"
+
+#include "harness/common/check.h"
+
+namespace kvb {
+namespace {
+
+const char* dtype_name(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat16: return "fp16";
+    case torch::kBFloat16: return "bf16";
+    default: return "fp32";
+  }
+}
+
+// Per layer: k, v [B, H_kv, capacity, D] in dtype; the first `len` slots are live. Dropping a
+// slot moves the last one into its place, so decode-time eviction is O(D) per head.
+class DenseStore : public SlotStore {
+ public:
+  DenseStore(const ModelShape& shape, torch::ScalarType dtype)
+      : dtype_(dtype), layers_(static_cast<size_t>(shape.n_layers)) {}
+
+  void append(int layer, const KVAppend& a) override {
+    Layer& L = layers_.at(static_cast<size_t>(layer));
+    const int64_t b = a.k.size(0), h = a.k.size(1), t = a.k.size(2), d = a.k.size(3);
+    auto opts = a.k.options().dtype(dtype_);
+    reserve_rows(L.k, L.len, L.len + t, b, h, d, opts);
+    reserve_rows(L.v, L.len, L.len + t, b, h, d, opts);
+    L.k.narrow(2, L.len, t).copy_(a.k);
+    L.v.narrow(2, L.len, t).copy_(a.v);
+    L.pos.append(a.pos, b, h);
+    L.len += t;
+    L.seen += t;
+  }
+
+  KVView view(int layer) const override {
+    const Layer& L = layers_.at(static_cast<size_t>(layer));
+    KVView v;
+    if (L.len == 0) return v;
+    v.k = L.k.narrow(2, 0, L.len);
+    v.v = L.v.narrow(2, 0, L.len);
+    v.pos = L.pos.view();
+    return v;
+  }
+
+  int64_t slots(int layer) const override { return layers_.at(static_cast<size_t>(layer)).len; }
+  torch::Tensor positions(int layer) const override { return layers_.at(static_cast<size_t>(layer)).pos.view(); }
+  int n_layers() const override { return static_cast<int>(layers_.size()); }
+
+  void keep(int layer, const torch::Tensor& idx) override {
+    Layer& L = layers_.at(static_cast<size_t>(layer));
+    keep_rows(L.k, L.len, idx);
+    keep_rows(L.v, L.len, idx);
+    L.pos.keep(idx);
+    L.len = idx.size(2);
+  }
+
+  bool can_drop_swap() const override { return true; }
+  void drop_swap(int layer, const torch::Tensor& slot) override {
+    Layer& L = layers_.at(static_cast<size_t>(layer));
+    drop_swap_rows(L.k, L.len, slot);
+    drop_swap_rows(L.v, L.len, slot);
+    L.pos.drop_swap(slot);
+    --L.len;
+  }
+
+  MemoryUse memory(int layer) const override {
+    const Layer& L = layers_.at(static_cast<size_t>(layer));
+    MemoryUse m;
+    m.tokens_seen = L.seen;
+    if (L.len == 0) return m;
+    const int64_t b = L.k.size(0), h = L.k.size(1), d = L.k.size(3);
+    m.payload_bytes = 2 * b * h * L.len * d * static_cast<int64_t>(L.k.element_size());
+    m.metadata_bytes = L.pos.bytes();
+    m.slots = b * h * L.len;
+    return m;
+  }
+  using SlotStore::memory;
+
+  std::unique_ptr<SlotStore> clone_store() const override {
+    auto c = std::make_unique<DenseStore>(*this);
+    for (Layer& L : c->layers_) {
+      L.k = clone_rows(L.k);
+      L.v = clone_rows(L.v);
+      L.pos = L.pos.clone();
+    }
+    return c;
+  }
+
+ private:
+  struct Layer {
+    torch::Tensor k, v;  // [B, H_kv, capacity, D] dtype
+    SlotPositions pos;
+    int64_t len = 0, seen = 0;
+  };
+  torch::ScalarType dtype_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace
+
+std::string DenseMethod::spec() const { return std::string("full(dtype=") + dtype_name(dtype_) + ")"; }
+
+std::unique_ptr<SlotStore> DenseMethod::make_store(const ModelShape& shape) const {
+  return std::make_unique<DenseStore>(shape, dtype_);
+}
+
+MemoryUse DenseMethod::layer_promise(const ModelShape& shape, int64_t slots, torch::ScalarType) const {
+  MemoryUse m;
+  m.payload_bytes = 2 * shape.n_head_kv * slots * shape.head_dim * static_cast<int64_t>(c10::elementSize(dtype_));
+  m.slots = shape.n_head_kv * slots;
+  m.tokens_seen = slots;
+  return m;
+}
+
+}  // namespace kvb

@@ -1,0 +1,147 @@
+#include "methods/quant/int_quant.h"
+
+#include <algorithm>
+
+#include "harness/common/check.h"
+#include "kernels/cpu/quant_kernels.h"
+
+namespace kvb {
+namespace {
+
+// Per layer: codes [B, H_kv, capacity, D*bits/8] uint8 and scale/zero [B, H_kv, capacity, D/g]
+// fp16 for keys and for values; slots live in the first `len` rows.
+class IntStore : public SlotStore {
+ public:
+  IntStore(const ModelShape& shape, int bits, int64_t group)
+      : bits_(bits), group_(group), layers_(static_cast<size_t>(shape.n_layers)) {}
+
+  void append(int layer, const KVAppend& a) override {
+    Layer& L = layers_.at(static_cast<size_t>(layer));
+    const int64_t b = a.k.size(0), h = a.k.size(1), t = a.k.size(2), d = a.k.size(3);
+    compute_ = a.k.scalar_type();
+    auto u8 = a.k.options().dtype(torch::kUInt8), f16 = a.k.options().dtype(torch::kHalf);
+    for (Side* s : {&L.k, &L.v}) {
+      reserve_rows(s->codes, L.len, L.len + t, b, h, d * bits_ / 8, u8);
+      reserve_rows(s->scale, L.len, L.len + t, b, h, d / group_, f16);
+      reserve_rows(s->zero, L.len, L.len + t, b, h, d / group_, f16);
+    }
+    quantize(L.k, a.k, L.len, t);
+    quantize(L.v, a.v, L.len, t);
+    L.pos.append(a.pos, b, h);
+    L.len += t;
+    L.seen += t;
+  }
+
+  KVView view(int layer) const override {
+    const Layer& L = layers_.at(static_cast<size_t>(layer));
+    KVView v;
+    if (L.len == 0) return v;
+    v.k = dequantize(L.k, L.len);
+    v.v = dequantize(L.v, L.len);
+    v.pos = L.pos.view();
+    return v;
+  }
+
+  int64_t slots(int layer) const override { return layers_.at(static_cast<size_t>(layer)).len; }
+  torch::Tensor positions(int layer) const override { return layers_.at(static_cast<size_t>(layer)).pos.view(); }
+  int n_layers() const override { return static_cast<int>(layers_.size()); }
+
+  void keep(int layer, const torch::Tensor& idx) override {
+    Layer& L = layers_.at(static_cast<size_t>(layer));
+    for (Side* s : {&L.k, &L.v})
+      for (torch::Tensor* t : {&s->codes, &s->scale, &s->zero}) keep_rows(*t, L.len, idx);
+    L.pos.keep(idx);
+    L.len = idx.size(2);
+  }
+
+  bool can_drop_swap() const override { return true; }
+  void drop_swap(int layer, const torch::Tensor& slot) override {
+    Layer& L = layers_.at(static_cast<size_t>(layer));
+    for (Side* s : {&L.k, &L.v})
+      for (torch::Tensor* t : {&s->codes, &s->scale, &s->zero}) drop_swap_rows(*t, L.len, slot);
+    L.pos.drop_swap(slot);
+    --L.len;
+  }
+
+  MemoryUse memory(int layer) const override {
+    const Layer& L = layers_.at(static_cast<size_t>(layer));
+    MemoryUse m;
+    m.tokens_seen = L.seen;
+    if (L.len == 0) return m;
+    const int64_t b = L.k.codes.size(0), h = L.k.codes.size(1);
+    m.payload_bytes = 2 * b * h * L.len * L.k.codes.size(3);
+    m.metadata_bytes = 2 * 2 * b * h * L.len * L.k.scale.size(3) * 2 + L.pos.bytes();
+    m.slots = b * h * L.len;
+    return m;
+  }
+  using SlotStore::memory;
+
+  std::unique_ptr<SlotStore> clone_store() const override {
+    auto c = std::make_unique<IntStore>(*this);
+    for (Layer& L : c->layers_) {
+      for (Side* s : {&L.k, &L.v})
+        for (torch::Tensor* t : {&s->codes, &s->scale, &s->zero}) *t = clone_rows(*t);
+      L.pos = L.pos.clone();
+    }
+    return c;
+  }
+
+ private:
+  struct Side {
+    torch::Tensor codes;        // [B, H_kv, capacity, D*bits/8] uint8
+    torch::Tensor scale, zero;  // [B, H_kv, capacity, D/group] fp16
+  };
+  struct Layer {
+    Side k, v;
+    SlotPositions pos;
+    int64_t len = 0, seen = 0;
+  };
+
+  void quantize(Side& s, const torch::Tensor& x, int64_t at, int64_t t) {  // x [B, H, T, D]
+    kernels::quantize_rows(x.to(torch::kFloat32).contiguous(), bits_, group_, s.codes.narrow(2, at, t),
+                           s.scale.narrow(2, at, t), s.zero.narrow(2, at, t));
+  }
+
+  torch::Tensor dequantize(const Side& s, int64_t len) const {
+    const int64_t d = s.codes.size(3) * 8 / bits_;
+    torch::Tensor out = torch::empty({s.codes.size(0), s.codes.size(1), len, d},
+                                     s.codes.options().dtype(torch::kFloat32));
+    kernels::dequantize_rows(s.codes.narrow(2, 0, len), s.scale.narrow(2, 0, len),
+                             s.zero.narrow(2, 0, len), bits_, group_, out);
+    return compute_ == torch::kFloat32 ? out : out.to(compute_);
+  }
+
+  int bits_;
+  int64_t group_;
+  torch::ScalarType compute_ = torch::kFloat32;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace
+
+std::string IntMethod::spec() const {
+  return "int(bits=" + std::to_string(bits_) + ",group=" + std::to_string(group_) + ")";
+}
+
+int64_t IntMethod::group_for(int64_t head_dim) const {
+  const int64_t g = std::min(group_, head_dim);
+  KVB_INPUT_CHECK(head_dim % g == 0 && g % (8 / bits_) == 0, spec(), ": head_dim ", head_dim,
+                  " is not a multiple of the group (", g, ")");
+  return g;
+}
+
+std::unique_ptr<SlotStore> IntMethod::make_store(const ModelShape& shape) const {
+  return std::make_unique<IntStore>(shape, bits_, group_for(shape.head_dim));
+}
+
+MemoryUse IntMethod::layer_promise(const ModelShape& shape, int64_t slots, torch::ScalarType) const {
+  const int64_t h = shape.n_head_kv, d = shape.head_dim, g = group_for(d);
+  MemoryUse m;
+  m.payload_bytes = 2 * h * slots * d * bits_ / 8;
+  m.metadata_bytes = 2 * 2 * h * slots * (d / g) * 2;  // K and V, scale and zero, fp16
+  m.slots = h * slots;
+  m.tokens_seen = slots;
+  return m;
+}
+
+}  // namespace kvb

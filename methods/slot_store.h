@@ -1,0 +1,84 @@
+// Storage back ends that can be the last stage of a method chain (`snapkv(...)+kivi(...)`).
+//
+// A SlotStore is a KVCacheState whose slots (per batch row and KV head) can be dropped by index,
+// so that selecting stages in front of it (methods/chain.h) decide what is kept while the store
+// decides how the kept keys/values are encoded. Slots of different heads may hold different
+// tokens; every head holds the same number of slots.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "methods/kv_method.h"
+
+namespace kvb {
+
+class SlotStore : public KVCacheState {
+ public:
+  virtual int64_t slots(int layer) const = 0;
+  virtual torch::Tensor positions(int layer) const = 0;  // [B, H_kv, S] int64
+  // Keeps slots idx[b, h, :] of every (batch, head), in that order: new slot j = old idx[..., j].
+  // Stores whose encoding depends on slot order (KIVI) require ascending indices.
+  virtual void keep(int layer, const torch::Tensor& idx) = 0;  // [B, H_kv, S'] int64
+  // Fast path for dropping one slot per head: slot[b, h] is removed and the last slot moves into
+  // its place (O(1) per head). Only when can_drop_swap().
+  virtual bool can_drop_swap() const { return false; }
+  virtual void drop_swap(int layer, const torch::Tensor& slot);  // [B, H_kv] int64
+  virtual std::unique_ptr<SlotStore> clone_store() const = 0;
+  std::unique_ptr<KVCacheState> clone() const override { return clone_store(); }
+  MemoryUse memory() const override;  // sum of memory(layer) over layers
+  using KVCacheState::memory;
+  virtual int n_layers() const = 0;
+};
+
+// A method that can store a chain's slots. Its own make_state() is the store.
+class StorageMethod : public KVMethod {
+ public:
+  std::unique_ptr<KVCacheState> make_state(const ModelShape& shape) const override {
+    return make_store(shape);
+  }
+  virtual std::unique_ptr<SlotStore> make_store(const ModelShape& shape) const = 0;
+  // Bytes one layer holds (batch 1) with `slots` slots per KV head and implicit positions.
+  virtual MemoryUse layer_promise(const ModelShape& shape, int64_t slots,
+                                  torch::ScalarType compute) const = 0;
+  std::optional<MemoryUse> promised_memory(const ModelShape& shape, int64_t tokens,
+                                           torch::ScalarType compute = torch::kFloat32) const override;
+};
+
+// Source positions of a store's slots. Implicit (first + arange, no bytes held) while the
+// appended positions are contiguous and nothing was dropped; explicit [B, H, S] int64 after.
+class SlotPositions {
+ public:
+  void append(const torch::Tensor& pos, int64_t batch, int64_t heads);  // pos [T] int64
+  void set(const torch::Tensor& pos);                                 // [B, H, S] int64
+  torch::Tensor view() const;                                         // [B, H, S] int64
+  void keep(const torch::Tensor& idx);                                // [B, H, S'] int64
+  void drop_swap(const torch::Tensor& slot);                          // [B, H] int64
+  void clear() { len_ = 0; explicit_ = false; }
+  int64_t size() const { return len_; }
+  int64_t last() const { return last_; }  // last appended position (-1 before any)
+  int64_t bytes() const { return explicit_ ? b_ * h_ * len_ * 8 : 0; }
+  SlotPositions clone() const;
+
+ private:
+  void materialize();
+  bool explicit_ = false;
+  int64_t b_ = 0, h_ = 0, first_ = 0, len_ = 0, last_ = -1;
+  torch::Tensor pos_;  // [B, H, capacity] int64 when explicit
+  torch::TensorOptions opts_ = torch::TensorOptions().dtype(torch::kLong);
+};
+
+// Row buffers [B, H, capacity, X] grown by doubling along dim 2.
+void reserve_rows(torch::Tensor& buf, int64_t used, int64_t need, int64_t b, int64_t h, int64_t x,
+                  const torch::TensorOptions& opts);
+// buf[:, :, :S'] = buf[:, :, idx] for idx [B, H, S'].
+void keep_rows(torch::Tensor& buf, int64_t used, const torch::Tensor& idx);
+// buf[b, h, slot[b, h]] = buf[b, h, used - 1].
+void drop_swap_rows(torch::Tensor& buf, int64_t used, const torch::Tensor& slot);
+// Deep copy of a buffer's first `used` rows (capacity kept), undefined stays undefined.
+torch::Tensor clone_rows(const torch::Tensor& buf);
+
+}  // namespace kvb

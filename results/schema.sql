@@ -1,0 +1,77 @@
+-- kvbench results database, schema version 1. Applied by results/sqlite_store.cpp (migration 1,
+-- embedded in results/schema_sql.cpp; a test keeps the two identical).
+PRAGMA application_id = 1263944241;
+CREATE TABLE runs (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  config_hash TEXT NOT NULL,
+  suite_name TEXT NOT NULL,
+  git_commit TEXT NOT NULL,
+  git_dirty INTEGER NOT NULL,
+  build_type TEXT NOT NULL,
+  compiler TEXT NOT NULL,
+  torch_version TEXT NOT NULL,
+  device TEXT NOT NULL,
+  threads INTEGER NOT NULL,
+  host TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  ended_at TEXT,
+  seed INTEGER NOT NULL,
+  config TEXT NOT NULL,
+  UNIQUE (name, config_hash)
+);
+CREATE TABLE models (
+  id INTEGER PRIMARY KEY,
+  path TEXT NOT NULL,
+  weights_hash TEXT NOT NULL,
+  config TEXT NOT NULL,
+  UNIQUE (path, weights_hash)
+);
+CREATE TABLE methods (
+  id INTEGER PRIMARY KEY,
+  spec TEXT NOT NULL UNIQUE
+);
+CREATE TABLE datasets (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  content_hash TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  UNIQUE (name, content_hash)
+);
+CREATE TABLE cells (
+  id INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs (id),
+  key TEXT NOT NULL,
+  suite TEXT NOT NULL,
+  model_id INTEGER NOT NULL REFERENCES models (id),
+  method_id INTEGER NOT NULL REFERENCES methods (id),
+  dataset_id INTEGER NOT NULL REFERENCES datasets (id),
+  params TEXT NOT NULL,
+  finished_at TEXT NOT NULL,
+  record TEXT NOT NULL,
+  UNIQUE (run_id, key)
+);
+CREATE TABLE samples (
+  cell_id INTEGER NOT NULL REFERENCES cells (id),
+  idx INTEGER NOT NULL,
+  turn INTEGER NOT NULL,
+  input_hash TEXT NOT NULL,
+  prediction TEXT NOT NULL,
+  score REAL NOT NULL,
+  tokens INTEGER,
+  PRIMARY KEY (cell_id, idx, turn)
+);
+CREATE TABLE metrics (
+  cell_id INTEGER NOT NULL REFERENCES cells (id),
+  name TEXT NOT NULL,
+  value REAL NOT NULL,
+  se REAL,
+  PRIMARY KEY (cell_id, name)
+);
+CREATE TABLE memory (
+  cell_id INTEGER PRIMARY KEY REFERENCES cells (id),
+  payload_bytes INTEGER NOT NULL,
+  metadata_bytes INTEGER NOT NULL,
+  tokens INTEGER NOT NULL,
+  bits_per_token REAL NOT NULL
+);

@@ -1,0 +1,450 @@
+#include "results/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "datasets/rng.h"
+#include "harness/common/check.h"
+#include "harness/common/json_io.h"
+
+namespace kvb {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int kApplicationId = 0x4b564231;  // "KVB1"
+// Migration i takes a database from user_version i to i + 1.
+const char* const* migrations() {
+  static const char* const m[kSchemaVersion] = {kSchemaV1};
+  return m;
+}
+
+std::string hex64(uint64_t v) {
+  char b[17];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+// One prepared statement; binds by 1-based position.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK)
+      throw Error(std::string("sqlite: ") + sqlite3_errmsg(db) + " in: " + sql);
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  Stmt& bind(int i, const std::string& v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& bind(int i, int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& bind(int i, double v) {
+    sqlite3_bind_double(s_, i, v);
+    return *this;
+  }
+  Stmt& bind_null(int i) {
+    sqlite3_bind_null(s_, i);
+    return *this;
+  }
+  void reset() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  bool step() {  // true while a row is available
+    int rc = sqlite3_step(s_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw Error(std::string("sqlite: ") + sqlite3_errmsg(db_));
+  }
+  int64_t int_at(int i) const { return sqlite3_column_int64(s_, i); }
+  std::string text_at(int i) const {
+    const auto* p = sqlite3_column_text(s_, i);
+    return p ? std::string(reinterpret_cast<const char*>(p),
+                           static_cast<size_t>(sqlite3_column_bytes(s_, i)))
+             : std::string();
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* s_ = nullptr;
+};
+
+void exec(sqlite3* db, const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err ? err : sqlite3_errmsg(db);
+    sqlite3_free(err);
+    throw Error("sqlite: " + m);
+  }
+}
+
+// Pragmas and schema reads on a read-only handle; an SQLite failure is the file's fault.
+int64_t pragma_int(sqlite3* db, const std::string& path, const char* sql) {
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &s, nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_step(s);
+  if (rc != SQLITE_ROW) {
+    std::string m = sqlite3_errmsg(db);
+    sqlite3_finalize(s);
+    throw InputError(path + ": not a usable SQLite database: " + m);
+  }
+  int64_t v = sqlite3_column_int64(s, 0);
+  std::string text =
+      sqlite3_column_text(s, 0) ? reinterpret_cast<const char*>(sqlite3_column_text(s, 0)) : "";
+  sqlite3_finalize(s);
+  if (std::strcmp(sql, "PRAGMA quick_check") == 0 && text != "ok")
+    throw InputError(path + ": damaged SQLite database: " + text);
+  return v;
+}
+
+std::string now_utc() {
+  std::time_t t = std::time(nullptr);
+  char b[32];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return b;
+}
+
+}  // namespace
+
+int check_results_db(const std::string& path) {
+  if (!fs::exists(path)) return 0;
+  KVB_INPUT_CHECK(fs::is_regular_file(path), path, ": not a regular file");
+  if (fs::file_size(path) == 0) return 0;
+  char head[16] = {};
+  {
+    std::ifstream in(path, std::ios::binary);
+    in.read(head, sizeof head);
+    KVB_INPUT_CHECK(in && std::memcmp(head, "SQLite format 3", 16) == 0, path,
+                    ": not an SQLite database");
+  }
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+  struct Closer {
+    sqlite3* d;
+    ~Closer() { sqlite3_close(d); }
+  } closer{db};
+  KVB_INPUT_CHECK(rc == SQLITE_OK, path, ": cannot open: ", db ? sqlite3_errmsg(db) : "no memory");
+  pragma_int(db, path, "PRAGMA quick_check");
+  const int64_t app = pragma_int(db, path, "PRAGMA application_id");
+  const int64_t version = pragma_int(db, path, "PRAGMA user_version");
+  const int64_t tables = pragma_int(db, path, "SELECT count(*) FROM sqlite_master");
+  if (app != kApplicationId) {
+    KVB_INPUT_CHECK(tables == 0 && version == 0, path,
+                    ": not a kvbench results database (an SQLite file of another program)");
+    return 0;
+  }
+  KVB_INPUT_CHECK(version <= kSchemaVersion, path, ": schema version ", version,
+                  " is newer than this kvbench reads (", kSchemaVersion, "); use a newer kvbench");
+  return static_cast<int>(version);
+}
+
+SqliteStore::SqliteStore(std::string path) : path_(std::move(path)) {
+  const int version = check_results_db(path_);
+  const fs::path parent = fs::path(path_).parent_path();
+  if (!parent.empty()) fs::create_directories(parent);
+  int rc =
+      sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string m = db_ ? sqlite3_errmsg(db_) : "no memory";
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw InputError(path_ + ": cannot open: " + m);
+  }
+  try {
+    sqlite3_busy_timeout(db_, 10000);
+    exec(db_, "PRAGMA journal_mode = WAL");
+    exec(db_, "PRAGMA synchronous = FULL");
+    exec(db_, "PRAGMA foreign_keys = ON");
+    for (int v = version; v < kSchemaVersion; ++v) {
+      exec(db_, "BEGIN IMMEDIATE");
+      try {
+        exec(db_, migrations()[v]);
+        exec(db_, "PRAGMA user_version = " + std::to_string(v + 1));
+        exec(db_, "COMMIT");
+      } catch (...) {
+        exec(db_, "ROLLBACK");
+        throw;
+      }
+    }
+  } catch (...) {
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw;
+  }
+}
+
+SqliteStore::~SqliteStore() { sqlite3_close(db_); }
+
+bool SqliteStore::has_cell(const std::string& key) const {
+  Stmt s(db_, "SELECT 1 FROM cells WHERE run_id = ? AND key = ?");
+  return s.bind(1, run_id_).bind(2, key).step();
+}
+
+std::vector<json> SqliteStore::cells() const {
+  std::vector<json> out;
+  Stmt s(db_, "SELECT record FROM cells WHERE run_id = ? ORDER BY id");
+  s.bind(1, run_id_);
+  while (s.step()) out.push_back(json::parse(s.text_at(0)));
+  return out;
+}
+
+void SqliteStore::begin_run(const json& run) {
+  const std::string hash = run.at("config_hash").get<std::string>();
+  const std::string name = run.value("name", std::string());
+  Stmt find(db_, "SELECT id FROM runs WHERE name = ? AND config_hash = ?");
+  if (find.bind(1, name).bind(2, hash).step()) {
+    run_id_ = find.int_at(0);
+    return;
+  }
+  Stmt ins(db_,
+           "INSERT INTO runs (name, config_hash, suite_name, git_commit, git_dirty, build_type, "
+           "compiler, torch_version, device, threads, host, started_at, seed, config) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  ins.bind(1, name)
+      .bind(2, hash)
+      .bind(3, run.at("suite_name").get<std::string>())
+      .bind(4, run.at("git_commit").get<std::string>())
+      .bind(5, static_cast<int64_t>(run.at("git_dirty").get<bool>()))
+      .bind(6, run.at("build_type").get<std::string>())
+      .bind(7, run.at("compiler").get<std::string>())
+      .bind(8, run.at("torch_version").get<std::string>())
+      .bind(9, run.at("device").get<std::string>())
+      .bind(10, run.at("threads").get<int64_t>())
+      .bind(11, run.at("host").get<std::string>())
+      .bind(12, run.at("started_at").get<std::string>())
+      .bind(13, run.at("seed").get<int64_t>())
+      .bind(14, run.at("config").dump());
+  ins.step();
+  run_id_ = sqlite3_last_insert_rowid(db_);
+}
+
+void SqliteStore::end_run() {
+  KVB_CHECK(run_id_ > 0, "end_run() before begin_run()");
+  Stmt s(db_, "UPDATE runs SET ended_at = ? WHERE id = ?");
+  s.bind(1, now_utc()).bind(2, run_id_).step();
+}
+
+int64_t SqliteStore::intern(const char* select, const char* insert,
+                            const std::vector<std::string>& vals) {
+  Stmt ins(db_, insert);
+  for (size_t i = 0; i < vals.size(); ++i) ins.bind(static_cast<int>(i) + 1, vals[i]);
+  ins.step();
+  Stmt sel(db_, select);
+  for (size_t i = 0; i < 2 && i < vals.size(); ++i) sel.bind(static_cast<int>(i) + 1, vals[i]);
+  KVB_CHECK(sel.step(), "interned row missing: ", select);
+  return sel.int_at(0);
+}
+
+void SqliteStore::write_cell(const json& r) {
+  KVB_CHECK(r.is_object() && r.contains("key") && r["key"].is_string(),
+            "a cell record needs a string \"key\"");
+  KVB_CHECK(run_id_ > 0, "write_cell() before begin_run()");
+  exec(db_, "BEGIN IMMEDIATE");
+  try {
+    const std::string model = r.at("model").get<std::string>();
+    const fs::path model_cfg = fs::path(model) / "config.json";
+    const int64_t model_id =
+        intern("SELECT id FROM models WHERE path = ? AND weights_hash = ?",
+               "INSERT OR IGNORE INTO models (path, weights_hash, config) VALUES (?, ?, ?)",
+               {model, r.at("model_hash").get<std::string>(),
+                fs::exists(model_cfg) ? read_file(model_cfg.string()) : std::string()});
+    const int64_t method_id = intern("SELECT id FROM methods WHERE spec = ?",
+                                     "INSERT OR IGNORE INTO methods (spec) VALUES (?)",
+                                     {r.at("method").get<std::string>()});
+    const int64_t dataset_id =
+        intern("SELECT id FROM datasets WHERE name = ? AND content_hash = ?",
+               "INSERT OR IGNORE INTO datasets (name, content_hash, spec) VALUES (?, ?, ?)",
+               {r.at("dataset").get<std::string>(), r.at("dataset_hash").get<std::string>(),
+                r.at("dataset_spec").dump()});
+    Stmt cell(db_,
+              "INSERT INTO cells (run_id, key, suite, model_id, method_id, dataset_id, params, "
+              "finished_at, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    cell.bind(1, run_id_)
+        .bind(2, r["key"].get<std::string>())
+        .bind(3, r.at("suite").get<std::string>())
+        .bind(4, model_id)
+        .bind(5, method_id)
+        .bind(6, dataset_id)
+        .bind(7, r.at("params").dump())
+        .bind(8, r.value("finished_at", std::string()))
+        .bind(9, r.dump())
+        .step();
+    const int64_t cell_id = sqlite3_last_insert_rowid(db_);
+    const json& m = r.at("metrics");
+    Stmt met(db_, "INSERT INTO metrics (cell_id, name, value, se) VALUES (?, ?, ?, ?)");
+    for (const auto& [name, v] : m.items()) {
+      if (!v.is_number() || name.ends_with("_se")) continue;
+      met.reset();
+      met.bind(1, cell_id).bind(2, name).bind(3, v.get<double>());
+      if (m.contains(name + "_se") && m[name + "_se"].is_number())
+        met.bind(4, m[name + "_se"].get<double>());
+      else
+        met.bind_null(4);
+      met.step();
+    }
+    if (m.contains("memory") && m["memory"].is_object()) {
+      const json& mu = m["memory"];
+      const int64_t pay = mu.at("payload_bytes").get<int64_t>();
+      const int64_t meta = mu.at("metadata_bytes").get<int64_t>();
+      const int64_t tokens = mu.at("tokens_seen").get<int64_t>();
+      Stmt mem(db_,
+               "INSERT INTO memory (cell_id, payload_bytes, metadata_bytes, tokens, "
+               "bits_per_token) VALUES (?, ?, ?, ?, ?)");
+      mem.bind(1, cell_id)
+          .bind(2, pay)
+          .bind(3, meta)
+          .bind(4, tokens)
+          .bind(5, tokens > 0 ? 8.0 * static_cast<double>(pay + meta) / tokens : 0.0)
+          .step();
+    }
+    if (m.contains("samples") && m["samples"].is_array()) {
+      const json& ss = m["samples"];
+      for (size_t i = 0; i < ss.size(); ++i) {
+        const json& s = ss[i];
+        // niah: one row per grid point; scbench: one row per turn.
+        std::vector<std::pair<json, json>> turns;  // (input identity, turn record)
+        if (s.contains("turns")) {
+          for (size_t t = 0; t < s["turns"].size(); ++t)
+            turns.push_back({{{"id", s.value("id", json())},
+                              {"turn", t},
+                              {"answers", s["turns"][t].value("answers", json())}},
+                             s["turns"][t]});
+        } else {
+          turns.push_back({{{"context_len", s.value("context_len", json())},
+                            {"depth", s.value("depth", json())},
+                            {"needles", s.value("needles", json())}},
+                           s});
+        }
+        for (size_t t = 0; t < turns.size(); ++t) {
+          const json& tr = turns[t].second;
+          Stmt row(db_,
+                   "INSERT INTO samples (cell_id, idx, turn, input_hash, prediction, score, "
+                   "tokens) VALUES (?, ?, ?, ?, ?, ?, ?)");
+          row.bind(1, cell_id)
+              .bind(2, static_cast<int64_t>(i))
+              .bind(3, static_cast<int64_t>(t))
+              .bind(4, hex64(fnv1a64(turns[t].first.dump())))
+              .bind(5, tr.value("output", std::string()))
+              .bind(6, tr.value("score", 0.0));
+          if (tr.contains("prompt_tokens"))
+            row.bind(7, tr["prompt_tokens"].get<int64_t>());
+          else
+            row.bind_null(7);
+          row.step();
+        }
+      }
+    }
+    exec(db_, "COMMIT");
+  } catch (...) {
+    exec(db_, "ROLLBACK");
+    throw;
+  }
+}
+
+namespace {
+
+// Source rows joined to their run in this database by (name, config hash).
+constexpr const char* kSrcCells =
+    "src.cells sc JOIN src.runs sr ON sr.id = sc.run_id "
+    "JOIN main.runs r ON r.name = sr.name AND r.config_hash = sr.config_hash ";
+constexpr const char* kSameRecord =
+    "json_remove(c.record, '$.finished_at', '$.metrics.seconds', '$.metrics.tokens_per_second') "
+    "= json_remove(sc.record, '$.finished_at', '$.metrics.seconds', "
+    "'$.metrics.tokens_per_second')";
+
+}  // namespace
+
+int64_t SqliteStore::merge(const std::string& path) {
+  KVB_INPUT_CHECK(check_results_db(path) > 0, path, ": not a kvbench results database");
+  Stmt attach(db_, "ATTACH DATABASE ? AS src");
+  attach.bind(1, path).step();
+  int64_t added = 0;
+  try {
+    exec(db_, "BEGIN IMMEDIATE");
+    try {
+      exec(db_,
+           "INSERT OR IGNORE INTO models (path, weights_hash, config) "
+           "SELECT path, weights_hash, config FROM src.models ORDER BY id;"
+           "INSERT OR IGNORE INTO methods (spec) SELECT spec FROM src.methods ORDER BY id;"
+           "INSERT OR IGNORE INTO datasets (name, content_hash, spec) "
+           "SELECT name, content_hash, spec FROM src.datasets ORDER BY id;"
+           "INSERT OR IGNORE INTO runs (name, config_hash, suite_name, git_commit, git_dirty, "
+           "build_type, compiler, torch_version, device, threads, host, started_at, ended_at, "
+           "seed, config) SELECT name, config_hash, suite_name, git_commit, git_dirty, "
+           "build_type, compiler, torch_version, device, threads, host, started_at, ended_at, "
+           "seed, config FROM src.runs ORDER BY id;");
+      Stmt run_conflict(db_,
+                        "SELECT sr.name FROM src.runs sr JOIN main.runs r ON r.name = sr.name AND "
+                        "r.config_hash = sr.config_hash WHERE r.git_commit <> sr.git_commit OR "
+                        "r.git_dirty <> sr.git_dirty OR r.build_type <> sr.build_type OR "
+                        "r.compiler <> sr.compiler OR r.torch_version <> sr.torch_version OR "
+                        "r.seed <> sr.seed");
+      if (run_conflict.step())
+        throw InputError(path + ": run '" + run_conflict.text_at(0) +
+                         "' was built differently from the same run in " + path_);
+      Stmt cell_conflict(db_, (std::string("SELECT sc.key FROM ") + kSrcCells +
+                               "JOIN main.cells c ON c.run_id = r.id AND c.key = sc.key "
+                               "WHERE NOT (" +
+                               kSameRecord + ")")
+                                  .c_str());
+      if (cell_conflict.step())
+        throw InputError(path + ": cell '" + cell_conflict.text_at(0) +
+                         "' differs from the same cell in " + path_);
+      exec(db_, std::string("INSERT INTO cells (run_id, key, suite, model_id, method_id, "
+                            "dataset_id, params, finished_at, record) "
+                            "SELECT r.id, sc.key, sc.suite, m.id, me.id, d.id, sc.params, "
+                            "sc.finished_at, sc.record FROM ") +
+                    kSrcCells +
+                    "JOIN src.models sm ON sm.id = sc.model_id JOIN main.models m ON m.path = "
+                    "sm.path AND m.weights_hash = sm.weights_hash "
+                    "JOIN src.methods sme ON sme.id = sc.method_id JOIN main.methods me ON "
+                    "me.spec = sme.spec "
+                    "JOIN src.datasets sd ON sd.id = sc.dataset_id JOIN main.datasets d ON "
+                    "d.name = sd.name AND d.content_hash = sd.content_hash "
+                    "WHERE NOT EXISTS (SELECT 1 FROM main.cells c WHERE c.run_id = r.id AND "
+                    "c.key = sc.key) ORDER BY sc.id");
+      added = sqlite3_changes(db_);
+      const std::string to_cell = std::string(" FROM ") + kSrcCells +
+                                  "JOIN main.cells c ON c.run_id = r.id AND c.key = sc.key ";
+      exec(db_,
+           "INSERT OR IGNORE INTO samples (cell_id, idx, turn, input_hash, prediction, "
+           "score, tokens) SELECT c.id, x.idx, x.turn, x.input_hash, x.prediction, "
+           "x.score, x.tokens" +
+               to_cell + "JOIN src.samples x ON x.cell_id = sc.id");
+      exec(db_,
+           "INSERT OR IGNORE INTO metrics (cell_id, name, value, se) "
+           "SELECT c.id, x.name, x.value, x.se" +
+               to_cell + "JOIN src.metrics x ON x.cell_id = sc.id");
+      exec(db_,
+           "INSERT OR IGNORE INTO memory (cell_id, payload_bytes, metadata_bytes, tokens, "
+           "bits_per_token) SELECT c.id, x.payload_bytes, x.metadata_bytes, x.tokens, "
+           "x.bits_per_token" +
+               to_cell + "JOIN src.memory x ON x.cell_id = sc.id");
+      exec(db_, "COMMIT");
+    } catch (...) {
+      exec(db_, "ROLLBACK");
+      throw;
+    }
+  } catch (...) {
+    exec(db_, "DETACH DATABASE src");
+    throw;
+  }
+  exec(db_, "DETACH DATABASE src");
+  return added;
+}
+
+std::unique_ptr<ResultStore> open_sqlite_store(const std::string& path) {
+  return std::make_unique<SqliteStore>(path);
+}
+
+}  // namespace kvb

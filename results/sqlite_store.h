@@ -1,0 +1,58 @@
+// ResultStore in SQLite (schema: results/schema.sql, embedded as kSchemaV1).
+//
+// The database is versioned through PRAGMA user_version and marked with PRAGMA application_id;
+// opening applies every migration newer than the file's version. WAL mode; each write_cell()
+// is one transaction (cell row, its per-sample rows, metrics, memory), so a killed run loses at
+// most the cell in flight. A run is identified by its name ("" unless given) and the hash of its
+// suite config: the same pair again continues that run (its finished cells are skipped by key);
+// has_cell() and cells() see the current run only.
+//
+// An existing file that is not SQLite, is damaged, belongs to another program or carries a
+// schema newer than this build: kvb::InputError "<path>: <problem>", and the file is left
+// byte-for-byte untouched (it is checked read-only before anything is written).
+#pragma once
+
+#include <map>
+
+#include "results/store.h"
+
+struct sqlite3;
+
+namespace kvb {
+
+extern const char* const kSchemaV1;
+inline constexpr int kSchemaVersion = 1;
+
+class SqliteStore : public ResultStore {
+ public:
+  explicit SqliteStore(std::string path);
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  bool has_cell(const std::string& key) const override;
+  void write_cell(const nlohmann::json& record) override;
+  std::vector<nlohmann::json> cells() const override;
+  std::string path() const override { return path_; }
+  void begin_run(const nlohmann::json& run) override;
+  void end_run() override;
+
+  // Copies every run and cell of the kvbench database at `path` into this one, in one
+  // transaction: runs match by (name, config hash), cells by (run, key); cells already here are
+  // left as they are, so merging twice changes nothing. A cell here whose record differs (beyond
+  // timestamps and timings) or a run whose build provenance or seed differs: kvb::InputError,
+  // nothing merged. Returns the number of cells added.
+  int64_t merge(const std::string& path);
+
+ private:
+  int64_t intern(const char* select, const char* insert, const std::vector<std::string>& vals);
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  int64_t run_id_ = 0;
+};
+
+// Checks `path` read-only: absent or empty is fine, otherwise it must be a kvbench database of a
+// schema this build knows. Returns the file's schema version (0 when absent or empty).
+int check_results_db(const std::string& path);
+
+}  // namespace kvb

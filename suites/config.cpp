@@ -1,0 +1,120 @@
+#include "suites/config.h"
+
+#include <filesystem>
+
+#include "datasets/loader.h"
+#include "harness/common/check.h"
+#include "harness/common/json_io.h"
+#include "harness/model/config.h"
+#include "methods/registry.h"
+#include "suites/json_schema.h"
+#include "suites/niah.h"
+#include "suites/perplexity.h"
+#include "suites/scbench.h"
+
+namespace kvb {
+namespace fs = std::filesystem;
+
+std::string suite_schema_path() {
+  return std::string(KVB_SOURCE_DIR) + "/suites/configs/schema.json";
+}
+
+namespace {
+
+std::string join_keys(const std::map<std::string, nlohmann::json>& m) {
+  std::string s;
+  for (const auto& [k, _] : m) s += (s.empty() ? "" : ", ") + k;
+  return s;
+}
+
+}  // namespace
+
+SuiteConfig load_suite_config(const std::string& path,
+                              const std::vector<std::string>& models_override) {
+  const nlohmann::json j = read_json_file(path);
+  static const nlohmann::json schema = read_json_file(suite_schema_path());
+  if (auto err = validate_json_schema(schema, j)) throw InputError(path + ": " + *err);
+  auto fail = [&](const std::string& where, const std::string& what) {
+    return InputError(path + ": " + where + ": " + what);
+  };
+
+  SuiteConfig c;
+  c.path = path;
+  c.name = j["name"].get<std::string>();
+  c.description = j.value("description", std::string());
+  c.seed = j.value("seed", uint64_t{0});
+  c.dtype = j.value("dtype", std::string("fp32"));
+  c.threads = j.value("threads", 0);
+  c.models = j["models"].get<std::vector<std::string>>();
+  if (!models_override.empty()) c.models = models_override;
+  for (size_t i = 0; i < c.models.size(); ++i) {
+    const std::string where =
+        models_override.empty() ? json_path_index("$.models", i) : "--model " + c.models[i];
+    const std::string& m = c.models[i];
+    if (!fs::is_directory(m))
+      throw fail(where, "not a model directory: '" + m +
+                            "' (relative paths resolve against the current directory)");
+    try {
+      load_model_config(m);
+    } catch (const InputError& e) {
+      throw fail(where, e.what());
+    }
+    if (!fs::is_regular_file(fs::path(m) / "tokenizer.json"))
+      throw fail(where, "'" + m + "' has no tokenizer.json");
+  }
+  c.methods = j["methods"].get<std::vector<std::string>>();
+  for (size_t i = 0; i < c.methods.size(); ++i) {
+    try {
+      c.canonical.push_back(make_method(c.methods[i])->spec());
+    } catch (const InputError& e) {
+      throw fail(json_path_index("$.methods", i), e.what());
+    }
+    for (size_t k = 0; k < i; ++k)
+      if (c.canonical[k] == c.canonical[i])
+        throw fail(json_path_index("$.methods", i),
+                   "same method as $.methods[" + std::to_string(k) + "] (" + c.canonical[i] + ")");
+  }
+  for (const auto& [name, spec] : j["datasets"].items()) c.datasets[name] = spec;
+  const auto& runs = j["runs"];
+  for (size_t r = 0; r < runs.size(); ++r) {
+    RunConfig rc;
+    rc.where = json_path_index("$.runs", r);
+    rc.suite = runs[r]["suite"].get<std::string>();
+    rc.datasets = runs[r]["datasets"].get<std::vector<std::string>>();
+    const nlohmann::json params = runs[r].value("params", nlohmann::json::object());
+    for (size_t d = 0; d < rc.datasets.size(); ++d) {
+      const std::string where = json_path_index(rc.where + ".datasets", d);
+      auto it = c.datasets.find(rc.datasets[d]);
+      if (it == c.datasets.end())
+        throw fail(where, "unknown dataset \"" + rc.datasets[d] +
+                              "\" (defined in $.datasets: " + join_keys(c.datasets) + ")");
+      const std::string type = it->second["type"].get<std::string>();
+      const bool text = is_text_dataset_type(type);
+      if (rc.suite == "scbench" && text)
+        throw fail(where, "dataset \"" + rc.datasets[d] + "\" is " + type +
+                              "; the scbench suite needs an scbench_* dataset");
+      if (rc.suite != "scbench" && !text)
+        throw fail(where, "dataset \"" + rc.datasets[d] + "\" is " + type + "; the " + rc.suite +
+                              " suite needs a text dataset (text, wikitext2, text_dir, prose)");
+    }
+    const std::string pw = rc.where + ".params";
+    if (rc.suite == "perplexity") {
+      PerplexityParams p = parse_perplexity_params(params);
+      if (p.stride > p.ctx)
+        throw fail(pw + ".stride", "must not exceed ctx (" + std::to_string(p.ctx) + ")");
+      rc.params = perplexity_params_json(p);
+    } else if (rc.suite == "niah") {
+      try {
+        rc.params = niah_params_json(parse_niah_params(params, pw));
+      } catch (const InputError& e) {
+        throw InputError(path + ": " + e.what());
+      }
+    } else {
+      rc.params = scbench_params_json(parse_scbench_params(params));
+    }
+    c.runs.push_back(std::move(rc));
+  }
+  return c;
+}
+
+}  // namespace kvb

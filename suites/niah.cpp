@@ -1,0 +1,133 @@
+#include "suites/niah.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "datasets/rng.h"
+#include "harness/common/check.h"
+#include "harness/engine/generate.h"
+
+namespace kvb {
+
+NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where) {
+  NiahParams p;
+  p.context_lengths = j.at("context_lengths").get<std::vector<int64_t>>();
+  const nlohmann::json d = j.value("depths", nlohmann::json{{"n", 5}, {"spacing", "linear"}});
+  if (d.is_array()) {
+    p.depths = d.get<std::vector<double>>();
+    p.spacing = "list";
+  } else {
+    p.spacing = d.value("spacing", std::string("linear"));
+    p.depths = grid_depths(d.at("n").get<int64_t>(), p.spacing);
+  }
+  NeedleOptions& n = p.needle;
+  n.needles = j.value("needles", int64_t{1});
+  n.needle = j.value("needle", n.needle);
+  n.question = j.value("question", n.question);
+  n.answer_prefix = j.value("answer_prefix", n.answer_prefix);
+  n.question_multi = j.value("question_multi", n.question_multi);
+  n.answer_prefix_multi = j.value("answer_prefix_multi", n.answer_prefix_multi);
+  p.max_new_tokens = j.value("max_new_tokens", p.max_new_tokens);
+  p.metric = j.value("metric", p.metric);
+  p.chunk = j.value("chunk", p.chunk);
+  auto need = [&](const std::string& field, const std::string& text,
+                  const std::vector<std::string>& keys) {
+    for (const auto& k : keys)
+      KVB_INPUT_CHECK(text.find("{" + k + "}") != std::string::npos, where, ".", field,
+                      ": must contain {", k, "}");
+  };
+  need("needle", n.needle, {"city", "number"});
+  if (n.needles == 1) {
+    need("question", n.question, {"city"});
+  } else {
+    need("question_multi", n.question_multi, {"cities"});
+  }
+  return p;
+}
+
+nlohmann::json niah_params_json(const NiahParams& p) {
+  return {{"context_lengths", p.context_lengths},
+          {"depths", p.depths},
+          {"spacing", p.spacing},
+          {"needles", p.needle.needles},
+          {"needle", p.needle.needle},
+          {"question", p.needle.question},
+          {"answer_prefix", p.needle.answer_prefix},
+          {"question_multi", p.needle.question_multi},
+          {"answer_prefix_multi", p.needle.answer_prefix_multi},
+          {"max_new_tokens", p.max_new_tokens},
+          {"metric", p.metric},
+          {"chunk", p.chunk}};
+}
+
+std::vector<NiahPoint> build_niah_grid(const Tokenizer& tok, const Haystack& hay,
+                                       const NiahParams& p, uint64_t seed) {
+  std::vector<NiahPoint> g;
+  for (int64_t L : p.context_lengths)
+    for (size_t di = 0; di < p.depths.size(); ++di) {
+      const uint64_t s = derive_seed(seed, "niah/" + std::to_string(L) + "/" + std::to_string(di));
+      g.push_back({L, p.depths[di], build_niah_sample(tok, hay, L, p.depths[di], p.needle, s)});
+    }
+  return g;
+}
+
+std::vector<int64_t> stop_ids_for(const Model& model, const Tokenizer& tok) {
+  std::vector<int64_t> s(model.config().eos_ids.begin(), model.config().eos_ids.end());
+  if (auto e = tok.eos_id()) s.push_back(*e);
+  return s;
+}
+
+nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod& method,
+                        const std::vector<NiahPoint>& grid, const NiahParams& p,
+                        const std::function<void(double)>& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<int64_t> stop = stop_ids_for(model, tok);
+  const size_t nd = p.depths.size();
+  std::vector<std::vector<double>> heat(p.context_lengths.size(), std::vector<double>(nd, 0.0));
+  nlohmann::json samples = nlohmann::json::array();
+  double total = 0;
+  int64_t max_payload = 0;
+  for (size_t i = 0; i < grid.size(); ++i) {
+    const NiahPoint& pt = grid[i];
+    auto state = method.make_state(model.shape());
+    GenerateOptions go;
+    go.max_new_tokens = p.max_new_tokens * std::max<int64_t>(1, p.needle.needles);
+    go.stop_ids = stop;
+    go.prefill_chunk = p.chunk;
+    GenerateResult gr = generate(model, *state, pt.sample.ids, go);
+    const std::string out =
+        tok.decode(std::vector<int32_t>(gr.tokens.begin(), gr.tokens.end()), true);
+    std::vector<std::string> answers;
+    nlohmann::json needles = nlohmann::json::array();
+    for (const auto& n : pt.sample.needles) {
+      answers.push_back(n.number);
+      needles.push_back({{"city", n.city},
+                         {"number", n.number},
+                         {"depth", n.depth},
+                         {"actual_depth", n.actual_depth},
+                         {"token_pos", n.token_pos}});
+    }
+    const double score = score_niah(out, answers, p.metric);
+    heat[i / nd][i % nd] = score;
+    total += score;
+    const MemoryUse mu = state->memory();
+    max_payload = std::max(max_payload, mu.payload_bytes + mu.metadata_bytes);
+    samples.push_back({{"context_len", pt.context_len},
+                       {"depth", pt.depth},
+                       {"prompt_tokens", pt.sample.ids.size()},
+                       {"haystack_tokens", pt.sample.haystack_tokens},
+                       {"needles", needles},
+                       {"output", out},
+                       {"score", score},
+                       {"memory_bytes", mu.payload_bytes + mu.metadata_bytes}});
+    if (progress) progress(static_cast<double>(i + 1) / static_cast<double>(grid.size()));
+  }
+  return {
+      {"score", grid.empty() ? 0.0 : total / static_cast<double>(grid.size())},
+      {"heatmap", {{"context_lengths", p.context_lengths}, {"depths", p.depths}, {"scores", heat}}},
+      {"samples", samples},
+      {"max_memory_bytes", max_payload},
+      {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+}
+
+}  // namespace kvb

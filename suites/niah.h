@@ -1,0 +1,51 @@
+// Needle in a haystack: a grid of context lengths x depths; per grid point one prompt (haystack,
+// needle(s) at a sentence boundary, question, answer prefix), a greedy answer from the engine's
+// generate(), and exact/substring scoring (no judge model). The grid's samples depend only on
+// the suite seed and the grid point, never on the method, so every method sees the same
+// haystacks, needles and positions.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "datasets/needle.h"
+#include "harness/model/model.h"
+#include "methods/kv_method.h"
+
+namespace kvb {
+
+struct NiahParams {
+  std::vector<int64_t> context_lengths;
+  std::vector<double> depths;
+  std::string spacing = "linear";  // how depths were made ("list" when given explicitly)
+  NeedleOptions needle;
+  int64_t max_new_tokens = 12;  // per needle
+  std::string metric = "substring";
+  int64_t chunk = 0;  // prefill chunk, 0 = whole prompt
+};
+// From a schema-validated "params" object; defaults filled. kvb::InputError "<json path>: ..."
+// for templates missing their placeholders.
+NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where);
+nlohmann::json niah_params_json(const NiahParams& p);
+
+struct NiahPoint {
+  int64_t context_len = 0;
+  double depth = 0;
+  NiahSample sample;
+};
+std::vector<NiahPoint> build_niah_grid(const Tokenizer& tok, const Haystack& hay,
+                                       const NiahParams& p, uint64_t seed);
+
+// Metrics: mean score, the heatmap (rows: context lengths, columns: depths) and per-sample
+// details (actual depth, tokens, output).
+nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod& method,
+                        const std::vector<NiahPoint>& grid, const NiahParams& p,
+                        const std::function<void(double)>& progress = {});
+
+// Stop ids for generation: the tokenizer's EOS and the model config's eos ids.
+std::vector<int64_t> stop_ids_for(const Model& model, const Tokenizer& tok);
+
+}  // namespace kvb

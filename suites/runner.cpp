@@ -1,0 +1,289 @@
+#include "suites/runner.h"
+
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include "datasets/loader.h"
+#include "datasets/needle.h"
+#include "datasets/rng.h"
+#include "harness/common/check.h"
+#include "harness/model/model.h"
+#include "harness/tokenizer/tokenizer.h"
+#include "methods/registry.h"
+#include "harness/common/json_io.h"
+#include "results/provenance.h"
+#include "results/store.h"
+#include "suites/config.h"
+#include "suites/niah.h"
+#include "suites/perplexity.h"
+#include "suites/progress.h"
+#include "suites/scbench.h"
+
+namespace kvb {
+namespace fs = std::filesystem;
+
+namespace {
+
+torch::ScalarType dtype_of(const std::string& s) {
+  if (s == "bf16") return torch::kBFloat16;
+  if (s == "fp16") return torch::kFloat16;
+  return torch::kFloat32;
+}
+
+struct Cell {
+  size_t model, run, dataset, method;
+  std::string key;
+};
+
+std::string hex64(uint64_t v) {
+  char b[17];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+std::string now_utc() {
+  std::time_t t = std::time(nullptr);
+  char b[32];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return b;
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+std::string headline(const nlohmann::json& r) {
+  const auto& m = r["metrics"];
+  const std::string s = r["suite"].get<std::string>();
+  if (s == "perplexity")
+    return "ppl " + fmt("%.4g", m["ppl"].get<double>()) + " ± " +
+           fmt("%.2g", m["ppl_se"].get<double>()) + "  KL " +
+           fmt("%.3g", m["kl_mean"].get<double>()) + " (p99 " +
+           fmt("%.3g", m["kl_p99"].get<double>()) + ")  top1 " +
+           fmt("%.1f%%", 100.0 * m["top1_agreement"].get<double>());
+  std::string t = "score " + fmt("%.3f", m["score"].get<double>());
+  if (s == "scbench") {
+    t += "  turns [";
+    for (size_t i = 0; i < m["turn_scores"].size(); ++i)
+      t += (i ? " " : "") + fmt("%.2f", m["turn_scores"][i].get<double>());
+    t += "]";
+  }
+  return t;
+}
+
+// Every cell of the config in run order; with shard_count > 1 only those at positions
+// p with p % shard_count == shard_index - 1.
+std::vector<Cell> plan(const SuiteConfig& cfg, int shard_index, int shard_count) {
+  std::vector<Cell> cells;
+  int64_t n = 0;
+  for (size_t mi = 0; mi < cfg.models.size(); ++mi)
+    for (size_t ri = 0; ri < cfg.runs.size(); ++ri)
+      for (size_t di = 0; di < cfg.runs[ri].datasets.size(); ++di)
+        for (size_t k = 0; k < cfg.canonical.size(); ++k) {
+          const RunConfig& run = cfg.runs[ri];
+          const std::string& ds = run.datasets[di];
+          const nlohmann::json h{{"dataset", cfg.datasets.at(ds)},
+                                 {"params", run.params},
+                                 {"seed", cfg.seed},
+                                 {"dtype", cfg.dtype}};
+          if (shard_count > 1 && n++ % shard_count != shard_index - 1) continue;
+          cells.push_back({mi, ri, di, k,
+                           run.suite + "|" + cfg.models[mi] + "|" + cfg.canonical[k] + "|" + ds +
+                               "|" + hex64(fnv1a64(h.dump()))});
+        }
+  return cells;
+}
+
+}  // namespace
+
+std::string summary_table(const std::vector<nlohmann::json>& records) {
+  std::vector<std::vector<std::string>> rows{{"suite", "model", "dataset", "method", "result"}};
+  for (const auto& r : records)
+    rows.push_back({r["suite"].get<std::string>(),
+                    fs::path(r["model"].get<std::string>()).filename().string(),
+                    r["dataset"].get<std::string>(), r["method"].get<std::string>(), headline(r)});
+  std::vector<size_t> w(5, 0);
+  for (const auto& row : rows)
+    for (size_t i = 0; i < 4; ++i) w[i] = std::max(w[i], row[i].size());
+  std::string out;
+  for (size_t k = 0; k < rows.size(); ++k) {
+    for (size_t i = 0; i < 5; ++i) {
+      out += rows[k][i];
+      if (i < 4) out += std::string(w[i] - rows[k][i].size() + 2, ' ');
+    }
+    out += "\n";
+    if (k == 0) out += std::string(w[0] + w[1] + w[2] + w[3] + 8 + 6, '-') + "\n";
+  }
+  return out;
+}
+
+void parse_shard(const std::string& text, int& index, int& count) {
+  const auto slash = text.find('/');
+  bool ok = slash != std::string::npos && slash > 0 && slash + 1 < text.size() &&
+            text.find('/', slash + 1) == std::string::npos &&
+            text.find_first_not_of("0123456789/") == std::string::npos && slash < 6 &&
+            text.size() - slash < 7;
+  if (ok) {
+    index = std::stoi(text.substr(0, slash));
+    count = std::stoi(text.substr(slash + 1));
+    ok = count >= 1 && index >= 1 && index <= count;
+  }
+  KVB_INPUT_CHECK(ok, "--shard '", text, "': expected i/N with 1 <= i <= N");
+}
+
+std::vector<std::string> plan_suite_file(const SuiteRunOptions& opt) {
+  const SuiteConfig cfg = load_suite_config(opt.config_path, opt.models);
+  std::vector<std::string> keys;
+  for (const Cell& c : plan(cfg, opt.shard_index, opt.shard_count)) keys.push_back(c.key);
+  return keys;
+}
+
+SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, std::FILE* progress_out) {
+  const SuiteConfig cfg = load_suite_config(opt.config_path, opt.models);
+  // Datasets first: a broken one fails the run before anything is written.
+  std::map<std::string, Dataset> data;
+  for (const auto& run : cfg.runs)
+    for (const auto& name : run.datasets) {
+      if (data.count(name)) continue;
+      try {
+        data[name] = load_dataset(cfg.datasets.at(name), cfg.seed);
+      } catch (const InputError& e) {
+        throw InputError(cfg.path + ": $.datasets." + name + ": " + e.what());
+      }
+    }
+  SuiteRunSummary sum;
+  std::unique_ptr<ResultStore> store;
+  if (!opt.db_path.empty()) {
+    sum.out_path = opt.db_path;
+    store = open_sqlite_store(sum.out_path);
+  } else {
+    sum.out_path = opt.out_path.empty() ? "out/" + cfg.name + ".jsonl" : opt.out_path;
+    store = open_result_store(sum.out_path);
+  }
+  if (cfg.threads > 0) at::set_num_threads(cfg.threads);
+  {
+    nlohmann::json config = nlohmann::json::parse(read_file(cfg.path), nullptr, true, true);
+    config["models"] = cfg.models;
+    nlohmann::json run = run_provenance();
+    run["name"] = opt.run_name;
+    run["config_hash"] = hex64(fnv1a64(config.dump()));
+    run["suite_name"] = cfg.name;
+    run["seed"] = cfg.seed;
+    run["config"] = config;
+    run["started_at"] = now_utc();
+    store->begin_run(run);
+  }
+  std::map<std::string, std::string> model_hash;  // by model path, computed when first needed
+
+  const std::vector<Cell> cells = plan(cfg, opt.shard_index, opt.shard_count);
+  sum.cells = static_cast<int64_t>(cells.size());
+  Progress prog(sum.cells, progress_out, opt.tty);
+
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tok;
+  size_t model_idx = static_cast<size_t>(-1);
+  std::map<std::string, PerplexityText> ppl_text;  // by run/dataset (one model at a time)
+  std::map<std::string, std::vector<NiahPoint>> niah_grid;
+  const auto reference = make_method("full");
+  for (const Cell& c : cells) {
+    const RunConfig& run = cfg.runs[c.run];
+    const std::string& ds = run.datasets[c.dataset];
+    const std::string label = run.suite + " | " +
+                              fs::path(cfg.models[c.model]).filename().string() + " | " +
+                              cfg.canonical[c.method] + " | " + ds;
+    if (store->has_cell(c.key)) {
+      prog.skip_cell(label);
+      ++sum.skipped;
+      continue;
+    }
+    if (opt.max_cells > 0 && sum.ran >= opt.max_cells) break;
+    prog.start_cell(label);
+    if (model_idx != c.model) {
+      model = std::make_unique<Model>(Model::load(cfg.models[c.model], dtype_of(cfg.dtype)));
+      tok = load_tokenizer((fs::path(cfg.models[c.model]) / "tokenizer.json").string());
+      model_idx = c.model;
+      if (!model_hash.count(cfg.models[c.model]))
+        model_hash[cfg.models[c.model]] = model_weights_hash(cfg.models[c.model]);
+      ppl_text.clear();
+      niah_grid.clear();
+    }
+    const auto method = make_method(cfg.methods[c.method]);
+    const Dataset& d = data.at(ds);
+    const std::string prep_key = std::to_string(c.run) + "/" + ds;
+    auto on_progress = [&](double f) { prog.update(f); };
+    nlohmann::json metrics;
+    try {
+      if (run.suite == "perplexity") {
+        const PerplexityParams p = parse_perplexity_params(run.params);
+        if (!ppl_text.count(prep_key))
+          ppl_text[prep_key] = tokenize_for_perplexity(*tok, d.text, p);
+        const PerplexityResult r =
+            run_perplexity(*model, *method, *reference, ppl_text[prep_key], p, on_progress);
+        metrics = r.metrics_json();
+        metrics["protocol"] = {{"ctx", p.ctx},
+                               {"stride", r.stride},
+                               {"chunk", p.chunk},
+                               {"tokens", r.tokens},
+                               {"windows", r.windows},
+                               {"normalisation", "token"},
+                               {"mode", "decode"},
+                               {"reference", reference->spec()},
+                               {"bos", !ppl_text[prep_key].prefix.empty()}};
+      } else if (run.suite == "niah") {
+        const NiahParams p = parse_niah_params(run.params, run.where + ".params");
+        if (!niah_grid.count(prep_key))
+          niah_grid[prep_key] = build_niah_grid(*tok, make_haystack(*tok, d.text), p, cfg.seed);
+        metrics = run_niah(*model, *tok, *method, niah_grid[prep_key], p, on_progress);
+      } else {
+        metrics = run_scbench(*model, *tok, *method, d.task, parse_scbench_params(run.params),
+                              on_progress);
+      }
+    } catch (const InputError& e) {
+      throw InputError(cfg.path + ": " + run.where + " (" + ds + ", " + cfg.methods[c.method] +
+                       "): " + e.what());
+    }
+    nlohmann::json rec{{"key", c.key},
+                       {"suite", run.suite},
+                       {"config", cfg.path},
+                       {"suite_name", cfg.name},
+                       {"model", cfg.models[c.model]},
+                       {"model_hash", model_hash.at(cfg.models[c.model])},
+                       {"method", cfg.canonical[c.method]},
+                       {"method_spec", cfg.methods[c.method]},
+                       {"dataset", ds},
+                       {"dataset_spec", cfg.datasets.at(ds)},
+                       {"dataset_hash", dataset_content_hash(cfg.datasets.at(ds),
+                                                             static_cast<int64_t>(cfg.seed))},
+                       {"params", run.params},
+                       {"seed", cfg.seed},
+                       {"dtype", cfg.dtype},
+                       {"finished_at", now_utc()}};
+    if (metrics.contains("protocol")) {
+      rec["protocol"] = metrics["protocol"];
+      metrics.erase("protocol");
+    }
+    rec["metrics"] = metrics;
+    store->write_cell(rec);
+    ++sum.ran;
+    prog.finish_cell(label + "  " + headline(rec));
+  }
+  prog.done();
+  if (sum.ran + sum.skipped == sum.cells) store->end_run();
+  std::map<std::string, nlohmann::json> by_key;
+  for (auto& r : store->cells()) {
+    const std::string k = r["key"].get<std::string>();
+    by_key[k] = std::move(r);
+  }
+  for (const Cell& c : cells)
+    if (auto it = by_key.find(c.key); it != by_key.end()) sum.records.push_back(it->second);
+  return sum;
+}
+
+}  // namespace kvb

@@ -1,0 +1,49 @@
+// Runs a suite config: the cross product models x runs x datasets x methods, one cell each,
+// every finished cell written to the result store at once. Cells already in the store (same
+// key) are skipped, so an interrupted run resumes where it stopped. A shard (i/N) takes every
+// N-th cell of the list, starting at the i-th.
+//
+// Cell key: "<suite>|<model path as given>|<canonical method spec>|<dataset name>|<hash>" where
+// the hash (FNV-1a 64, hex) covers the dataset's spec, the run's parameters with defaults
+// filled, the seed and the dtype.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace kvb {
+
+struct SuiteRunOptions {
+  std::string config_path;
+  std::string out_path;             // "" = out/<suite name>.jsonl
+  std::string db_path;              // SQLite results database; replaces out_path when set
+  std::string run_name;             // with db_path: runs of one config with distinct names coexist
+  std::vector<std::string> models;  // replaces the config's models when non-empty
+  int64_t max_cells = 0;            // stop after computing this many cells (0 = all)
+  int tty = -1;                     // progress style: -1 detect, 0 plain lines, 1 live bar
+  int shard_index = 1, shard_count = 1;  // run only cells p with p % count == index - 1
+};
+
+// "i/N" -> index i, count N; kvb::InputError unless 1 <= i <= N.
+void parse_shard(const std::string& text, int& index, int& count);
+
+// The keys of the cells a run with `opt` would compute or skip, in run order (shard applied).
+std::vector<std::string> plan_suite_file(const SuiteRunOptions& opt);
+
+struct SuiteRunSummary {
+  std::string out_path;
+  int64_t cells = 0, skipped = 0, ran = 0;
+  std::vector<nlohmann::json>
+      records;  // of every cell of the config (earlier runs included), in order
+};
+
+// Config and datasets are validated before anything is written; kvb::InputError on bad input.
+SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, std::FILE* progress_out);
+
+// A fixed-width table: suite, dataset, method, the headline metric and its companions.
+std::string summary_table(const std::vector<nlohmann::json>& records);
+
+}  // namespace kvb

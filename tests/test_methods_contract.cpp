@@ -1,0 +1,181 @@
+// The contract every registered method (and a few chains) must keep: canonical spec round trip,
+// consistent views and positions, memory() equal to the promise made from the spec, and the
+// full-cache logits at lossless settings.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "harness/model/model.h"
+#include "methods/registry.h"
+#include "tests/methods_test_util.h"
+
+namespace kvb {
+namespace {
+
+// At least one spec per registered method (checked below), several parameter sets, and chains.
+const std::vector<std::string> kSpecs = {
+    "full",
+    "full(dtype=fp16)",
+    "full(dtype=bf16)",
+    "int(bits=8)",
+    "int(bits=4,group=32)",
+    "int(bits=2)",
+    "kivi",
+    "kivi(bits=4,group=16,residual=64)",
+    "streaming(window=100)",
+    "streaming(sink=0,window=64)",
+    "h2o(budget=128)",
+    "h2o(budget=100,recent=10)",
+    "snapkv(budget=128)",
+    "snapkv(budget=100,pool=5,pooling=avg,window=8)",
+    "snapkv(budget=256)+kivi(bits=2)",
+    "h2o(budget=128)+int(bits=4)",
+    "streaming(window=60)+full(dtype=fp16)",
+    "streaming(window=96)+kivi",
+    "snapkv(budget=160)+h2o(budget=128)+kivi(bits=4)",
+};
+
+// Mean |view - appended| allowed for a spec's storage (dense fp32 storage must be exact).
+double mean_tolerance(const std::string& spec) {
+  auto has = [&](const char* s) { return spec.find(s) != std::string::npos; };
+  if (has("bits=2") || (has("kivi") && !has("bits=4"))) return 0.6;
+  if (has("bits=4")) return 0.15;
+  if (has("bits=8")) return 0.01;
+  if (has("bf16")) return 1e-2;
+  if (has("fp16")) return 1e-3;
+  return 0.0;
+}
+
+TEST(MethodContract, EveryRegisteredMethodIsCovered) {
+  for (const MethodEntry& e : method_registry()) {
+    bool found = false;
+    for (const std::string& s : kSpecs) found |= s.rfind(e.name, 0) == 0 || s.find("+" + e.name) != std::string::npos;
+    EXPECT_TRUE(found) << e.name << " has no spec in the contract test";
+    EXPECT_FALSE(e.help.empty()) << e.name;
+  }
+}
+
+TEST(MethodContract, SpecRoundTrip) {
+  for (const std::string& s : kSpecs) {
+    auto m = make_method(s);
+    const std::string canon = m->spec();
+    EXPECT_EQ(join_spec(canonicalize(s)), canon) << s;
+    EXPECT_EQ(make_method(canon)->spec(), canon) << s;
+    EXPECT_EQ(join_spec(parse_spec(canon)), canon) << s;
+    EXPECT_EQ(join_spec(canonicalize(canon)), canon) << s;
+  }
+}
+
+TEST(MethodContract, ViewShapesAndPositionsStayConsistent) {
+  const ModelShape shape = test::method_shape(2, 4, 2, 32);
+  for (const std::string& spec : kSpecs) {
+    SCOPED_TRACE(spec);
+    auto m = make_method(spec);
+    auto st = m->make_state(shape);
+    test::SyntheticStream in(shape, 11);
+    auto check = [&] {
+      for (int l = 0; l < shape.n_layers; ++l) {
+        KVView v = st->view(l);
+        const int64_t s = v.slots();
+        ASSERT_TRUE(v.k.defined() && v.v.defined() && v.pos.defined());
+        EXPECT_EQ(v.k.sizes(), torch::IntArrayRef({1, 2, s, 32}));
+        EXPECT_EQ(v.v.sizes(), v.k.sizes());
+        EXPECT_EQ(v.pos.sizes(), torch::IntArrayRef({1, 2, s}));
+        EXPECT_EQ(v.pos.scalar_type(), torch::kLong);
+        MemoryUse mu = st->memory(l);
+        EXPECT_EQ(mu.slots, 2 * s);
+        EXPECT_EQ(mu.tokens_seen, in.n);
+        torch::Tensor pos = v.pos.contiguous();
+        for (int64_t h = 0; h < 2; ++h) {
+          std::set<int64_t> seen;
+          for (int64_t i = 0; i < s; ++i) {
+            const int64_t p = pos[0][h][i].item<int64_t>();
+            ASSERT_TRUE(p >= 0 && p < in.n) << "position " << p;
+            ASSERT_TRUE(seen.insert(p).second) << "position " << p << " held twice";
+          }
+          // The slot holds what was appended at its position.
+          torch::Tensor idx = pos[0][h];
+          torch::Tensor want_k = in.k[l][0][h].index_select(0, idx), want_v = in.v[l][0][h].index_select(0, idx);
+          const double ek = (v.k[0][h].to(torch::kFloat32) - want_k).abs().mean().item<double>();
+          const double ev = (v.v[0][h].to(torch::kFloat32) - want_v).abs().mean().item<double>();
+          EXPECT_LE(ek, mean_tolerance(spec)) << "layer " << l << " head " << h;
+          EXPECT_LE(ev, mean_tolerance(spec)) << "layer " << l << " head " << h;
+        }
+      }
+    };
+    for (int64_t chunk : {37, 37, 100, 64, 62}) {
+      in.feed(*st, chunk);
+      check();
+    }
+    st->end_prefill();
+    check();
+    for (int i = 0; i < 20; ++i) in.feed(*st, 1);
+    check();
+    auto copy = st->clone();  // a snapshot evolves independently
+    in.feed(*st, 1);
+    EXPECT_EQ(copy->memory().tokens_seen + 1, st->memory().tokens_seen);
+  }
+}
+
+TEST(MethodContract, MemoryMatchesThePromiseAt1KAnd4K) {
+  const ModelShape shape = test::method_shape(2, 4, 2, 64);
+  for (const std::string& spec : kSpecs) {
+    auto m = make_method(spec);
+    for (int64_t tokens : {1000, 4096}) {
+      SCOPED_TRACE(spec + " at " + std::to_string(tokens) + " tokens");
+      auto st = m->make_state(shape);
+      test::SyntheticStream in(shape, 5);
+      in.feed_chunked(*st, tokens, tokens == 1000 ? 300 : 512);
+      st->end_prefill();
+      std::optional<MemoryUse> want = m->promised_memory(shape, tokens);
+      ASSERT_TRUE(want.has_value());
+      MemoryUse got = st->memory();
+      EXPECT_EQ(got.payload_bytes, want->payload_bytes);
+      EXPECT_NEAR(static_cast<double>(got.metadata_bytes), static_cast<double>(want->metadata_bytes),
+                  0.01 * static_cast<double>(want->metadata_bytes) + 1);
+      EXPECT_EQ(got.slots, want->slots);
+      EXPECT_EQ(got.tokens_seen, tokens);
+    }
+  }
+}
+
+TEST(MethodContract, FullCacheOnlyReportsWhatItHolds) {
+  // 2-bit storage must really be 2 bits per element plus its fp16 scales.
+  const ModelShape shape = test::method_shape(1, 2, 1, 64);
+  auto st = make_method("int(bits=2,group=64)")->make_state(shape);
+  test::SyntheticStream in(shape, 1);
+  in.feed(*st, 256);
+  MemoryUse m = st->memory();
+  EXPECT_EQ(m.payload_bytes, 2 * 256 * 64 / 4);           // K and V, 4 codes per byte
+  EXPECT_EQ(m.metadata_bytes, 2 * 256 * 2 * 2);           // K and V: scale + zero, fp16, 1 group
+}
+
+TEST(MethodContract, LosslessSettingsReproduceFullCacheLogits) {
+  const ModelConfig c = test::tiny_model_config();
+  Model model = Model::random(c, 21);
+  torch::Tensor ids = torch::randint(0, c.vocab_size, {1, 37}, torch::kLong);
+  for (int64_t chunk : {30, 8, 1}) {
+    auto full = make_method("full")->make_state(model.shape());
+    torch::Tensor ref = test::run_logits(model, *full, ids, 30, chunk);
+    for (const char* spec : {"full", "kivi(residual=64)", "kivi(bits=4,group=16,residual=48)",
+                             "streaming(window=64)", "streaming(sink=0,window=37)", "h2o(budget=64)",
+                             "h2o(budget=37,recent=0)", "snapkv(budget=64)", "snapkv(budget=30,window=8)",
+                             "snapkv(budget=64)+kivi(residual=64)", "h2o(budget=40)+full",
+                             "streaming(window=40)+h2o(budget=50)+kivi(residual=64)"}) {
+      auto st = make_method(spec)->make_state(model.shape());
+      torch::Tensor got = test::run_logits(model, *st, ids, 30, chunk);
+      EXPECT_LT((got - ref).abs().max().item<double>(), 1e-5) << spec << " chunk " << chunk;
+    }
+    // The comparison is not vacuous: compressing settings change the logits.
+    for (const char* spec : {"kivi(bits=2,group=8,residual=8)", "streaming(sink=2,window=8)",
+                             "h2o(budget=12)", "snapkv(budget=12,window=4)", "int(bits=4)"}) {
+      auto st = make_method(spec)->make_state(model.shape());
+      torch::Tensor got = test::run_logits(model, *st, ids, 30, chunk);
+      EXPECT_GT((got - ref).abs().max().item<double>(), 1e-4) << spec << " chunk " << chunk;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvb

@@ -10,6 +10,7 @@
 //      slots of the view that observe() will index; score-driven eviction happens in observe().
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -46,6 +47,21 @@ struct MemoryUse {
   int64_t tokens_seen = 0;     // tokens appended so far (per layer)
   int64_t slots = 0;           // slots held (summed over layers and KV heads)
 };
+
+// Whole-state use from per-layer use: bytes and slots add up over layers; tokens_seen is the
+// largest of the layers' counts (every layer sees the same tokens).
+template <typename PerLayer>
+MemoryUse sum_layer_memory(int n_layers, const PerLayer& per_layer) {
+  MemoryUse total;
+  for (int l = 0; l < n_layers; ++l) {
+    const MemoryUse m = per_layer(l);
+    total.payload_bytes += m.payload_bytes;
+    total.metadata_bytes += m.metadata_bytes;
+    total.slots += m.slots;
+    total.tokens_seen = std::max(total.tokens_seen, m.tokens_seen);
+  }
+  return total;
+}
 
 class KVCacheState {
  public:

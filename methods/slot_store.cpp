@@ -11,15 +11,7 @@ void SlotStore::drop_swap(int layer, const torch::Tensor& slot) {
 }
 
 MemoryUse SlotStore::memory() const {
-  MemoryUse total;
-  for (int l = 0; l < n_layers(); ++l) {
-    MemoryUse m = memory(l);
-    total.payload_bytes += m.payload_bytes;
-    total.metadata_bytes += m.metadata_bytes;
-    total.slots += m.slots;
-    total.tokens_seen = std::max(total.tokens_seen, m.tokens_seen);
-  }
-  return total;
+  return sum_layer_memory(n_layers(), [this](int l) { return memory(l); });
 }
 
 std::optional<MemoryUse> StorageMethod::promised_memory(const ModelShape& shape, int64_t tokens,

@@ -56,15 +56,7 @@ class FullState : public KVCacheState {
   }
 
   MemoryUse memory() const override {
-    MemoryUse total;
-    for (int l = 0; l < static_cast<int>(layers_.size()); ++l) {
-      MemoryUse m = memory(l);
-      total.payload_bytes += m.payload_bytes;
-      total.metadata_bytes += m.metadata_bytes;
-      total.slots += m.slots;
-      total.tokens_seen = std::max(total.tokens_seen, m.tokens_seen);
-    }
-    return total;
+    return sum_layer_memory(static_cast<int>(layers_.size()), [this](int l) { return memory(l); });
   }
 
   std::unique_ptr<KVCacheState> clone() const override {

@@ -1,5 +1,6 @@
 #include "results/provenance.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 #include <unistd.h>
@@ -11,6 +12,10 @@
 #include <string>
 
 #include "harness/common/check.h"
+
+#ifdef KVB_HAVE_CUDA_KERNELS
+#include "kernels/cuda/dequant.h"
+#endif
 
 #ifndef KVB_GIT_COMMIT
 #define KVB_GIT_COMMIT ""
@@ -26,6 +31,22 @@
 #endif
 
 namespace kvb {
+namespace {
+
+// "12.4" from 12040; "" for 0.
+std::string cuda_version_text(long v) {
+  return v > 0 ? std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10) : "";
+}
+
+// The CUDA runtime of our own kernels when built with them, else libtorch's; "" without CUDA.
+std::string cuda_runtime_version() {
+#ifdef KVB_HAVE_CUDA_KERNELS
+  if (const int v = cuda::runtime_version(); v > 0) return cuda_version_text(v);
+#endif
+  return at::hasCUDA() ? cuda_version_text(at::detail::getCUDAHooks().versionCUDART()) : "";
+}
+
+}  // namespace
 
 nlohmann::json run_provenance() {
   char host[256] = {};
@@ -37,6 +58,7 @@ nlohmann::json run_provenance() {
           {"torch_version", std::to_string(TORCH_VERSION_MAJOR) + "." +
                                 std::to_string(TORCH_VERSION_MINOR) + "." +
                                 std::to_string(TORCH_VERSION_PATCH)},
+          {"cuda_version", cuda_runtime_version()},
           {"device", "cpu"},
           {"threads", at::get_num_threads()},
           {"host", std::string(host)}};

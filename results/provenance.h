@@ -1,5 +1,6 @@
-// Where a run came from: build (commit, dirty flag, build type, compiler, libtorch) and machine
-// (host, device, threads). Commit, dirty flag and compiler are fixed when CMake configures.
+// Where a run came from: build (commit, dirty flag, build type, compiler, libtorch, CUDA runtime:
+// "12.4", "" without CUDA) and machine (host, device, threads). Commit, dirty flag and compiler
+// are fixed when CMake configures.
 #pragma once
 
 #include <cstdint>

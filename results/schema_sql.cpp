@@ -1,11 +1,15 @@
 // The text of results/schema.sql, compiled in so that the binary needs no source tree at run
-// time. Keep the two identical (tests/test_results_sqlite.cpp checks).
+// time: one string per migration, split where the file's "-- migration N" lines begin. Keep the
+// two identical (tests/test_results_sqlite.cpp checks).
 #include "results/sqlite_store.h"
 
 namespace kvb {
 
-const char* const kSchemaV1 = R"sql(-- kvbench results database, schema version 1. Applied by results/sqlite_store.cpp (migration 1,
--- embedded in results/schema_sql.cpp; a test keeps the two identical).
+const char* const kSchemaMigrations[kSchemaVersion] = {
+    R"sql(-- kvbench results database. Migration N takes a file from PRAGMA user_version N-1 to N; each
+-- starts at its "-- migration N" line. Applied by results/sqlite_store.cpp, embedded in
+-- results/schema_sql.cpp one string per migration (a test keeps the two identical).
+-- migration 1
 PRAGMA application_id = 1263944241;
 CREATE TABLE runs (
   id INTEGER PRIMARY KEY,
@@ -81,6 +85,27 @@ CREATE TABLE memory (
   tokens INTEGER NOT NULL,
   bits_per_token REAL NOT NULL
 );
-)sql";
+)sql",
+    R"sql(-- migration 2: the CUDA runtime of the build, the memory a method promised next to what it
+-- held, and timings of kernels and engine phases.
+ALTER TABLE runs ADD COLUMN cuda_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE memory ADD COLUMN promised_bytes INTEGER;
+CREATE TABLE kernel_timings (
+  run_id INTEGER NOT NULL REFERENCES runs (id),
+  cell_key TEXT NOT NULL,
+  name TEXT NOT NULL,
+  shape TEXT NOT NULL,
+  device TEXT NOT NULL,
+  reps INTEGER NOT NULL,
+  median_ms REAL NOT NULL,
+  min_ms REAL NOT NULL,
+  max_ms REAL NOT NULL,
+  bytes_moved INTEGER,
+  gbps REAL,
+  gflops REAL,
+  roofline_fraction REAL,
+  PRIMARY KEY (run_id, cell_key, name, shape, device)
+);
+)sql"};
 
 }  // namespace kvb

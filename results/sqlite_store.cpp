@@ -6,6 +6,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "datasets/rng.h"
 #include "harness/common/check.h"
@@ -18,11 +19,6 @@ using json = nlohmann::json;
 namespace {
 
 constexpr int kApplicationId = 0x4b564231;  // "KVB1"
-// Migration i takes a database from user_version i to i + 1.
-const char* const* migrations() {
-  static const char* const m[kSchemaVersion] = {kSchemaV1};
-  return m;
-}
 
 std::string hex64(uint64_t v) {
   char b[17];
@@ -114,7 +110,17 @@ std::string now_utc() {
   return b;
 }
 
+void bind_optional(Stmt& s, int i, const std::optional<double>& v) {
+  if (v)
+    s.bind(i, *v);
+  else
+    s.bind_null(i);
+}
+
 }  // namespace
+
+const char* const kVolatileRecordPaths =
+    "'$.finished_at', '$.metrics.seconds', '$.metrics.tokens_per_second', '$.metrics.timings'";
 
 int check_results_db(const std::string& path) {
   if (!fs::exists(path)) return 0;
@@ -168,7 +174,7 @@ SqliteStore::SqliteStore(std::string path) : path_(std::move(path)) {
     for (int v = version; v < kSchemaVersion; ++v) {
       exec(db_, "BEGIN IMMEDIATE");
       try {
-        exec(db_, migrations()[v]);
+        exec(db_, kSchemaMigrations[v]);
         exec(db_, "PRAGMA user_version = " + std::to_string(v + 1));
         exec(db_, "COMMIT");
       } catch (...) {
@@ -208,8 +214,8 @@ void SqliteStore::begin_run(const json& run) {
   }
   Stmt ins(db_,
            "INSERT INTO runs (name, config_hash, suite_name, git_commit, git_dirty, build_type, "
-           "compiler, torch_version, device, threads, host, started_at, seed, config) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+           "compiler, torch_version, cuda_version, device, threads, host, started_at, seed, "
+           "config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   ins.bind(1, name)
       .bind(2, hash)
       .bind(3, run.at("suite_name").get<std::string>())
@@ -218,12 +224,13 @@ void SqliteStore::begin_run(const json& run) {
       .bind(6, run.at("build_type").get<std::string>())
       .bind(7, run.at("compiler").get<std::string>())
       .bind(8, run.at("torch_version").get<std::string>())
-      .bind(9, run.at("device").get<std::string>())
-      .bind(10, run.at("threads").get<int64_t>())
-      .bind(11, run.at("host").get<std::string>())
-      .bind(12, run.at("started_at").get<std::string>())
-      .bind(13, run.at("seed").get<int64_t>())
-      .bind(14, run.at("config").dump());
+      .bind(9, run.at("cuda_version").get<std::string>())
+      .bind(10, run.at("device").get<std::string>())
+      .bind(11, run.at("threads").get<int64_t>())
+      .bind(12, run.at("host").get<std::string>())
+      .bind(13, run.at("started_at").get<std::string>())
+      .bind(14, run.at("seed").get<int64_t>())
+      .bind(15, run.at("config").dump());
   ins.step();
   run_id_ = sqlite3_last_insert_rowid(db_);
 }
@@ -232,6 +239,31 @@ void SqliteStore::end_run() {
   KVB_CHECK(run_id_ > 0, "end_run() before begin_run()");
   Stmt s(db_, "UPDATE runs SET ended_at = ? WHERE id = ?");
   s.bind(1, now_utc()).bind(2, run_id_).step();
+}
+
+void SqliteStore::add_kernel_timing(const KernelTiming& t) {
+  KVB_CHECK(run_id_ > 0, "add_kernel_timing() before begin_run()");
+  Stmt s(db_,
+         "INSERT OR REPLACE INTO kernel_timings (run_id, cell_key, name, shape, device, reps, "
+         "median_ms, min_ms, max_ms, bytes_moved, gbps, gflops, roofline_fraction) "
+         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  s.bind(1, run_id_)
+      .bind(2, t.cell_key)
+      .bind(3, t.name)
+      .bind(4, t.shape)
+      .bind(5, t.device)
+      .bind(6, t.reps)
+      .bind(7, t.median_ms)
+      .bind(8, t.min_ms)
+      .bind(9, t.max_ms);
+  if (t.bytes_moved)
+    s.bind(10, *t.bytes_moved);
+  else
+    s.bind_null(10);
+  bind_optional(s, 11, t.gbps);
+  bind_optional(s, 12, t.gflops);
+  bind_optional(s, 13, t.roofline_fraction);
+  s.step();
 }
 
 int64_t SqliteStore::intern(const char* select, const char* insert,
@@ -299,14 +331,21 @@ void SqliteStore::write_cell(const json& r) {
       const int64_t tokens = mu.at("tokens_seen").get<int64_t>();
       Stmt mem(db_,
                "INSERT INTO memory (cell_id, payload_bytes, metadata_bytes, tokens, "
-               "bits_per_token) VALUES (?, ?, ?, ?, ?)");
+               "bits_per_token, promised_bytes) VALUES (?, ?, ?, ?, ?, ?)");
       mem.bind(1, cell_id)
           .bind(2, pay)
           .bind(3, meta)
           .bind(4, tokens)
-          .bind(5, tokens > 0 ? 8.0 * static_cast<double>(pay + meta) / tokens : 0.0)
-          .step();
+          .bind(5, tokens > 0 ? 8.0 * static_cast<double>(pay + meta) / tokens : 0.0);
+      if (mu.contains("promised_bytes"))
+        mem.bind(6, mu["promised_bytes"].get<int64_t>());
+      else
+        mem.bind_null(6);
+      mem.step();
     }
+    if (m.contains("timings"))
+      for (const json& t : m["timings"])
+        add_kernel_timing(kernel_timing_from_json(t, r["key"].get<std::string>()));
     if (m.contains("samples") && m["samples"].is_array()) {
       const json& ss = m["samples"];
       for (size_t i = 0; i < ss.size(); ++i) {
@@ -357,15 +396,20 @@ namespace {
 constexpr const char* kSrcCells =
     "src.cells sc JOIN src.runs sr ON sr.id = sc.run_id "
     "JOIN main.runs r ON r.name = sr.name AND r.config_hash = sr.config_hash ";
-constexpr const char* kSameRecord =
-    "json_remove(c.record, '$.finished_at', '$.metrics.seconds', '$.metrics.tokens_per_second') "
-    "= json_remove(sc.record, '$.finished_at', '$.metrics.seconds', "
-    "'$.metrics.tokens_per_second')";
+std::string same_record() {
+  return std::string("json_remove(c.record, ") + kVolatileRecordPaths +
+         ") = json_remove(sc.record, " + kVolatileRecordPaths + ")";
+}
 
 }  // namespace
 
 int64_t SqliteStore::merge(const std::string& path) {
-  KVB_INPUT_CHECK(check_results_db(path) > 0, path, ": not a kvbench results database");
+  const int src_version = check_results_db(path);
+  KVB_INPUT_CHECK(src_version > 0, path, ": not a kvbench results database");
+  // What a version-1 file lacks reads as its migration-2 default.
+  const bool v1 = src_version < 2;
+  const std::string src_cuda = v1 ? "''" : "sr.cuda_version";
+  const std::string src_promised = v1 ? "NULL" : "x.promised_bytes";
   Stmt attach(db_, "ATTACH DATABASE ? AS src");
   attach.bind(1, path).step();
   int64_t added = 0;
@@ -379,23 +423,26 @@ int64_t SqliteStore::merge(const std::string& path) {
            "INSERT OR IGNORE INTO datasets (name, content_hash, spec) "
            "SELECT name, content_hash, spec FROM src.datasets ORDER BY id;"
            "INSERT OR IGNORE INTO runs (name, config_hash, suite_name, git_commit, git_dirty, "
-           "build_type, compiler, torch_version, device, threads, host, started_at, ended_at, "
-           "seed, config) SELECT name, config_hash, suite_name, git_commit, git_dirty, "
-           "build_type, compiler, torch_version, device, threads, host, started_at, ended_at, "
-           "seed, config FROM src.runs ORDER BY id;");
-      Stmt run_conflict(db_,
-                        "SELECT sr.name FROM src.runs sr JOIN main.runs r ON r.name = sr.name AND "
-                        "r.config_hash = sr.config_hash WHERE r.git_commit <> sr.git_commit OR "
-                        "r.git_dirty <> sr.git_dirty OR r.build_type <> sr.build_type OR "
-                        "r.compiler <> sr.compiler OR r.torch_version <> sr.torch_version OR "
-                        "r.seed <> sr.seed");
+           "build_type, compiler, torch_version, cuda_version, device, threads, host, "
+           "started_at, ended_at, seed, config) SELECT name, config_hash, suite_name, "
+           "git_commit, git_dirty, build_type, compiler, torch_version, " +
+               src_cuda +
+               ", device, threads, host, started_at, ended_at, seed, config FROM src.runs sr "
+               "ORDER BY id;");
+      Stmt run_conflict(db_, ("SELECT sr.name FROM src.runs sr JOIN main.runs r ON r.name = "
+                              "sr.name AND r.config_hash = sr.config_hash WHERE r.git_commit <> "
+                              "sr.git_commit OR r.git_dirty <> sr.git_dirty OR r.build_type <> "
+                              "sr.build_type OR r.compiler <> sr.compiler OR r.torch_version <> "
+                              "sr.torch_version OR r.cuda_version <> " +
+                              src_cuda + " OR r.seed <> sr.seed")
+                                 .c_str());
       if (run_conflict.step())
         throw InputError(path + ": run '" + run_conflict.text_at(0) +
                          "' was built differently from the same run in " + path_);
       Stmt cell_conflict(db_, (std::string("SELECT sc.key FROM ") + kSrcCells +
                                "JOIN main.cells c ON c.run_id = r.id AND c.key = sc.key "
                                "WHERE NOT (" +
-                               kSameRecord + ")")
+                               same_record() + ")")
                                   .c_str());
       if (cell_conflict.step())
         throw InputError(path + ": cell '" + cell_conflict.text_at(0) +
@@ -427,9 +474,18 @@ int64_t SqliteStore::merge(const std::string& path) {
                to_cell + "JOIN src.metrics x ON x.cell_id = sc.id");
       exec(db_,
            "INSERT OR IGNORE INTO memory (cell_id, payload_bytes, metadata_bytes, tokens, "
-           "bits_per_token) SELECT c.id, x.payload_bytes, x.metadata_bytes, x.tokens, "
-           "x.bits_per_token" +
-               to_cell + "JOIN src.memory x ON x.cell_id = sc.id");
+           "bits_per_token, promised_bytes) SELECT c.id, x.payload_bytes, x.metadata_bytes, "
+           "x.tokens, x.bits_per_token, " +
+               src_promised + to_cell + "JOIN src.memory x ON x.cell_id = sc.id");
+      if (!v1)
+        exec(db_,
+             "INSERT OR IGNORE INTO kernel_timings (run_id, cell_key, name, shape, device, reps, "
+             "median_ms, min_ms, max_ms, bytes_moved, gbps, gflops, roofline_fraction) "
+             "SELECT r.id, x.cell_key, x.name, x.shape, x.device, x.reps, x.median_ms, "
+             "x.min_ms, x.max_ms, x.bytes_moved, x.gbps, x.gflops, x.roofline_fraction "
+             "FROM src.kernel_timings x JOIN src.runs sr ON sr.id = x.run_id "
+             "JOIN main.runs r ON r.name = sr.name AND r.config_hash = sr.config_hash "
+             "ORDER BY sr.id, x.rowid");
       exec(db_, "COMMIT");
     } catch (...) {
       exec(db_, "ROLLBACK");

@@ -1,27 +1,33 @@
-// ResultStore in SQLite (schema: results/schema.sql, embedded as kSchemaV1).
+// ResultStore in SQLite (schema: results/schema.sql, embedded as kSchemaMigrations).
 //
 // The database is versioned through PRAGMA user_version and marked with PRAGMA application_id;
-// opening applies every migration newer than the file's version. WAL mode; each write_cell()
-// is one transaction (cell row, its per-sample rows, metrics, memory), so a killed run loses at
-// most the cell in flight. A run is identified by its name ("" unless given) and the hash of its
-// suite config: the same pair again continues that run (its finished cells are skipped by key);
-// has_cell() and cells() see the current run only.
+// opening applies every migration newer than the file's version, so an older file is upgraded in
+// place. WAL mode; each write_cell() is one transaction (cell row, its per-sample rows, metrics,
+// memory, timings), so a killed run loses at most the cell in flight. A run is identified by its
+// name ("" unless given) and the hash of its suite config: the same pair again continues that run
+// (its finished cells are skipped by key); has_cell() and cells() see the current run only.
 //
 // An existing file that is not SQLite, is damaged, belongs to another program or carries a
 // schema newer than this build: kvb::InputError "<path>: <problem>", and the file is left
 // byte-for-byte untouched (it is checked read-only before anything is written).
 #pragma once
 
-#include <map>
-
+#include "results/kernel_timing.h"
 #include "results/store.h"
 
 struct sqlite3;
 
 namespace kvb {
 
-extern const char* const kSchemaV1;
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
+// Migration i + 1 (from user_version i to i + 1): the part of schema.sql from its
+// "-- migration i + 1" line on.
+extern const char* const kSchemaMigrations[kSchemaVersion];
+
+// The parts of a cell record that differ between two computations of the same cell (timestamp,
+// wall times), as json_remove() paths: "'$.finished_at', ...". Merging compares records
+// without them.
+extern const char* const kVolatileRecordPaths;
 
 class SqliteStore : public ResultStore {
  public:
@@ -36,12 +42,16 @@ class SqliteStore : public ResultStore {
   std::string path() const override { return path_; }
   void begin_run(const nlohmann::json& run) override;
   void end_run() override;
+  // Files a timing under the current run (after begin_run()); one taken before for the same
+  // cell, name, shape and device is replaced. write_cell() files a record's metrics.timings so.
+  void add_kernel_timing(const KernelTiming& t);
 
-  // Copies every run and cell of the kvbench database at `path` into this one, in one
-  // transaction: runs match by (name, config hash), cells by (run, key); cells already here are
-  // left as they are, so merging twice changes nothing. A cell here whose record differs (beyond
-  // timestamps and timings) or a run whose build provenance or seed differs: kvb::InputError,
-  // nothing merged. Returns the number of cells added.
+  // Copies every run, cell and kernel timing of the kvbench database at `path` (of this schema
+  // or an older one; it is not changed) into this one, in one transaction: runs match by (name,
+  // config hash), cells by (run, key), timings by (run, cell key, name, shape, device); rows
+  // already here are left as they are, so merging twice changes nothing. A cell here whose record
+  // differs (beyond timestamps and timings) or a run whose build provenance or seed differs:
+  // kvb::InputError, nothing merged. Returns the number of cells added.
   int64_t merge(const std::string& path);
 
  private:

@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "datasets/rng.h"
 #include "harness/common/check.h"
 #include "harness/engine/generate.h"
+#include "results/kernel_timing.h"
+#include "suites/perplexity.h"
 
 namespace kvb {
 
@@ -87,6 +90,9 @@ nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod
   nlohmann::json samples = nlohmann::json::array();
   double total = 0;
   int64_t max_payload = 0;
+  MemoryUse longest;  // the state after the longest prompt
+  // Per context length: prefill wall time, and decode wall time per forward step.
+  std::map<int64_t, std::vector<double>> prefill_ms, step_ms;
   for (size_t i = 0; i < grid.size(); ++i) {
     const NiahPoint& pt = grid[i];
     auto state = method.make_state(model.shape());
@@ -112,6 +118,12 @@ nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod
     total += score;
     const MemoryUse mu = state->memory();
     max_payload = std::max(max_payload, mu.payload_bytes + mu.metadata_bytes);
+    if (mu.tokens_seen > longest.tokens_seen) longest = mu;
+    prefill_ms[pt.context_len].push_back(1e3 * gr.prefill_seconds);
+    // Every generated token but the last is fed back, unless a stop id ended generation.
+    const size_t steps = gr.stopped ? gr.tokens.size() : std::max<size_t>(gr.tokens.size(), 1) - 1;
+    if (steps > 0)
+      step_ms[pt.context_len].push_back(1e3 * gr.decode_seconds / static_cast<double>(steps));
     samples.push_back({{"context_len", pt.context_len},
                        {"depth", pt.depth},
                        {"prompt_tokens", pt.sample.ids.size()},
@@ -122,11 +134,22 @@ nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod
                        {"memory_bytes", mu.payload_bytes + mu.metadata_bytes}});
     if (progress) progress(static_cast<double>(i + 1) / static_cast<double>(grid.size()));
   }
+  const std::string device = model.device().str();
+  nlohmann::json timings = nlohmann::json::array();
+  for (const auto& [len, ms] : prefill_ms)
+    timings.push_back(kernel_timing_json(summarize_timing(
+        "niah.prefill", "context_len=" + std::to_string(len) + ",chunk=" + std::to_string(p.chunk),
+        device, ms)));
+  for (const auto& [len, ms] : step_ms)
+    timings.push_back(kernel_timing_json(
+        summarize_timing("niah.decode_step", "context_len=" + std::to_string(len), device, ms)));
   return {
       {"score", grid.empty() ? 0.0 : total / static_cast<double>(grid.size())},
       {"heatmap", {{"context_lengths", p.context_lengths}, {"depths", p.depths}, {"scores", heat}}},
       {"samples", samples},
       {"max_memory_bytes", max_payload},
+      {"memory", memory_use_json(longest)},
+      {"timings", timings},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
 }
 

@@ -39,8 +39,10 @@ struct NiahPoint {
 std::vector<NiahPoint> build_niah_grid(const Tokenizer& tok, const Haystack& hay,
                                        const NiahParams& p, uint64_t seed);
 
-// Metrics: mean score, the heatmap (rows: context lengths, columns: depths) and per-sample
-// details (actual depth, tokens, output).
+// Metrics: mean score, the heatmap (rows: context lengths, columns: depths), per-sample details
+// (actual depth, tokens, output), the memory held after the longest prompt and its answer, and
+// timings per context length ("niah.prefill": the prompt; "niah.decode_step": one generated
+// token fed back).
 nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod& method,
                         const std::vector<NiahPoint>& grid, const NiahParams& p,
                         const std::function<void(double)>& progress = {});

@@ -70,6 +70,13 @@ PerplexityText tokenize_for_perplexity(const Tokenizer& tok, const std::string& 
   return t;
 }
 
+nlohmann::json memory_use_json(const MemoryUse& m) {
+  return {{"payload_bytes", m.payload_bytes},
+          {"metadata_bytes", m.metadata_bytes},
+          {"tokens_seen", m.tokens_seen},
+          {"slots", m.slots}};
+}
+
 nlohmann::json PerplexityResult::metrics_json() const {
   return {{"ppl", ppl},
           {"ppl_se", ppl_se},
@@ -83,11 +90,7 @@ nlohmann::json PerplexityResult::metrics_json() const {
           {"top1_agreement", top1_agreement},
           {"tokens", tokens},
           {"windows", windows},
-          {"memory",
-           {{"payload_bytes", memory.payload_bytes},
-            {"metadata_bytes", memory.metadata_bytes},
-            {"tokens_seen", memory.tokens_seen},
-            {"slots", memory.slots}}},
+          {"memory", memory_use_json(memory)},
           {"seconds", seconds},
           {"tokens_per_second", seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0}};
 }

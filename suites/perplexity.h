@@ -52,6 +52,10 @@ struct PerplexityResult {
   nlohmann::json metrics_json() const;
 };
 
+// The "memory" object of a cell's metrics, in every suite: payload_bytes, metadata_bytes,
+// tokens_seen, slots (the runner adds promised_bytes where the method makes a promise).
+nlohmann::json memory_use_json(const MemoryUse& m);
+
 // `reference` is the full-cache method run alongside. `progress` gets the fraction done.
 PerplexityResult run_perplexity(const Model& model, const KVMethod& method,
                                 const KVMethod& reference, const PerplexityText& text,

@@ -249,6 +249,11 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, std::FILE* progress_o
       throw InputError(cfg.path + ": " + run.where + " (" + ds + ", " + cfg.methods[c.method] +
                        "): " + e.what());
     }
+    // What the method promised for the tokens its state had seen, next to what it held.
+    if (metrics.contains("memory"))
+      if (const auto promise = method->promised_memory(
+              model->shape(), metrics["memory"]["tokens_seen"].get<int64_t>(), dtype_of(cfg.dtype)))
+        metrics["memory"]["promised_bytes"] = promise->payload_bytes + promise->metadata_bytes;
     nlohmann::json rec{{"key", c.key},
                        {"suite", run.suite},
                        {"config", cfg.path},

@@ -5,6 +5,7 @@
 
 #include "harness/common/check.h"
 #include "suites/niah.h"
+#include "suites/perplexity.h"
 #include "suites/session.h"
 
 namespace kvb {
@@ -59,6 +60,7 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
   nlohmann::json out_samples = nlohmann::json::array();
   double sum = 0;
   int64_t max_mem = 0, max_ctx = 0;
+  MemoryUse longest;  // the state that had seen the most tokens
   auto record = [&](size_t turn, double score) {
     if (turn_sum.size() <= turn) {
       turn_sum.resize(turn + 1, 0);
@@ -76,6 +78,7 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
     std::vector<int64_t> t = s.greedy(last, p.max_new_tokens, stop);
     MemoryUse mu = s.state().memory();
     max_mem = std::max(max_mem, mu.payload_bytes + mu.metadata_bytes);
+    if (mu.tokens_seen > longest.tokens_seen) longest = mu;
     return tok.decode(std::vector<int32_t>(t.begin(), t.end()), true);
   };
 
@@ -134,6 +137,7 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
       {"samples", out_samples},
       {"max_prompt_tokens", max_ctx},
       {"max_memory_bytes", max_mem},
+      {"memory", memory_use_json(longest)},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
 }
 

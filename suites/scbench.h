@@ -40,7 +40,8 @@ struct ScbenchHooks {
   std::function<void(const KVCacheState& snapshot, int64_t sample, int64_t turn)> after_query;
 };
 
-// Metrics: mean score, per-turn scores (mean over samples), per-sample outputs.
+// Metrics: mean score, per-turn scores (mean over samples), per-sample outputs, and the memory
+// held by the state that had seen the most tokens (after its answer was decoded).
 nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMethod& method,
                            const ScTask& task, const ScbenchParams& p,
                            const std::function<void(double)>& progress = {},

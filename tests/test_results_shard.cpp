@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/common/json_io.h"
+#include "results/sqlite_store.h"
 #include "tests/suite_test_util.h"
 
 namespace kvb {
@@ -14,14 +15,14 @@ namespace {
 
 using json = nlohmann::json;
 
-// Every table's rows by natural keys (no row ids), timestamps and timings left out.
+// Every table's rows by natural keys (no row ids), timestamps and timings left out (of the
+// kernel timings, what was timed).
 std::vector<std::string> content(const std::string& path) {
-  const char* strip =
-      "json_remove(c.record, '$.finished_at', '$.metrics.seconds', '$.metrics.tokens_per_second')";
+  const std::string strip = std::string("json_remove(c.record, ") + kVolatileRecordPaths + ")";
   const std::string cj = " JOIN cells c ON c.id = x.cell_id ";
   const std::vector<std::string> queries = {
       "SELECT name, config_hash, suite_name, git_commit, git_dirty, build_type, compiler, "
-      "torch_version, device, threads, host, seed, config FROM runs ORDER BY 1, 2",
+      "torch_version, cuda_version, device, threads, host, seed, config FROM runs ORDER BY 1, 2",
       "SELECT path, weights_hash, config FROM models ORDER BY 1, 2",
       "SELECT spec FROM methods ORDER BY 1",
       "SELECT name, content_hash, spec FROM datasets ORDER BY 1, 2",
@@ -35,8 +36,11 @@ std::vector<std::string> content(const std::string& path) {
           cj + "ORDER BY 1, 2, 3",
       "SELECT c.key, x.name, x.value, x.se FROM metrics x" + cj +
           "WHERE x.name NOT IN ('seconds', 'tokens_per_second') ORDER BY 1, 2",
-      "SELECT c.key, x.payload_bytes, x.metadata_bytes, x.tokens, x.bits_per_token FROM memory x" +
-          cj + "ORDER BY 1"};
+      "SELECT c.key, x.payload_bytes, x.metadata_bytes, x.tokens, x.bits_per_token, "
+      "x.promised_bytes FROM memory x" +
+          cj + "ORDER BY 1",
+      "SELECT r.name, k.cell_key, k.name, k.shape, k.device, k.reps FROM kernel_timings k "
+      "JOIN runs r ON r.id = k.run_id ORDER BY 1, 2, 3, 4, 5"};
   std::vector<std::string> rows;
   sqlite3* db = nullptr;
   EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
@@ -197,10 +201,10 @@ TEST_F(ResultsShard, ReportWritesAnHtmlLeaderboard) {
   EXPECT_NE(page.find("<h2>perplexity · prose</h2>"), std::string::npos) << page;
   EXPECT_NE(page.find("<h2>niah · prose</h2>"), std::string::npos) << page;
   EXPECT_NE(page.find("<code>streaming(sink=2,window=24)</code>"), std::string::npos) << page;
-  // One row per cell.
+  // One row per cell (rows of the timings table start with the run, not a rank).
   size_t rows = 0;
-  for (size_t p = page.find("<tr><td"); p != std::string::npos; p = page.find("<tr><td", p + 1))
-    ++rows;
+  const std::string row = "<tr class=\"kvb-row\"><td class=\"n\"";
+  for (size_t p = page.find(row); p != std::string::npos; p = page.find(row, p + 1)) ++rows;
   EXPECT_EQ(rows, 6u);
   auto missing = test::run_kvbench("report --db " + test::q(db) + " --run 5 --out " +
                                    test::q(dir_.path("x.html")));

@@ -14,6 +14,7 @@
 
 #include "harness/common/json_io.h"
 #include "results/sqlite_store.h"
+#include "tests/results_test_util.h"
 #include "tests/suite_test_util.h"
 
 namespace kvb {
@@ -45,6 +46,7 @@ std::map<std::string, std::vector<std::string>> dump(const std::string& path) {
           r.erase("finished_at");
           r["metrics"].erase("seconds");
           r["metrics"].erase("tokens_per_second");
+          r["metrics"].erase("timings");
           v = r.dump();
         }
         row += col + "=" + v + "|";
@@ -57,26 +59,7 @@ std::map<std::string, std::vector<std::string>> dump(const std::string& path) {
   return out;
 }
 
-int64_t scalar(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  int64_t v = -1;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
-    sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK &&
-        sqlite3_step(s) == SQLITE_ROW)
-      v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-  }
-  sqlite3_close(db);
-  return v;
-}
-
-void exec_rw(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sql;
-  sqlite3_close(db);
-}
+using test::scalar;
 
 class ResultsSqlite : public ::testing::Test {
  protected:
@@ -108,27 +91,25 @@ class ResultsSqlite : public ::testing::Test {
     write_file(cfg(), config.dump(2));
   }
   std::string cfg() const { return dir_.path("suite.json"); }
-  test::CmdResult run(const std::string& db, const std::string& extra = "") {
-    return test::run_kvbench("run --progress lines --suite " + test::q(cfg()) + " --db " +
-                             test::q(db) + " " + extra);
+  std::string run_args(const std::string& db, const std::string& extra = "") const {
+    return "run --progress lines --suite " + test::q(cfg()) + " --db " + test::q(db) + " " + extra;
   }
-  // Runs against `db` and checks: exit 2, one line naming the file, the file's bytes unchanged.
-  void expect_refused(const std::string& db, const std::string& problem) {
-    const std::string before = test::slurp(db);
-    auto r = run(db);
-    EXPECT_EQ(r.code, 2) << r.err;
-    EXPECT_EQ(test::count_lines(r.err), 1) << r.err;
-    EXPECT_NE(r.err.find(db + ": "), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find(problem), std::string::npos) << r.err;
-    EXPECT_EQ(test::slurp(db), before);
+  test::CmdResult run(const std::string& db, const std::string& extra = "") {
+    return test::run_kvbench(run_args(db, extra));
   }
   static constexpr int kCells = 9;
   test::TempDir dir_;
 };
 
 TEST(ResultsSchema, EmbeddedSchemaIsSchemaSql) {
-  EXPECT_EQ(std::string(kSchemaV1),
-            test::slurp(std::string(KVB_SOURCE_DIR) + "/results/schema.sql"));
+  std::string all;
+  for (int i = 0; i < kSchemaVersion; ++i) {
+    const std::string m = kSchemaMigrations[i];
+    const std::string mark = "-- migration " + std::to_string(i + 1);
+    EXPECT_TRUE(i == 0 ? m.find("\n" + mark) != std::string::npos : m.rfind(mark, 0) == 0) << m;
+    all += m;
+  }
+  EXPECT_EQ(all, test::slurp(std::string(KVB_SOURCE_DIR) + "/results/schema.sql"));
 }
 
 TEST_F(ResultsSqlite, RunFillsEveryTableWithProvenance) {
@@ -158,7 +139,33 @@ TEST_F(ResultsSqlite, RunFillsEveryTableWithProvenance) {
                    "WHERE c.suite = 'scbench' AND s.turn = 1"),
             3);
   EXPECT_EQ(scalar(db, "SELECT count(*) FROM metrics WHERE name = 'ppl' AND se > 0"), 3);
-  EXPECT_EQ(scalar(db, "SELECT count(*) FROM memory WHERE bits_per_token > 0"), 3);
+  // Every cell holds memory, and every method here promises how much.
+  EXPECT_EQ(scalar(db, "SELECT count(*) FROM memory WHERE bits_per_token > 0 AND tokens > 0 AND "
+                       "promised_bytes > 0"),
+            kCells);
+  // Perplexity feeds each window and nothing after it: the state holds what was promised.
+  EXPECT_EQ(scalar(db,
+                   "SELECT count(*) FROM memory x JOIN cells c ON c.id = x.cell_id WHERE "
+                   "c.suite = 'perplexity' AND abs(x.promised_bytes - x.payload_bytes - "
+                   "x.metadata_bytes) <= 0.01 * x.promised_bytes + 1"),
+            3);
+  // NIAH's prefill timings: one row per cell and context length, over its 2 depths.
+  EXPECT_EQ(scalar(db,
+                   "SELECT count(*) FROM kernel_timings WHERE name = 'niah.prefill' AND "
+                   "shape = 'context_len=160,chunk=0' AND device = 'cpu' AND reps = 2 AND "
+                   "0 < min_ms AND min_ms <= median_ms AND median_ms <= max_ms"),
+            3);
+  EXPECT_EQ(scalar(db,
+                   "SELECT count(*) FROM kernel_timings k WHERE NOT EXISTS (SELECT 1 FROM cells c "
+                   "WHERE c.run_id = k.run_id AND c.key = k.cell_key AND c.suite = 'niah')"),
+            0);
+#ifdef KVB_HAVE_CUDA_KERNELS
+  EXPECT_EQ(scalar(db, "SELECT count(*) FROM runs WHERE cuda_version GLOB '[1-9]*.[0-9]*'"), 1);
+#else
+  EXPECT_EQ(scalar(db, "SELECT count(*) FROM runs WHERE cuda_version = '' OR "
+                       "cuda_version GLOB '[1-9]*.[0-9]*'"),
+            1);
+#endif
   // A second run finds every cell done and adds nothing.
   const auto before = dump(db);
   auto again = run(db);
@@ -208,29 +215,92 @@ TEST_F(ResultsSqlite, SigkilledRunResumesToTheRowsOfAnUninterruptedRun) {
   }
 }
 
-TEST_F(ResultsSqlite, ForeignCorruptOrNewerFilesAreRefusedUntouched) {
-  const std::string text = dir_.path("notes.db");
-  write_file(text, "these are my notes\n");
-  expect_refused(text, "not an SQLite database");
-
-  const std::string foreign = dir_.path("foreign.db");
-  exec_rw(foreign, "CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);");
-  expect_refused(foreign, "not a kvbench results database");
-
-  const std::string newer = dir_.path("newer.db");
-  ASSERT_EQ(run(newer, "--max-cells 1").code, 0);
-  exec_rw(newer, "PRAGMA user_version = 99");
-  expect_refused(newer, "schema version 99 is newer");
-
-  const std::string corrupt = dir_.path("corrupt.db");
-  ASSERT_EQ(run(corrupt, "--max-cells 1").code, 0);
+TEST_F(ResultsSqlite, AddedKernelTimingsAreReadBackAndReplaced) {
+  const std::string db = dir_.path("k.db");
   {
-    std::string bytes = test::slurp(corrupt);
-    ASSERT_GT(bytes.size(), 4096u);
-    for (size_t i = 100; i < 4096; ++i) bytes[i] = '\xab';  // page 1: the schema's b-tree
-    write_file(corrupt, bytes);
+    SqliteStore store(db);
+    store.begin_run({{"name", "bench"},
+                     {"config_hash", "0"},
+                     {"suite_name", "kernels"},
+                     {"git_commit", ""},
+                     {"git_dirty", false},
+                     {"build_type", "Release"},
+                     {"compiler", "c"},
+                     {"torch_version", "t"},
+                     {"cuda_version", "12.4"},
+                     {"device", "cuda:0"},
+                     {"threads", 1},
+                     {"host", "h"},
+                     {"started_at", "2024-01-01T00:00:00Z"},
+                     {"seed", 0},
+                     {"config", json::object()}});
+    KernelTiming t = summarize_timing("dequant_rows", "rows=1048576,d=128,bits=2", "cuda:0",
+                                      {0.5, 0.25, 2.0, 1.0});
+    EXPECT_EQ(t.reps, 4);
+    EXPECT_DOUBLE_EQ(t.median_ms, 0.75);
+    EXPECT_DOUBLE_EQ(t.min_ms, 0.25);
+    EXPECT_DOUBLE_EQ(t.max_ms, 2.0);
+    t.bytes_moved = 1 << 20;
+    t.gbps = 1.25;
+    store.add_kernel_timing(t);
+    t.median_ms = 0.5;  // measured again: replaces the row
+    store.add_kernel_timing(t);
+    store.add_kernel_timing(summarize_timing("dequant_rows", "rows=1048576,d=128,bits=4",
+                                             "cuda:0", {3.0}));
   }
-  expect_refused(corrupt, "SQLite database");
+  EXPECT_EQ(scalar(db, "SELECT count(*) FROM kernel_timings"), 2);
+  EXPECT_EQ(scalar(db,
+                   "SELECT count(*) FROM kernel_timings k JOIN runs r ON r.id = k.run_id WHERE "
+                   "r.name = 'bench' AND r.cuda_version = '12.4' AND k.cell_key = '' AND "
+                   "k.shape = 'rows=1048576,d=128,bits=2' AND k.reps = 4 AND k.median_ms = 0.5 "
+                   "AND k.min_ms = 0.25 AND k.max_ms = 2 AND k.bytes_moved = 1048576 AND "
+                   "k.gbps = 1.25 AND k.gflops IS NULL AND k.roofline_fraction IS NULL"),
+            1);
+  EXPECT_EQ(scalar(db,
+                   "SELECT count(*) FROM kernel_timings WHERE shape = 'rows=1048576,d=128,bits=4' "
+                   "AND reps = 1 AND median_ms = 3 AND bytes_moved IS NULL AND gbps IS NULL"),
+            1);
+}
+
+TEST_F(ResultsSqlite, Version1DatabaseIsUpgradedInPlace) {
+  const std::string partial = dir_.path("partial.db"), old = dir_.path("old.db");
+  ASSERT_EQ(run(partial, "--max-cells 4").code, 0);  // 3 perplexity cells, 1 niah cell
+  test::make_v1_copy(partial, old);
+  ASSERT_EQ(scalar(old, "PRAGMA user_version"), 1);
+  ASSERT_EQ(scalar(old, "SELECT count(*) FROM cells"), 4);
+  ASSERT_EQ(scalar(old, "SELECT count(*) FROM pragma_table_info('runs') WHERE name = "
+                        "'cuda_version'"),
+            0);
+
+  // Merging from it leaves it as it is.
+  const std::string before = test::slurp(old), merged = dir_.path("merged.db");
+  auto m = test::run_kvbench("merge " + test::q(merged) + " " + test::q(old));
+  ASSERT_EQ(m.code, 0) << m.err;
+  EXPECT_NE(m.out.find("4 cells added"), std::string::npos) << m.out;
+  EXPECT_EQ(test::slurp(old), before);
+  EXPECT_EQ(scalar(merged, "SELECT count(*) FROM memory WHERE promised_bytes IS NULL"), 3);
+  EXPECT_EQ(scalar(merged, "SELECT count(*) FROM runs WHERE cuda_version = ''"), 1);
+
+  // Running on it upgrades it and finishes the run.
+  auto r = run(old);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("5 cells computed, 4 finished earlier"), std::string::npos) << r.out;
+  EXPECT_EQ(scalar(old, "PRAGMA user_version"), kSchemaVersion);
+  EXPECT_EQ(scalar(old, "SELECT count(*) FROM runs"), 1);
+  EXPECT_EQ(scalar(old, "SELECT count(*) FROM cells"), kCells);
+  // Rows from before keep what version 1 knew; the new ones have everything.
+  EXPECT_EQ(scalar(old, "SELECT count(*) FROM memory WHERE promised_bytes IS NULL"), 3);
+  EXPECT_EQ(scalar(old, "SELECT count(*) FROM memory WHERE promised_bytes > 0"), 5);
+  EXPECT_EQ(scalar(old, "SELECT count(DISTINCT cell_key) FROM kernel_timings"), 2);
+  EXPECT_EQ(scalar(old, "SELECT count(*) FROM runs WHERE cuda_version = ''"), 1);
+}
+
+TEST_F(ResultsSqlite, ForeignCorruptOrNewerFilesAreRefusedUntouched) {
+  const std::string valid = dir_.path("valid.db");
+  ASSERT_EQ(run(valid, "--max-cells 1").code, 0);
+  const auto bad = test::bad_databases(dir_, valid);
+  ASSERT_EQ(bad.size(), 4u);
+  for (const auto& b : bad) test::expect_refused(run_args(b.path), b.path, b.problem);
 }
 
 TEST_F(ResultsSqlite, DbAndOutTogetherAreRefused) {

@@ -1,7 +1,5 @@
 #include "harness/cli/results_cmd.h"
 
-#include <sqlite3.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,7 +15,8 @@
 #include "harness/common/check.h"
 #include "harness/common/json_io.h"
 #include "methods/registry.h"
-#include "results/report.h"
+#include "results/leaderboard.h"
+#include "results/results_db.h"
 #include "results/sqlite_store.h"
 #include "suites/runner.h"
 
@@ -27,55 +26,6 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-// A read-only handle on a checked results database.
-class Db {
- public:
-  explicit Db(std::string path) : path_(std::move(path)) {
-    KVB_INPUT_CHECK(fs::exists(path_), path_, ": no such file");
-    KVB_INPUT_CHECK(check_results_db(path_) > 0, path_, ": not a kvbench results database");
-    KVB_CHECK(sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK,
-              "cannot open ", path_);
-  }
-  ~Db() { sqlite3_close(db_); }
-  Db(const Db&) = delete;
-  Db& operator=(const Db&) = delete;
-  // Rows of `sql` with `args` bound as text, every column as text ("" for NULL).
-  std::vector<std::vector<std::string>> query(const std::string& sql,
-                                              const std::vector<std::string>& args) const {
-    sqlite3_stmt* s = nullptr;
-    KVB_CHECK(sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) == SQLITE_OK,
-              sqlite3_errmsg(db_));
-    for (size_t i = 0; i < args.size(); ++i)
-      sqlite3_bind_text(s, static_cast<int>(i) + 1, args[i].c_str(), -1, SQLITE_TRANSIENT);
-    std::vector<std::vector<std::string>> rows;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-      std::vector<std::string> row;
-      for (int i = 0; i < sqlite3_column_count(s); ++i) {
-        const auto* p = sqlite3_column_text(s, i);
-        row.push_back(p ? reinterpret_cast<const char*>(p) : "");
-      }
-      rows.push_back(std::move(row));
-    }
-    sqlite3_finalize(s);
-    KVB_INPUT_CHECK(rc == SQLITE_DONE, path_, ": ", sqlite3_errmsg(db_));
-    return rows;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  sqlite3* db_ = nullptr;
-};
-
-std::string resolve_run(const Db& db, const std::string& run) {
-  auto rows = db.query("SELECT id FROM runs WHERE CAST(id AS TEXT) = ?1 OR name = ?1", {run});
-  KVB_INPUT_CHECK(!rows.empty(), db.path(), ": no run '", run, "'");
-  KVB_INPUT_CHECK(rows.size() == 1, db.path(), ": run name '", run,
-                  "' is ambiguous; give the run id");
-  return rows[0][0];
-}
-
 struct CellRow {
   std::string suite, model, spec, dataset;
   json record;
@@ -83,7 +33,7 @@ struct CellRow {
 };
 
 // The run's cells by match key.
-std::map<std::string, CellRow> load_cells(const Db& db, const std::string& run_id,
+std::map<std::string, CellRow> load_cells(const ResultsDb& db, const std::string& run_id,
                                           const std::string& only_spec) {
   std::map<std::string, CellRow> out;
   for (auto& r : db.query(
@@ -140,8 +90,8 @@ int run_compare(const CompareArgs& a) {
   KVB_INPUT_CHECK(a.baseline_method.empty() == a.candidate_method.empty(),
                   "--baseline-method and --candidate-method: give both or neither");
   KVB_INPUT_CHECK(a.threshold >= 0, "--threshold: must be >= 0");
-  const Db db(a.db);
-  const std::string base_id = resolve_run(db, a.baseline), cand_id = resolve_run(db, a.candidate);
+  const ResultsDb db(a.db);
+  const std::string base_id = db.resolve_run(a.baseline), cand_id = db.resolve_run(a.candidate);
   const auto base = load_cells(db, base_id, canonical(a.baseline_method));
   const auto cand = load_cells(db, cand_id, canonical(a.candidate_method));
   std::vector<Row> rows;
@@ -255,8 +205,8 @@ std::string csv_field(const std::string& s) {
 }  // namespace
 
 int run_export(const ExportArgs& a) {
-  const Db db(a.db);
-  const std::string run = a.run.empty() ? "" : resolve_run(db, a.run);
+  const ResultsDb db(a.db);
+  const std::string run = a.run.empty() ? "" : db.resolve_run(a.run);
   const std::string where = run.empty() ? "" : " WHERE c.run_id = ?";
   const std::vector<std::string> args =
       run.empty() ? std::vector<std::string>{} : std::vector<std::string>{run};
@@ -298,11 +248,11 @@ int run_merge(const std::string& out, const std::vector<std::string>& in) {
   std::vector<std::string> files = in;
   if (fs::exists(out) && check_results_db(out) > 0) files.insert(files.begin(), out);
   for (const auto& p : files) {
-    const Db db(p);
-    for (auto& r : db.query("SELECT r.name, r.config_hash, c.key, json_remove(c.record, "
-                            "'$.finished_at', '$.metrics.seconds', '$.metrics.tokens_per_second') "
-                            "FROM cells c JOIN runs r ON r.id = c.run_id",
-                            {})) {
+    const ResultsDb db(p);
+    const std::string sql = std::string("SELECT r.name, r.config_hash, c.key, json_remove(") +
+                            "c.record, " + kVolatileRecordPaths +
+                            ") FROM cells c JOIN runs r ON r.id = c.run_id";
+    for (auto& r : db.query(sql)) {
       const std::string id = r[0] + "|" + r[1] + "|" + r[2];
       auto [it, fresh] = seen.try_emplace(id, r[3], p);
       KVB_INPUT_CHECK(fresh || it->second.first == r[3], p, ": cell '", r[2],
@@ -316,13 +266,22 @@ int run_merge(const std::string& out, const std::vector<std::string>& in) {
   return 0;
 }
 
-int run_report(const ExportArgs& a, const std::string& out) {
-  std::string run;
-  if (!a.run.empty()) {
-    const Db db(a.db);
-    run = resolve_run(db, a.run);
-  }
-  write_file(out, leaderboard_html(a.db, run));
+int run_leaderboard(const ExportArgs& a, const std::string& out_dir) {
+  const LeaderboardPages p = render_leaderboard({a.db, a.run, {}});
+  KVB_INPUT_CHECK(!fs::exists(out_dir) || fs::is_directory(out_dir), out_dir,
+                  ": exists and is not a directory");
+  fs::create_directories(out_dir);
+  const std::string html = (fs::path(out_dir) / "index.html").string();
+  const std::string md = (fs::path(out_dir) / "leaderboard.md").string();
+  write_file(html, p.html);
+  write_file(md, p.markdown);
+  std::cout << html << "\n" << md << "\n";
+  return 0;
+}
+
+int run_report(const ExportArgs& a, const std::vector<std::string>& methods,
+               const std::string& out) {
+  write_file(out, render_leaderboard({a.db, a.run, methods}).html);
   std::cout << out << "\n";
   return 0;
 }

@@ -5,7 +5,10 @@
 // "run_id" and "run_name" added); csv is one metric a row: run_id, run_name, suite, model,
 // method, dataset, metric, value, se.
 // `kvbench merge OUT IN...`: copies every run and cell of IN into OUT (see SqliteStore::merge).
-// `kvbench report --db DB [--run RUN] --out FILE.html`: the leaderboard (results/report.h).
+// `kvbench leaderboard --db DB --out DIR [--run RUN]`: DIR/index.html and DIR/leaderboard.md
+// (results/leaderboard.h).
+// `kvbench report --db DB [--run RUN] [--methods SPEC...] --out FILE.html`: the same page for the
+// chosen methods (every method when none is given).
 //
 // `kvbench compare --db DB --baseline RUN --candidate RUN [--baseline-method SPEC
 // --candidate-method SPEC] [--threshold X] [--json FILE]`
@@ -43,6 +46,8 @@ struct ExportArgs {
 int run_plan(const RunArgs& a);
 int run_export(const ExportArgs& a);
 int run_merge(const std::string& out, const std::vector<std::string>& in);
-int run_report(const ExportArgs& a, const std::string& out);
+int run_leaderboard(const ExportArgs& a, const std::string& out_dir);
+int run_report(const ExportArgs& a, const std::vector<std::string>& methods,
+               const std::string& out);
 
 }  // namespace kvb::cli

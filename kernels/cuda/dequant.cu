@@ -47,6 +47,11 @@ int device_count() {
 
 std::string_view last_error() { return g_last_error; }
 
+int runtime_version() {
+  int v = 0;
+  return cudaRuntimeGetVersion(&v) == cudaSuccess ? v : 0;
+}
+
 void* device_alloc(size_t bytes) {
   void* p = nullptr;
   check(cudaMalloc(&p, bytes), "cudaMalloc");

@@ -14,6 +14,9 @@ namespace kvb::cuda {
 // Number of usable CUDA devices; 0 when there is no driver or no GPU (never throws).
 int device_count();
 std::string_view last_error();
+// The CUDA runtime this library was linked with: 1000 * major + 10 * minor (12040 = 12.4); needs
+// no device. 0 when it cannot be queried.
+int runtime_version();
 
 // Device memory helpers for tests and benchmarks. Throw std::runtime_error on failure.
 void* device_alloc(size_t bytes);

@@ -1,0 +1,453 @@
+#include "results/leaderboard.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <tuple>
+
+#include "harness/common/check.h"
+#include "methods/registry.h"
+#include "results/results_db.h"
+#include "results/svg_chart.h"
+
+namespace kvb {
+namespace {
+
+using json = nlohmann::json;
+
+struct Cell {
+  int64_t id = 0;
+  std::string run, suite, dataset, model_path, model, method;
+  json metrics;
+  std::optional<double> bits, promised_bits;
+};
+
+// One page section: the cells of a suite on a dataset, best first.
+struct Section {
+  std::string suite, dataset, id;
+  std::vector<Cell> cells;
+};
+
+// A table cell: its text, the number it sorts by (absent: it sorts by its text), shown as code.
+struct TCell {
+  TCell(std::string t, std::optional<double> value = std::nullopt, bool as_code = false)
+      : text(std::move(t)), v(value), code(as_code) {}
+  std::string text;
+  std::optional<double> v;
+  bool code;
+};
+
+struct Table {
+  std::string id;
+  std::vector<std::string> head;
+  std::vector<std::vector<TCell>> rows;
+};
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+std::optional<double> number(const std::string& s) {
+  return s.empty() ? std::nullopt : std::optional<double>(std::stod(s));
+}
+
+std::optional<double> metric(const Cell& c, const char* name) {
+  const json& m = c.metrics;
+  return m.contains(name) && m[name].is_number() ? std::optional<double>(m[name].get<double>())
+                                                 : std::nullopt;
+}
+
+TCell num_cell(const std::optional<double>& v, const char* f) {
+  return v ? TCell{fmt(f, *v), v} : TCell{"–", std::nullopt};
+}
+
+// Letters, digits, '-' and '_' kept; anything else becomes '-'.
+std::string slug(const std::string& s) {
+  std::string r;
+  for (char c : s)
+    r += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '-';
+  return r;
+}
+
+std::string run_label(const std::string& id, const std::string& name) {
+  return name.empty() ? id : id + " (" + name + ")";
+}
+
+Table section_table(const Section& s) {
+  const bool ppl = s.suite == "perplexity", sc = s.suite == "scbench";
+  Table t;
+  t.id = s.id;
+  t.head = {"#", "run", "model", "method"};
+  if (ppl)
+    t.head.insert(t.head.end(), {"ppl ± se", "KL vs full", "top-1 agreement"});
+  else
+    t.head.push_back("score");
+  if (sc) t.head.push_back("score per turn");
+  t.head.insert(t.head.end(), {"bits/token", "promised bits/token"});
+  for (size_t i = 0; i < s.cells.size(); ++i) {
+    const Cell& c = s.cells[i];
+    std::vector<TCell> row = {{std::to_string(i + 1), static_cast<double>(i + 1)},
+                              {c.run},
+                              {c.model},
+                              {c.method, std::nullopt, true}};
+    if (ppl) {
+      const auto p = metric(c, "ppl"), se = metric(c, "ppl_se");
+      row.push_back(p ? TCell{fmt("%.4g", *p) + (se ? " ± " + fmt("%.2g", *se) : ""), p}
+                      : TCell{"–"});
+      row.push_back(num_cell(metric(c, "kl_mean"), "%.3g"));
+      const auto top1 = metric(c, "top1_agreement");
+      row.push_back(top1 ? TCell{fmt("%.1f%%", 100 * *top1), top1} : TCell{"–"});
+    } else {
+      row.push_back(num_cell(metric(c, "score"), "%.3f"));
+    }
+    if (sc) {
+      std::string turns;
+      if (c.metrics.contains("turn_scores"))
+        for (const json& v : c.metrics["turn_scores"])
+          turns += (turns.empty() ? "" : " · ") + fmt("%.2f", v.get<double>());
+      row.push_back({turns.empty() ? "–" : turns});
+    }
+    row.push_back(num_cell(c.bits, "%.1f"));
+    row.push_back(num_cell(c.promised_bits, "%.1f"));
+    t.rows.push_back(std::move(row));
+  }
+  return t;
+}
+
+std::string html_table(const Table& t) {
+  std::string h = "<table class=\"kvb-board\" id=\"" + svg::escape(t.id) + "\">\n<thead><tr>";
+  for (const auto& c : t.head) h += "<th>" + svg::escape(c) + "</th>";
+  h += "</tr></thead>\n<tbody>\n";
+  for (const auto& row : t.rows) {
+    h += "<tr class=\"kvb-row\">";
+    for (const TCell& c : row) {
+      const std::string text =
+          c.code ? "<code>" + svg::escape(c.text) + "</code>" : svg::escape(c.text);
+      h += c.v ? "<td class=\"n\" data-v=\"" + fmt("%.17g", *c.v) + "\">" + text + "</td>"
+               : "<td>" + text + "</td>";
+    }
+    h += "</tr>\n";
+  }
+  return h + "</tbody>\n</table>\n";
+}
+
+std::string md_escape(const std::string& s) {
+  std::string r;
+  for (char c : s) r += c == '|' ? std::string("\\|") : std::string(1, c);
+  return r;
+}
+
+std::string md_table(const Table& t) {
+  std::string h = "|", rule = "|";
+  for (const auto& c : t.head) {
+    h += " " + md_escape(c) + " |";
+    rule += "---|";
+  }
+  h += "\n" + rule + "\n";
+  for (const auto& row : t.rows) {
+    h += "|";
+    for (const TCell& c : row) h += " " + (c.code ? "`" + c.text + "`" : md_escape(c.text)) + " |";
+    h += "\n";
+  }
+  return h;
+}
+
+// The latest cell of each method of `model` in the section, by method.
+std::map<std::string, const Cell*> latest_by_method(const Section& s, const std::string& model) {
+  std::map<std::string, const Cell*> out;
+  for (const Cell& c : s.cells)
+    if (c.model_path == model && (!out.count(c.method) || out[c.method]->id < c.id))
+      out[c.method] = &c;
+  return out;
+}
+
+std::string figure(const std::string& svg, const std::string& caption) {
+  return "<figure>\n" + svg + "<figcaption>" + svg::escape(caption) + "</figcaption>\n</figure>\n";
+}
+
+// The charts of a section for one model; `colour` gives each method its palette index.
+std::string section_charts(const Section& s, const std::string& model_path,
+                           const std::string& model, const std::map<std::string, size_t>& colour) {
+  const auto latest = latest_by_method(s, model_path);
+  const svg::Attrs base = {
+      {"data-suite", s.suite}, {"data-dataset", s.dataset}, {"data-model", model}};
+  auto attrs = [&](const std::string& chart) {
+    svg::Attrs a = {{"data-chart", chart}};
+    a.insert(a.end(), base.begin(), base.end());
+    return a;
+  };
+  const std::string where = s.suite + " · " + s.dataset + " · " + model;
+  const bool ppl = s.suite == "perplexity";
+  std::string h;
+  std::vector<svg::Series> points;
+  for (const auto& [method, c] : latest) {
+    const auto y = metric(*c, ppl ? "kl_mean" : "score");
+    if (c->bits && y) points.push_back({method, colour.at(method), {{*c->bits, *y}}});
+  }
+  if (points.empty()) {
+    h += "<p class=\"kvb-note\">" + svg::escape(where) +
+         ": no memory recorded, no Pareto plot.</p>\n";
+  } else {
+    svg::Labels l{
+        where + ": " + (ppl ? "KL from the full cache" : "mean score") + " against bits per token",
+        "bits per token held", ppl ? "KL(full ‖ method), nats/token" : "mean score",
+        ppl ? 0.0 : 1.0};
+    h += figure(svg::pareto_chart(attrs("pareto"), l, points, !ppl),
+                where + ": each method's latest cell; the line joins the Pareto front (" +
+                    (ppl ? "lower" : "higher") + " and further left is better).");
+  }
+  if (s.suite == "niah") {
+    for (const auto& [method, c] : latest) {
+      if (!c->metrics.contains("heatmap")) continue;
+      const json& hm = c->metrics["heatmap"];
+      svg::Grid g;
+      g.name = method;
+      for (const json& d : hm["depths"]) g.rows.push_back(fmt("%.2g", d.get<double>()));
+      for (const json& l : hm["context_lengths"])
+        g.cols.push_back(std::to_string(l.get<int64_t>()));
+      g.values.assign(g.rows.size(), std::vector<double>(g.cols.size(), 0.0));
+      for (size_t ci = 0; ci < g.cols.size(); ++ci)
+        for (size_t di = 0; di < g.rows.size(); ++di)
+          g.values[di][ci] = hm["scores"][ci][di].get<double>();
+      svg::Attrs a = attrs("niah-heatmap");
+      a.push_back({"data-series", method});
+      h +=
+          figure(svg::heatmap_chart(
+                     a, {where + ": " + method, "context length (tokens)", "needle depth", 1.0}, g),
+                 method);
+    }
+  }
+  if (s.suite == "scbench") {
+    std::vector<svg::Series> series;
+    for (const auto& [method, c] : latest) {
+      if (!c->metrics.contains("turn_scores")) continue;
+      svg::Series se{method, colour.at(method), {}};
+      const json& ts = c->metrics["turn_scores"];
+      for (size_t i = 0; i < ts.size(); ++i)
+        se.points.push_back({static_cast<double>(i + 1), ts[i].get<double>()});
+      series.push_back(std::move(se));
+    }
+    if (!series.empty())
+      h += figure(
+          svg::line_chart(attrs("scbench-turns"),
+                          {where + ": mean score by turn", "turn", "mean score", 1.0}, series),
+          where + ": mean score of each turn over the samples, each method's latest cell.");
+  }
+  return h;
+}
+
+constexpr const char* kStyle =
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+    "table{border-collapse:collapse;margin:0 0 1.5em}"
+    "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+    "th{background:#eee;cursor:pointer;user-select:none}"
+    "th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:' "
+    "\\25BC'}"
+    "td.n{text-align:right;font-variant-numeric:tabular-nums}"
+    "figure{display:inline-block;margin:0 1.5em 1.5em 0;vertical-align:top}"
+    "figcaption{font-size:12px;color:#555;max-width:640px}"
+    ".kvb-chart{font:11px system-ui,sans-serif;background:#fff}"
+    ".kvb-grid{stroke:#e4e4e4}.kvb-frame{stroke:#999}"
+    ".kvb-front{stroke:#444;stroke-width:1.5;stroke-dasharray:5 3}"
+    "polyline.kvb-series{stroke-width:2}.kvb-cell{stroke:#fff}"
+    ".kvb-axis-label{font-weight:600}"
+    "#kvb-errors{color:#b00}#kvb-errors:empty{display:none}";
+
+// Errors of the page's scripts land in #kvb-errors; installed before any other script runs.
+constexpr const char* kErrorScript =
+    "window.onerror=function(msg,src,line){var e=document.getElementById('kvb-errors');"
+    "if(e)e.textContent+=msg+' (line '+line+')\\n';};";
+
+// Sorting: a click on a header (or Enter on it) sorts by that column, numbers by data-v, text
+// otherwise; #sort=<table id>:<column>:asc|desc in the address sorts on load.
+constexpr const char* kSortScript = R"js(
+(function () {
+  function key(td) {
+    var v = td.getAttribute('data-v');
+    return v === null ? td.textContent : parseFloat(v);
+  }
+  function sortTable(t, col, dir) {
+    var body = t.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a.cells[col]), y = key(b.cells[col]);
+      var c = typeof x === 'number' && typeof y === 'number'
+          ? x - y : String(x).localeCompare(String(y));
+      return dir === 'desc' ? -c : c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+    Array.prototype.forEach.call(t.tHead.rows[0].cells, function (th, i) {
+      if (i === col) th.setAttribute('aria-sort', dir === 'desc' ? 'descending' : 'ascending');
+      else th.removeAttribute('aria-sort');
+    });
+  }
+  Array.prototype.forEach.call(document.querySelectorAll('table.kvb-board'), function (t) {
+    Array.prototype.forEach.call(t.tHead.rows[0].cells, function (th, i) {
+      th.tabIndex = 0;
+      function go() {
+        var dir = th.getAttribute('aria-sort') === 'ascending' ? 'desc' : 'asc';
+        sortTable(t, i, dir);
+        location.hash = 'sort=' + t.id + ':' + i + ':' + dir;
+      }
+      th.addEventListener('click', go);
+      th.addEventListener('keydown', function (e) { if (e.key === 'Enter') go(); });
+    });
+  });
+  var m = /^#sort=([\w-]+):(\d+):(asc|desc)$/.exec(location.hash);
+  var t = m && document.getElementById(m[1]);
+  if (t && t.tHead && +m[2] < t.tHead.rows[0].cells.length) sortTable(t, +m[2], m[3]);
+  document.documentElement.setAttribute('data-kvb-ready', '1');
+})();
+)js";
+
+}  // namespace
+
+LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
+  const ResultsDb db(opt.db);
+  const std::string run = opt.run.empty() ? "" : db.resolve_run(opt.run);
+  std::set<std::string> wanted;
+  for (const auto& spec : opt.methods) wanted.insert(make_method(spec)->spec());
+
+  std::vector<Cell> cells;
+  for (auto& r : db.query(
+           std::string("SELECT c.id, r.id, r.name, c.suite, d.name, m.path, me.spec, c.record, "
+                       "mem.bits_per_token, mem.tokens, ") +
+               (db.version() >= 2 ? "mem.promised_bytes" : "NULL") +
+               " FROM cells c JOIN runs r ON r.id = c.run_id JOIN models m ON m.id = c.model_id "
+               "JOIN methods me ON me.id = c.method_id JOIN datasets d ON d.id = c.dataset_id "
+               "LEFT JOIN memory mem ON mem.cell_id = c.id" +
+               (run.empty() ? "" : " WHERE c.run_id = ?") + " ORDER BY c.id",
+           run.empty() ? std::vector<std::string>{} : std::vector<std::string>{run})) {
+    if (!wanted.empty() && !wanted.count(r[6])) continue;
+    Cell c;
+    c.id = std::stoll(r[0]);
+    c.run = run_label(r[1], r[2]);
+    c.suite = r[3];
+    c.dataset = r[4];
+    c.model_path = r[5];
+    c.model = std::filesystem::path(r[5]).filename().string();
+    c.method = r[6];
+    c.metrics = json::parse(r[7]).value("metrics", json::object());
+    c.bits = number(r[8]);
+    const auto tokens = number(r[9]), promised = number(r[10]);
+    if (promised && tokens && *tokens > 0) c.promised_bits = 8 * *promised / *tokens;
+    cells.push_back(std::move(c));
+  }
+  for (const auto& m : wanted)
+    KVB_INPUT_CHECK(
+        std::any_of(cells.begin(), cells.end(), [&](const Cell& c) { return c.method == m; }),
+        opt.db, ": no cells of method '", m, "'",
+        opt.run.empty() ? "" : " in run '" + opt.run + "'");
+
+  // Sections: perplexity, niah, scbench (then any other suite), each by dataset.
+  auto suite_rank = [](const std::string& s) {
+    return s == "perplexity" ? 0 : s == "niah" ? 1 : s == "scbench" ? 2 : 3;
+  };
+  std::map<std::tuple<int, std::string, std::string>, Section> by_board;
+  std::set<std::string> methods;
+  for (Cell& c : cells) {
+    methods.insert(c.method);
+    Section& s = by_board[{suite_rank(c.suite), c.suite, c.dataset}];
+    s.suite = c.suite;
+    s.dataset = c.dataset;
+    s.cells.push_back(std::move(c));
+  }
+  std::map<std::string, size_t> colour;
+  for (const auto& m : methods) colour.emplace(m, colour.size());
+  std::set<std::string> ids;
+  std::vector<Section> sections;
+  for (auto& [board, s] : by_board) {
+    const bool ppl = s.suite == "perplexity";
+    std::stable_sort(s.cells.begin(), s.cells.end(), [&](const Cell& a, const Cell& b) {
+      // Best first: lowest perplexity, highest score; cells without the metric last.
+      const auto x = metric(a, ppl ? "ppl" : "score"), y = metric(b, ppl ? "ppl" : "score");
+      if (!x || !y) return x.has_value() && !y.has_value();
+      return ppl ? *x < *y : *x > *y;
+    });
+    s.id = "t-" + slug(s.suite) + "-" + slug(s.dataset);
+    while (!ids.insert(s.id).second) s.id += "-";
+    sections.push_back(std::move(s));
+  }
+
+  Table timings;
+  timings.id = "t-timings";
+  timings.head = {"run",       "model",  "method", "name", "shape",   "device",     "reps",
+                  "median ms", "min ms", "max ms", "GB/s", "GFLOP/s", "of roofline"};
+  if (db.version() >= 2)
+    for (auto& r : db.query(
+             "SELECT k.run_id, r.name, m.path, me.spec, k.name, k.shape, k.device, k.reps, "
+             "k.median_ms, k.min_ms, k.max_ms, k.gbps, k.gflops, k.roofline_fraction "
+             "FROM kernel_timings k JOIN runs r ON r.id = k.run_id "
+             "LEFT JOIN cells c ON c.run_id = k.run_id AND c.key = k.cell_key "
+             "LEFT JOIN models m ON m.id = c.model_id LEFT JOIN methods me ON me.id = c.method_id" +
+                 std::string(run.empty() ? "" : " WHERE k.run_id = ?") +
+                 " ORDER BY k.run_id, me.spec, k.name, k.shape, k.device",
+             run.empty() ? std::vector<std::string>{} : std::vector<std::string>{run})) {
+      if (!wanted.empty() && !wanted.count(r[3])) continue;
+      timings.rows.push_back(
+          {{run_label(r[0], r[1])},
+           {r[2].empty() ? "–" : std::filesystem::path(r[2]).filename().string()},
+           {r[3].empty() ? "–" : r[3], std::nullopt, !r[3].empty()},
+           {r[4]},
+           {r[5]},
+           {r[6]},
+           {r[7], std::stod(r[7])},
+           num_cell(number(r[8]), "%.3g"),
+           num_cell(number(r[9]), "%.3g"),
+           num_cell(number(r[10]), "%.3g"),
+           num_cell(number(r[11]), "%.3g"),
+           num_cell(number(r[12]), "%.3g"),
+           num_cell(number(r[13]), "%.2f")});
+    }
+
+  std::string scope = std::filesystem::path(opt.db).filename().string() + " · " +
+                      (run.empty() ? "every run" : "run " + opt.run);
+  if (!wanted.empty()) {
+    scope += " · methods:";
+    for (const auto& m : wanted) scope += " " + m;
+  }
+  LeaderboardPages p;
+  p.html = std::string(
+               "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+               "<title>kvbench leaderboard</title>\n<style>") +
+           kStyle + "</style>\n<script>" + kErrorScript +
+           "</script>\n</head><body>\n<h1>kvbench leaderboard</h1>\n<p class=\"kvb-scope\">" +
+           svg::escape(scope) + "</p>\n<pre id=\"kvb-errors\"></pre>\n";
+  p.markdown = "# kvbench leaderboard\n\n" + md_escape(scope) +
+               ". Charts: `index.html` (`kvbench leaderboard`) or `kvbench report`.\n";
+  for (const Section& s : sections) {
+    const std::string title = s.suite + " · " + s.dataset;
+    const Table t = section_table(s);
+    p.html += "<section class=\"kvb-suite\" data-suite=\"" + svg::escape(s.suite) +
+              "\" data-dataset=\"" + svg::escape(s.dataset) + "\">\n<h2>" + svg::escape(title) +
+              "</h2>\n" + html_table(t);
+    std::vector<std::string> models;  // in order of first appearance
+    for (const Cell& c : s.cells)
+      if (std::find(models.begin(), models.end(), c.model_path) == models.end())
+        models.push_back(c.model_path);
+    for (const auto& m : models)
+      p.html += section_charts(s, m, std::filesystem::path(m).filename().string(), colour);
+    p.html += "</section>\n";
+    p.markdown += "\n## " + md_escape(title) + "\n\n" + md_table(t);
+  }
+  if (sections.empty()) {
+    p.html += "<p>No finished cells.</p>\n";
+    p.markdown += "\nNo finished cells.\n";
+  }
+  if (!timings.rows.empty()) {
+    p.html += "<section class=\"kvb-timings\">\n<h2>timings</h2>\n" + html_table(timings) +
+              "</section>\n";
+    p.markdown += "\n## timings\n\n" + md_table(timings);
+  }
+  p.html += std::string("<script>") + kSortScript + "</script>\n</body></html>\n";
+  return p;
+}
+
+}  // namespace kvb

@@ -10,6 +10,7 @@
 #include "harness/cli/results_cmd.h"
 #include "harness/cli/run_cmd.h"
 #include "harness/common/check.h"
+#include "harness/train/trainer.h"
 
 int main(int argc, char** argv) {
   using namespace kvb::cli;
@@ -99,11 +100,21 @@ int main(int argc, char** argv) {
   mrg->add_option("out", merge_out, "Database to merge into (created when absent)")->required();
   mrg->add_option("in", merge_in, "Databases to merge")->required();
 
+  ExportArgs lba;
+  std::string board_out;
+  auto* board = app.add_subcommand(
+      "leaderboard", "Write DIR/index.html (tables, charts) and DIR/leaderboard.md of a results database");
+  board->add_option("--db", lba.db, "Results database (SQLite)")->required();
+  board->add_option("--run", lba.run, "Only this run (id or name)");
+  board->add_option("--out", board_out, "Directory to write (created when absent)")->required();
+
   ExportArgs rpa;
   std::string report_out;
-  auto* rep = app.add_subcommand("report", "Write an HTML leaderboard of a results database");
+  std::vector<std::string> report_methods;
+  auto* rep = app.add_subcommand("report", "Write the leaderboard of chosen methods as one HTML page");
   rep->add_option("--db", rpa.db, "Results database (SQLite)")->required();
   rep->add_option("--run", rpa.run, "Only this run (id or name)");
+  rep->add_option("--methods", report_methods, "Only these method specs (default: every method)");
   rep->add_option("--out", report_out, "HTML file to write")->required();
 
   CompareArgs ca;
@@ -116,6 +127,16 @@ int main(int argc, char** argv) {
   cmp->add_option("--threshold", ca.threshold, "Changes smaller than this are never regressions")
       ->check(CLI::NonNegativeNumber);
   cmp->add_option("--json", ca.json_out, "Also write the comparison as JSON");
+
+  std::string train_config, train_out;
+  kvb::TrainOptions tro;
+  auto* trn = app.add_subcommand("train", "Train a reference model on the generated mixture (resumes from its checkpoint)");
+  trn->add_option("--config", train_config, "train.json (models/<name>/train.json)")->required();
+  trn->add_option("--out", train_out, "Output model directory")->required();
+  trn->add_option("--max-steps", tro.max_steps, "Stop after this many steps in all (a checkpoint is kept)");
+  trn->add_option("--threads", tro.threads, "Intra-op threads (default: the config's)");
+  bool no_eval = false;
+  trn->add_flag("--no-eval", no_eval, "Skip the final evaluation");
 
   try {
     app.parse(argc, argv);
@@ -137,7 +158,12 @@ int main(int argc, char** argv) {
     if (plan->parsed()) return run_plan(pa);
     if (exp->parsed()) return run_export(xa);
     if (mrg->parsed()) return run_merge(merge_out, merge_in);
-    if (rep->parsed()) return run_report(rpa, report_out);
+    if (board->parsed()) return run_leaderboard(lba, board_out);
+    if (rep->parsed()) return run_report(rpa, report_methods, report_out);
+    if (trn->parsed()) {
+      tro.eval = !no_eval;
+      return kvb::train_model(train_config, train_out, tro);
+    }
   } catch (const kvb::InputError& e) {
     std::fprintf(stderr, "kvbench: error: %s\n", e.what());
     return 2;

@@ -1,0 +1,48 @@
+// The training mixture of kvbench's reference models: generated prose (datasets/prose.h) as the
+// language-modelling part and as filler, with long-range tasks embedded at random depths and
+// asked about at the end of the document:
+//   needle    "The special magic number for {city} is {number}." (the NIAH suite's template)
+//   passkey   "The pass key is {5 digits}. Remember it. {5 digits} is the pass key."
+//   kv        "Key-value pairs: {key}: {value}, ..." over random lowercase strings
+//   vars      variable tracing: "VAR ABCDE = 12345." then "VAR FGHIJ = VAR ABCDE." (one hop)
+//   prefix    prefix-suffix lookup over random strings
+//   copy      "Copy this: {random string} => {random string}" (in place)
+// Every document is a pure function of its seed, so training data never needs to be stored and
+// evaluation uses seeds the trainer never draws (a separate seed stream).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvb {
+
+enum class MixTask { kNeedle, kPasskey, kKv, kVars, kPrefix, kCopy };
+const char* mix_task_name(MixTask t);
+
+struct MixtureWeights {  // relative frequencies of the tasks (any non-negative numbers)
+  double needle = 3, passkey = 3, kv = 2, vars = 1, prefix = 1, copy = 1;
+  int64_t min_tasks = 1, max_tasks = 3;  // tasks per document
+};
+
+// One answer span: bytes [begin, end) of the document are the answer to a task's question.
+struct AnswerSpan {
+  MixTask task;
+  int64_t begin = 0, end = 0;
+  double depth = 0;  // where the task's information sits, as a fraction of the document
+};
+
+struct MixDocument {
+  std::string text;                // exactly `bytes` long
+  std::vector<AnswerSpan> answers; // answer bytes (after the question, to be predicted)
+};
+
+// A document of exactly `bytes` bytes. `only`: when non-empty, tasks are drawn from it alone.
+// `depth` in [0, 1]: place the (single) task's information at that depth instead of at random.
+MixDocument make_mix_document(int64_t bytes, uint64_t seed, const MixtureWeights& w,
+                              const std::vector<MixTask>& only = {}, double depth = -1);
+
+// Plain generated prose of exactly `bytes` bytes (held-out perplexity text).
+std::string make_prose_document(int64_t bytes, uint64_t seed);
+
+}  // namespace kvb

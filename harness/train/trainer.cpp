@@ -1,0 +1,698 @@
+#include "harness/train/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <torch/serialize.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "datasets/prose.h"
+#include "datasets/rng.h"
+#include "harness/common/check.h"
+#include "harness/common/json_io.h"
+#include "methods/registry.h"
+
+namespace kvb {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr int32_t kVocab = 258, kBos = 256, kEos = 257;
+
+// ---- config --------------------------------------------------------------------------------
+
+struct Reader {
+  const json& j;
+  std::string file, path;  // path: JSON pointer of `j` ("" at the top)
+  std::string where() const { return path.empty() ? file : file + ": " + path; }
+  template <typename T>
+  T get(const char* key, T def) const {
+    if (!j.contains(key)) return def;
+    try {
+      return j.at(key).get<T>();
+    } catch (const json::exception&) {
+      throw InputError(file + ": " + path + "/" + key + ": wrong type");
+    }
+  }
+  template <typename T>
+  T need(const char* key) const {
+    KVB_INPUT_CHECK(j.contains(key), where(), ": missing '", key, "'");
+    return get<T>(key, T{});
+  }
+  void only(std::initializer_list<const char*> keys) const {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      bool ok = false;
+      for (const char* k : keys) ok |= it.key() == k;
+      KVB_INPUT_CHECK(ok, where(), ": unknown key '", it.key(), "'");
+    }
+  }
+};
+
+Reader sub(const Reader& r, const char* key) {
+  const json& v = r.j.at(key);
+  KVB_INPUT_CHECK(v.is_object(), r.file, ": ", r.path, "/", key, ": expected an object");
+  return Reader{v, r.file, r.path + "/" + key};
+}
+
+}  // namespace
+
+int64_t TrainConfig::total_steps() const {
+  int64_t n = 0;
+  for (const auto& p : phases) n += p.steps;
+  return n;
+}
+
+int64_t TrainConfig::context() const {
+  int64_t n = 0;
+  for (const auto& p : phases) n = std::max(n, p.seq_len);
+  return n;
+}
+
+const TrainPhase& TrainConfig::phase_at(int64_t step) const {
+  for (const auto& p : phases) {
+    if (step < p.steps) return p;
+    step -= p.steps;
+  }
+  return phases.back();
+}
+
+TrainConfig parse_train_config(const json& j, const std::string& where) {
+  KVB_INPUT_CHECK(j.is_object(), where, ": expected a JSON object");
+  Reader r{j, where, ""};
+  r.only({"$comment", "name", "seed", "threads", "dtype", "model", "optimizer", "phases", "mixture",
+          "answer_weight", "prose_only", "checkpoint_every", "log_every", "eval"});
+  TrainConfig c;
+  c.name = r.need<std::string>("name");
+  c.seed = r.get<uint64_t>("seed", 1);
+  c.threads = r.get<int64_t>("threads", 2);
+  c.dtype = r.get<std::string>("dtype", "fp32");
+  KVB_INPUT_CHECK(c.dtype == "fp32" || c.dtype == "bf16", where, ": /dtype: '", c.dtype,
+                  "' (expected fp32 or bf16)");
+  KVB_INPUT_CHECK(c.threads >= 1, where, ": /threads must be >= 1");
+
+  KVB_INPUT_CHECK(j.contains("model"), where, ": missing 'model'");
+  Reader m = sub(r, "model");
+  m.only({"hidden_size", "intermediate_size", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+          "rope_theta", "rms_eps"});
+  ModelConfig& mc = c.model;
+  mc.architecture = "LlamaForCausalLM";
+  mc.model_type = "llama";
+  mc.vocab_size = kVocab;
+  mc.hidden_size = m.need<int64_t>("hidden_size");
+  mc.intermediate_size = m.need<int64_t>("intermediate_size");
+  mc.n_layers = m.need<int64_t>("n_layers");
+  mc.n_heads = m.need<int64_t>("n_heads");
+  mc.n_kv_heads = m.get<int64_t>("n_kv_heads", mc.n_heads);
+  mc.head_dim = m.get<int64_t>("head_dim", mc.n_heads > 0 ? mc.hidden_size / mc.n_heads : 0);
+  mc.rope_theta = m.get<double>("rope_theta", 10000.0);
+  mc.rms_eps = m.get<double>("rms_eps", 1e-5);
+  mc.tie_word_embeddings = true;
+  mc.bos_ids = {kBos};
+  mc.eos_ids = {kEos};
+  mc.torch_dtype = c.dtype == "bf16" ? "bfloat16" : "float32";
+  KVB_INPUT_CHECK(mc.hidden_size > 0 && mc.intermediate_size > 0 && mc.n_layers > 0 &&
+                      mc.n_heads > 0 && mc.n_kv_heads > 0 && mc.head_dim > 0 && mc.head_dim % 2 == 0,
+                  where, ": /model: sizes must be positive (head_dim even)");
+  KVB_INPUT_CHECK(mc.n_heads % mc.n_kv_heads == 0, where,
+                  ": /model: n_heads must be a multiple of n_kv_heads");
+
+  if (j.contains("optimizer")) {
+    Reader o = sub(r, "optimizer");
+    o.only({"lr", "min_lr", "warmup", "weight_decay", "beta1", "beta2", "clip"});
+    c.lr = o.get<double>("lr", c.lr);
+    c.min_lr = o.get<double>("min_lr", c.min_lr);
+    c.warmup = o.get<int64_t>("warmup", c.warmup);
+    c.weight_decay = o.get<double>("weight_decay", c.weight_decay);
+    c.beta1 = o.get<double>("beta1", c.beta1);
+    c.beta2 = o.get<double>("beta2", c.beta2);
+    c.clip = o.get<double>("clip", c.clip);
+    KVB_INPUT_CHECK(c.lr > 0 && c.min_lr >= 0 && c.warmup >= 0 && c.clip >= 0, where,
+                    ": /optimizer: lr must be > 0; min_lr, warmup, clip >= 0");
+  }
+  KVB_INPUT_CHECK(j.contains("phases") && j["phases"].is_array() && !j["phases"].empty(), where,
+                  ": /phases: expected a non-empty array of {steps, seq_len, batch}");
+  for (size_t i = 0; i < j["phases"].size(); ++i) {
+    const json& p = j["phases"][i];
+    const std::string pw = where + ": /phases/" + std::to_string(i);
+    KVB_INPUT_CHECK(p.is_object(), pw, ": expected an object");
+    Reader pr{p, where, "/phases/" + std::to_string(i)};
+    pr.only({"steps", "seq_len", "batch"});
+    TrainPhase ph{pr.need<int64_t>("steps"), pr.need<int64_t>("seq_len"), pr.need<int64_t>("batch")};
+    KVB_INPUT_CHECK(ph.steps > 0 && ph.seq_len >= 64 && ph.batch > 0, pw,
+                    ": steps and batch must be > 0, seq_len >= 64");
+    c.phases.push_back(ph);
+  }
+  c.model.max_position = c.context();
+  if (j.contains("mixture")) {
+    Reader x = sub(r, "mixture");
+    x.only({"needle", "passkey", "kv", "vars", "prefix", "copy", "min_tasks", "max_tasks"});
+    MixtureWeights& w = c.mixture;
+    w.needle = x.get<double>("needle", w.needle);
+    w.passkey = x.get<double>("passkey", w.passkey);
+    w.kv = x.get<double>("kv", w.kv);
+    w.vars = x.get<double>("vars", w.vars);
+    w.prefix = x.get<double>("prefix", w.prefix);
+    w.copy = x.get<double>("copy", w.copy);
+    w.min_tasks = x.get<int64_t>("min_tasks", w.min_tasks);
+    w.max_tasks = x.get<int64_t>("max_tasks", w.max_tasks);
+    KVB_INPUT_CHECK(w.needle >= 0 && w.passkey >= 0 && w.kv >= 0 && w.vars >= 0 && w.prefix >= 0 &&
+                        w.copy >= 0 && w.needle + w.passkey + w.kv + w.vars + w.prefix + w.copy > 0,
+                    where, ": /mixture: weights must be >= 0 and not all zero");
+    KVB_INPUT_CHECK(w.min_tasks >= 1 && w.max_tasks >= w.min_tasks, where,
+                    ": /mixture: need 1 <= min_tasks <= max_tasks");
+  }
+  c.prose_only = r.get<double>("prose_only", c.prose_only);
+  c.answer_weight = r.get<double>("answer_weight", c.answer_weight);
+  c.checkpoint_every = r.get<int64_t>("checkpoint_every", c.checkpoint_every);
+  c.log_every = r.get<int64_t>("log_every", c.log_every);
+  KVB_INPUT_CHECK(c.prose_only >= 0 && c.prose_only <= 1, where, ": /prose_only must be in [0, 1]");
+  KVB_INPUT_CHECK(c.answer_weight > 0, where, ": /answer_weight must be > 0");
+  KVB_INPUT_CHECK(c.checkpoint_every > 0 && c.log_every > 0, where,
+                  ": /checkpoint_every and /log_every must be > 0");
+  if (j.contains("eval")) {
+    Reader e = sub(r, "eval");
+    e.only({"per_decile", "kv_samples", "prose_windows"});
+    c.eval.per_decile = e.get<int64_t>("per_decile", c.eval.per_decile);
+    c.eval.kv_samples = e.get<int64_t>("kv_samples", c.eval.kv_samples);
+    c.eval.prose_windows = e.get<int64_t>("prose_windows", c.eval.prose_windows);
+  }
+  return c;
+}
+
+TrainConfig load_train_config(const std::string& path) {
+  return parse_train_config(read_json_file(path), path);
+}
+
+// ---- model ---------------------------------------------------------------------------------
+
+namespace {
+
+torch::Tensor rope_table(const ModelConfig& c, int64_t T, bool sine) {
+  torch::Tensor freqs = torch::outer(torch::arange(T, torch::kFloat32), rope_inv_freq(c));
+  torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  return sine ? emb.sin() : emb.cos();
+}
+
+}  // namespace
+
+torch::Tensor train_forward(const ModelConfig& c, const ModelWeights& w, const torch::Tensor& ids) {
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t Hq = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = Hq / Hkv;
+  const auto dt = w.embed.scalar_type();
+  torch::Tensor cos = rope_table(c, T, false).to(dt), sin = rope_table(c, T, true).to(dt);
+  torch::Tensor mask = torch::full({T, T}, -std::numeric_limits<float>::infinity()).triu(1).to(dt);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  torch::Tensor x = torch::embedding(w.embed, ids);
+  for (const LayerWeights& L : w.layers) {
+    torch::Tensor h = rms_norm(x, L.attn_norm, c.rms_eps);
+    torch::Tensor q = torch::linear(h, L.wq).view({B, T, Hq, D}).transpose(1, 2);
+    torch::Tensor k = torch::linear(h, L.wk).view({B, T, Hkv, D}).transpose(1, 2);
+    torch::Tensor v = torch::linear(h, L.wv).view({B, T, Hkv, D}).transpose(1, 2);
+    q = apply_rope(q, cos, sin);
+    k = apply_rope(k, cos, sin);
+    if (G > 1) {
+      k = k.repeat_interleave(G, 1);
+      v = v.repeat_interleave(G, 1);
+    }
+    torch::Tensor p = torch::softmax(torch::matmul(q, k.transpose(-1, -2)) * scale + mask, -1);
+    torch::Tensor o = torch::matmul(p, v).transpose(1, 2).reshape({B, T, Hq * D});
+    x = x + torch::linear(o, L.wo);
+    h = rms_norm(x, L.ffn_norm, c.rms_eps);
+    x = x + torch::linear(torch::silu(torch::linear(h, L.w_gate)) * torch::linear(h, L.w_up), L.w_down);
+  }
+  x = rms_norm(x, w.final_norm, c.rms_eps);
+  return torch::linear(x, w.lm_head);
+}
+
+namespace {
+
+ModelWeights init_weights(const ModelConfig& c, uint64_t seed, torch::ScalarType dt) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto normal = [&](std::vector<int64_t> shape, double std) {
+    return (torch::randn(shape, gen, torch::kFloat32) * std).to(dt).requires_grad_(true);
+  };
+  auto ones = [&](int64_t n) { return torch::ones({n}, torch::kFloat32).to(dt).requires_grad_(true); };
+  const int64_t d = c.hidden_size, ff = c.intermediate_size, D = c.head_dim;
+  const double out_std = 0.02 / std::sqrt(2.0 * static_cast<double>(c.n_layers));
+  ModelWeights w;
+  w.embed = normal({c.vocab_size, d}, 0.02);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    LayerWeights L;
+    L.attn_norm = ones(d);
+    L.wq = normal({c.n_heads * D, d}, 0.02);
+    L.wk = normal({c.n_kv_heads * D, d}, 0.02);
+    L.wv = normal({c.n_kv_heads * D, d}, 0.02);
+    L.wo = normal({d, c.n_heads * D}, out_std);
+    L.ffn_norm = ones(d);
+    L.w_gate = normal({ff, d}, 0.02);
+    L.w_up = normal({ff, d}, 0.02);
+    L.w_down = normal({d, ff}, out_std);
+    w.layers.push_back(L);
+  }
+  w.final_norm = ones(d);
+  w.lm_head = w.embed;  // tied
+  return w;
+}
+
+// Parameters in a fixed order; `decay` receives matrices (weight decay), `plain` the norms.
+void collect(const ModelWeights& w, std::vector<torch::Tensor>& decay, std::vector<torch::Tensor>& plain) {
+  decay.push_back(w.embed);
+  for (const LayerWeights& L : w.layers) {
+    plain.push_back(L.attn_norm);
+    for (const auto& t : {L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down}) decay.push_back(t);
+    plain.push_back(L.ffn_norm);
+  }
+  plain.push_back(w.final_norm);
+}
+
+uint64_t seed_for(uint64_t base, const std::string& stream, int64_t a, int64_t b) {
+  return derive_seed(base, stream + "/" + std::to_string(a) + "/" + std::to_string(b));
+}
+
+// One batch: ids [B, T+1] (BOS + T bytes) and loss weights [B, T] (answer bytes weighted).
+struct Batch {
+  torch::Tensor ids, weights, answer_mask;
+};
+
+Batch make_batch(const TrainConfig& cfg, int64_t step, const TrainPhase& ph) {
+  const int64_t B = ph.batch, T = ph.seq_len;
+  Batch b;
+  b.ids = torch::empty({B, T + 1}, torch::kLong);
+  b.weights = torch::ones({B, T}, torch::kFloat32);
+  b.answer_mask = torch::zeros({B, T}, torch::kFloat32);
+  auto ids = b.ids.accessor<int64_t, 2>();
+  auto wts = b.weights.accessor<float, 2>();
+  auto am = b.answer_mask.accessor<float, 2>();
+  for (int64_t i = 0; i < B; ++i) {
+    const uint64_t s = seed_for(cfg.seed, "train", step, i);
+    Rng pick(s ^ 0x5DEECE66DULL);
+    MixDocument doc;
+    if (pick.uniform() < cfg.prose_only)
+      doc.text = make_prose_document(T, s);
+    else
+      doc = make_mix_document(T, s, cfg.mixture);
+    ids[i][0] = kBos;
+    for (int64_t t = 0; t < T; ++t) ids[i][t + 1] = static_cast<uint8_t>(doc.text[static_cast<size_t>(t)]);
+    // Target t is byte t of the document.
+    for (const AnswerSpan& a : doc.answers)
+      for (int64_t t = a.begin; t < a.end; ++t) {
+        wts[i][t] = static_cast<float>(cfg.answer_weight);
+        am[i][t] = 1;
+      }
+  }
+  return b;
+}
+
+double lr_at(const TrainConfig& c, int64_t step) {
+  const int64_t total = c.total_steps();
+  if (step < c.warmup) return c.lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup);
+  const double progress = static_cast<double>(step - c.warmup) /
+                          static_cast<double>(std::max<int64_t>(1, total - c.warmup));
+  return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+std::string fmt_float(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+// Keeps the first `keep_steps` lines of loss.jsonl (those of steps < keep_steps).
+void truncate_loss_log(const std::string& path, int64_t keep_steps) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("step")) break;
+    if (j["step"].get<int64_t>() >= keep_steps) break;
+    kept += line + "\n";
+  }
+  write_file(path, kept);
+}
+
+}  // namespace
+
+std::string byte_tokenizer_json() {
+  json vocab = json::object();
+  for (int i = 0; i < 256; ++i) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", i);
+    vocab[name] = i;
+  }
+  vocab["<s>"] = kBos;
+  vocab["</s>"] = kEos;
+  json added = json::array();
+  for (auto [id, s] : {std::pair{kBos, "<s>"}, std::pair{kEos, "</s>"}})
+    added.push_back({{"id", id}, {"content", s}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+  json t = {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", nullptr},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+        {"pair", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                              {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
+        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {kBos}}, {"tokens", {"<s>"}}}}}}}},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders", json::array({{{"type", "ByteFallback"}}, {{"type", "Fuse"}}})}}},
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", true},
+        {"ignore_merges", false},
+        {"vocab", vocab},
+        {"merges", json::array()}}}};
+  return t.dump(1) + "\n";
+}
+
+// ---- evaluation ----------------------------------------------------------------------------
+
+namespace {
+
+// Teacher-forced greedy check: the model's argmax reproduces every answer byte.
+struct DocScore {
+  std::vector<bool> correct;  // per answer span
+  double nll = 0;             // sum over all predicted bytes
+  int64_t n = 0;
+};
+
+DocScore score_document(const Model& m, const MixDocument& doc) {
+  const int64_t T = static_cast<int64_t>(doc.text.size());
+  torch::Tensor ids = torch::empty({1, T + 1}, torch::kLong);
+  auto a = ids.accessor<int64_t, 2>();
+  a[0][0] = kBos;
+  for (int64_t t = 0; t < T; ++t) a[0][t + 1] = static_cast<uint8_t>(doc.text[static_cast<size_t>(t)]);
+  auto state = make_method("full")->make_state(m.shape());
+  ForwardOptions fo;
+  fo.all_logits = true;
+  torch::Tensor logits = m.forward(ids.narrow(1, 0, T), torch::arange(T), *state, fo)[0];  // [T, V]
+  torch::Tensor target = ids[0].narrow(0, 1, T);
+  torch::Tensor lp = torch::log_softmax(logits, -1).gather(1, target.unsqueeze(1)).squeeze(1);
+  torch::Tensor pred = logits.argmax(-1);
+  DocScore s;
+  s.nll = -lp.sum().item<double>();
+  s.n = T;
+  auto p = pred.accessor<int64_t, 1>();
+  for (const AnswerSpan& sp : doc.answers) {
+    bool ok = true;
+    for (int64_t t = sp.begin; t < sp.end; ++t)
+      ok &= p[t] == static_cast<uint8_t>(doc.text[static_cast<size_t>(t)]);
+    s.correct.push_back(ok);
+  }
+  return s;
+}
+
+}  // namespace
+
+json evaluate_reference_model(const std::string& model_dir, const TrainConfig& cfg) {
+  c10::InferenceMode guard;
+  Model m = Model::load(model_dir);
+  const int64_t ctx = cfg.context() - 1;  // bytes after BOS
+  const uint64_t base = derive_seed(cfg.seed, "held-out");
+  json out = {{"context_bytes", ctx}, {"protocol",
+      "held-out seeds (a seed stream the trainer never draws); full cache; a task counts as solved "
+      "when the greedy argmax reproduces every byte of its answer after the question (teacher-forced "
+      "on the answer bytes); depth = where the information sits in the document"}};
+  for (MixTask task : {MixTask::kPasskey, MixTask::kNeedle}) {
+    json deciles = json::array();
+    int64_t hit = 0, n = 0;
+    for (int64_t d = 0; d < 10; ++d) {
+      int64_t h = 0;
+      for (int64_t i = 0; i < cfg.eval.per_decile; ++i) {
+        const double depth = (static_cast<double>(d) + 0.5) / 10.0;
+        MixDocument doc = make_mix_document(ctx, seed_for(base, mix_task_name(task), d, i),
+                                            cfg.mixture, {task}, depth);
+        h += score_document(m, doc).correct.at(0);
+      }
+      deciles.push_back(static_cast<double>(h) / static_cast<double>(cfg.eval.per_decile));
+      hit += h;
+      n += cfg.eval.per_decile;
+    }
+    out[mix_task_name(task)] = {{"accuracy", static_cast<double>(hit) / static_cast<double>(n)},
+                                {"by_depth_decile", deciles}, {"samples", n}};
+  }
+  for (MixTask task : {MixTask::kKv, MixTask::kVars, MixTask::kPrefix, MixTask::kCopy}) {
+    int64_t hit = 0;
+    for (int64_t i = 0; i < cfg.eval.kv_samples; ++i) {
+      MixDocument doc = make_mix_document(ctx, seed_for(base, mix_task_name(task), 0, i),
+                                          cfg.mixture, {task});
+      hit += score_document(m, doc).correct.at(0);
+    }
+    out[mix_task_name(task)] = {
+        {"accuracy", static_cast<double>(hit) / static_cast<double>(cfg.eval.kv_samples)},
+        {"samples", cfg.eval.kv_samples}};
+  }
+  // Held-out prose: the model's perplexity per byte against a unigram byte model fitted on
+  // training-stream prose (add-one smoothing).
+  std::vector<double> counts(256, 1.0);
+  for (int64_t i = 0; i < 64; ++i)
+    for (unsigned char ch : make_prose_document(4096, seed_for(cfg.seed, "train-prose", i, 0)))
+      counts[ch] += 1;
+  double total = 0;
+  for (double x : counts) total += x;
+  double nll = 0, uni = 0;
+  int64_t n = 0;
+  for (int64_t i = 0; i < cfg.eval.prose_windows; ++i) {
+    MixDocument doc;
+    doc.text = make_prose_document(ctx, seed_for(base, "prose", i, 0));
+    DocScore s = score_document(m, doc);
+    nll += s.nll;
+    n += s.n;
+    for (unsigned char ch : doc.text) uni -= std::log(counts[ch] / total);
+  }
+  out["prose"] = {{"bytes", n},
+                  {"ppl_per_byte", std::exp(nll / static_cast<double>(n))},
+                  {"bits_per_byte", nll / static_cast<double>(n) / std::log(2.0)},
+                  {"unigram_ppl_per_byte", std::exp(uni / static_cast<double>(n))},
+                  {"unigram_bits_per_byte", uni / static_cast<double>(n) / std::log(2.0)}};
+  return out;
+}
+
+// ---- training loop -------------------------------------------------------------------------
+
+namespace {
+
+std::string readme_text(const TrainConfig& cfg, const json& eval, const std::vector<json>& log,
+                        double seconds, int64_t n_params) {
+  std::ostringstream o;
+  o << "# " << cfg.name << "\n\n"
+    << "A Llama-architecture byte-level model trained by `kvbench train --config models/" << cfg.name
+    << "/train.json --out models/" << cfg.name << "` on kvbench's generated mixture (prose with "
+    << "needle, pass-key, key-value, variable-tracing, prefix-lookup and copy tasks; see "
+    << "datasets/mixture.h). " << n_params << " parameters, " << cfg.model.n_layers << " layers, "
+    << cfg.model.n_heads << " query heads / " << cfg.model.n_kv_heads << " KV heads of dim "
+    << cfg.model.head_dim << ", context " << cfg.context() << " bytes.\n\n"
+    << "Training: " << cfg.total_steps() << " steps, " << fmt_float(seconds / 60.0) << " min on "
+    << cfg.threads << " threads.\n\n## Loss curve (mean NLL per byte, nats; answer bytes separately)\n\n"
+    << "| step | seq_len | loss | answer loss | lr |\n|---:|---:|---:|---:|---:|\n";
+  const size_t stride = std::max<size_t>(1, log.size() / 20);
+  for (size_t i = 0; i < log.size(); ++i)
+    if (i % stride == 0 || i + 1 == log.size())
+      o << "| " << log[i]["step"] << " | " << log[i]["seq_len"] << " | " << log[i]["loss"].get<double>()
+        << " | " << log[i]["answer_loss"].get<double>() << " | " << log[i]["lr"].get<double>() << " |\n";
+  o << "\n## Evaluation (eval.json; full cache, held-out seeds)\n\n| task | accuracy |\n|---|---:|\n";
+  for (const char* t : {"passkey", "needle", "kv", "vars", "prefix", "copy"})
+    if (eval.contains(t)) o << "| " << t << " | " << eval[t]["accuracy"].get<double>() << " |\n";
+  if (eval.contains("prose"))
+    o << "\nHeld-out prose: " << eval["prose"]["ppl_per_byte"].get<double>()
+      << " perplexity per byte (" << eval["prose"]["bits_per_byte"].get<double>()
+      << " bits/byte); a unigram byte model: " << eval["prose"]["unigram_ppl_per_byte"].get<double>()
+      << " (" << eval["prose"]["unigram_bits_per_byte"].get<double>() << " bits/byte).\n";
+  o << "\nPass-key and needle accuracy by depth decile (0 = start of the document):\n\n";
+  for (const char* t : {"passkey", "needle"})
+    if (eval.contains(t)) o << "- " << t << ": " << eval[t]["by_depth_decile"].dump() << "\n";
+  return o.str();
+}
+
+}  // namespace
+
+int train_model(const std::string& config_path, const std::string& out_dir, const TrainOptions& opt) {
+  const std::string config_text = read_file(config_path);
+  TrainConfig cfg = load_train_config(config_path);
+  if (opt.threads > 0) cfg.threads = opt.threads;
+  at::set_num_threads(static_cast<int>(cfg.threads));
+  const torch::ScalarType dt = cfg.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  fs::create_directories(out_dir);
+  const fs::path out(out_dir), ck = out / "checkpoint";
+  const std::string loss_path = (out / "loss.jsonl").string();
+
+  ModelWeights w = init_weights(cfg.model, derive_seed(cfg.seed, "init"), dt);
+  std::vector<torch::Tensor> decay, plain;
+  collect(w, decay, plain);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(cfg.lr)
+                                     .betas({cfg.beta1, cfg.beta2})
+                                     .weight_decay(cfg.weight_decay)));
+  groups.emplace_back(plain, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(cfg.lr)
+                                     .betas({cfg.beta1, cfg.beta2})
+                                     .weight_decay(0.0)));
+  torch::optim::AdamW adam(std::move(groups), torch::optim::AdamWOptions(cfg.lr));
+  std::vector<torch::Tensor> params = decay;
+  params.insert(params.end(), plain.begin(), plain.end());
+
+  int64_t step = 0;
+  double elapsed = 0;
+  if (fs::exists(ck / "state.json")) {
+    json st = read_json_file((ck / "state.json").string());
+    KVB_INPUT_CHECK(st.value("config", std::string()) == config_text, (ck / "state.json").string(),
+                    ": the checkpoint was made from a different train.json; remove ", ck.string(),
+                    " to start over");
+    std::vector<torch::Tensor> saved;
+    torch::load(saved, (ck / "weights.pt").string());
+    KVB_INPUT_CHECK(saved.size() == params.size(), (ck / "weights.pt").string(),
+                    ": holds ", saved.size(), " tensors, expected ", params.size());
+    {
+      torch::NoGradGuard ng;
+      for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
+    }
+    torch::load(adam, (ck / "optimizer.pt").string());
+    step = st.at("step").get<int64_t>();
+    elapsed = st.value("elapsed_s", 0.0);
+    truncate_loss_log(loss_path, step);
+    if (!opt.quiet) std::printf("resuming %s at step %lld\n", cfg.name.c_str(), static_cast<long long>(step));
+  } else {
+    write_file(loss_path, "");
+  }
+  int64_t n_params = 0;
+  for (const auto& p : params) n_params += p.numel();
+
+  auto save_checkpoint = [&] {
+    const fs::path tmp = out / "checkpoint.tmp";
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    std::vector<torch::Tensor> snap;
+    for (const auto& p : params) snap.push_back(p.detach());
+    torch::save(snap, (tmp / "weights.pt").string());
+    torch::save(adam, (tmp / "optimizer.pt").string());
+    write_file((tmp / "state.json").string(),
+               json{{"step", step}, {"elapsed_s", elapsed}, {"config", config_text}}.dump() + "\n");
+    fs::remove_all(ck);
+    fs::rename(tmp, ck);
+  };
+
+  const int64_t total = cfg.total_steps();
+  const int64_t stop = opt.max_steps >= 0 ? std::min(opt.max_steps, total) : total;
+  std::ofstream log(loss_path, std::ios::app);
+  auto t_last = std::chrono::steady_clock::now();
+  int64_t tokens_since = 0;
+  while (step < stop) {
+    const TrainPhase& ph = cfg.phase_at(step);
+    Batch b = make_batch(cfg, step, ph);
+    const double lr = lr_at(cfg, step);
+    for (auto& g : adam.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    adam.zero_grad();
+    torch::Tensor logits = train_forward(cfg.model, w, b.ids.narrow(1, 0, ph.seq_len)).to(torch::kFloat32);
+    torch::Tensor nll = -torch::log_softmax(logits, -1)
+                             .gather(2, b.ids.narrow(1, 1, ph.seq_len).unsqueeze(2))
+                             .squeeze(2);  // [B, T]
+    torch::Tensor loss = (nll * b.weights).sum() / b.weights.sum();
+    loss.backward();
+    const double gnorm = cfg.clip > 0 ? torch::nn::utils::clip_grad_norm_(params, cfg.clip) : 0.0;
+    adam.step();
+    ++step;
+    tokens_since += ph.batch * ph.seq_len;
+    const auto now = std::chrono::steady_clock::now();
+    const double dt_s = std::chrono::duration<double>(now - t_last).count();
+    elapsed += dt_s;
+    t_last = now;
+    const double mean_nll = nll.mean().item<double>();
+    const double ans = b.answer_mask.sum().item<double>() > 0
+                           ? ((nll.detach() * b.answer_mask).sum() / b.answer_mask.sum()).item<double>()
+                           : 0.0;
+    json line = {{"step", step - 1}, {"seq_len", ph.seq_len}, {"batch", ph.batch},
+                 {"loss", std::stod(fmt_float(mean_nll))}, {"answer_loss", std::stod(fmt_float(ans))},
+                 {"grad_norm", std::stod(fmt_float(gnorm))}, {"lr", lr},
+                 {"elapsed_s", std::round(elapsed * 10) / 10}};
+    log << line.dump() << "\n";
+    log.flush();
+    if (!opt.quiet && (step % cfg.log_every == 0 || step == stop)) {
+      std::printf("step %lld/%lld  seq %lld  loss %.4f  answer %.4f  lr %.2e  %.0f tok/s  %.0f s\n",
+                  static_cast<long long>(step), static_cast<long long>(total),
+                  static_cast<long long>(ph.seq_len), mean_nll, ans, lr,
+                  static_cast<double>(tokens_since) / std::max(1e-9, dt_s), elapsed);
+      std::fflush(stdout);
+    }
+    tokens_since = 0;
+    if (step % cfg.checkpoint_every == 0 || step == stop) save_checkpoint();
+  }
+  log.close();
+  if (step < total) {
+    if (!opt.quiet)
+      std::printf("stopped at step %lld of %lld (checkpoint in %s)\n", static_cast<long long>(step),
+                  static_cast<long long>(total), ck.string().c_str());
+    return 0;
+  }
+
+  // Final model directory.
+  ModelWeights final_w;
+  {
+    torch::NoGradGuard ng;
+    final_w.embed = w.embed.detach().clone();
+    for (const LayerWeights& L : w.layers) {
+      LayerWeights c;
+      c.attn_norm = L.attn_norm.detach().clone();
+      c.wq = L.wq.detach().clone();
+      c.wk = L.wk.detach().clone();
+      c.wv = L.wv.detach().clone();
+      c.wo = L.wo.detach().clone();
+      c.ffn_norm = L.ffn_norm.detach().clone();
+      c.w_gate = L.w_gate.detach().clone();
+      c.w_up = L.w_up.detach().clone();
+      c.w_down = L.w_down.detach().clone();
+      final_w.layers.push_back(c);
+    }
+    final_w.final_norm = w.final_norm.detach().clone();
+    final_w.lm_head = final_w.embed;
+  }
+  Model(cfg.model, final_w, dt, torch::kCPU).save(out_dir);
+  write_file((out / "tokenizer.json").string(), byte_tokenizer_json());
+  if (fs::absolute(config_path) != fs::absolute(out / "train.json"))
+    write_file((out / "train.json").string(), config_text);
+  std::vector<json> lines;
+  {
+    std::ifstream in(loss_path);
+    std::string l;
+    while (std::getline(in, l))
+      if (!l.empty()) lines.push_back(json::parse(l));
+  }
+  json eval = json::object();
+  if (opt.eval) {
+    const auto t0 = std::chrono::steady_clock::now();
+    eval = evaluate_reference_model(out_dir, cfg);
+    eval["eval_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    eval["train"] = {{"steps", total}, {"seconds", elapsed}, {"threads", cfg.threads},
+                     {"params", n_params}, {"final_loss", lines.empty() ? json() : lines.back()["loss"]}};
+    write_file((out / "eval.json").string(), eval.dump(2) + "\n");
+  }
+  write_file((out / "README.md").string(), readme_text(cfg, eval, lines, elapsed, n_params));
+  fs::remove_all(ck);
+  if (!opt.quiet) std::printf("trained %s: %lld steps in %.0f s -> %s\n", cfg.name.c_str(),
+                              static_cast<long long>(total), elapsed, out_dir.c_str());
+  return 0;
+}
+
+}  // namespace kvb

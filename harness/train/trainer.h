@@ -1,0 +1,77 @@
+// `kvbench train`: trains a small Llama (RoPE, GQA, RMSNorm, SwiGLU, tied embeddings) on the
+// generated mixture of datasets/mixture.h with a byte-level tokenizer, using libtorch autograd:
+// AdamW, cosine schedule with linear warm-up, gradient clipping, phases of growing sequence
+// length. Deterministic given the seed and the thread count; checkpoints let an interrupted run
+// resume to the same result. The output directory is an HF model directory (config.json,
+// model.safetensors, tokenizer.json) plus train.json, loss.jsonl, eval.json and README.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "datasets/mixture.h"
+#include "harness/model/config.h"
+#include "harness/model/model.h"
+
+namespace kvb {
+
+struct TrainPhase {
+  int64_t steps = 0, seq_len = 0, batch = 0;
+};
+
+struct TrainEvalConfig {
+  int64_t per_decile = 10;   // passkey / needle samples per depth decile at full context
+  int64_t kv_samples = 50;   // key-value (and vars / prefix / copy) samples at full context
+  int64_t prose_windows = 8; // held-out prose windows of full context for perplexity
+};
+
+struct TrainConfig {
+  std::string name;
+  uint64_t seed = 1;
+  int64_t threads = 2;
+  std::string dtype = "fp32";  // fp32 | bf16 (weights and activations; AdamW state in fp32 either way)
+  ModelConfig model;           // vocab 258 (bytes + BOS + EOS), tied embeddings
+  double lr = 3e-3, min_lr = 3e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
+  int64_t warmup = 100;
+  std::vector<TrainPhase> phases;
+  MixtureWeights mixture;
+  double prose_only = 0.1;     // fraction of documents that are plain prose
+  double answer_weight = 1.0;  // loss weight of answer bytes relative to the rest
+  int64_t checkpoint_every = 100, log_every = 10;
+  TrainEvalConfig eval;
+
+  int64_t total_steps() const;
+  int64_t context() const;  // the longest phase's sequence length
+  const TrainPhase& phase_at(int64_t step) const;
+};
+
+// Parses train.json; kvb::InputError "<path>: <json path>: problem" on anything wrong.
+TrainConfig parse_train_config(const nlohmann::json& j, const std::string& where);
+TrainConfig load_train_config(const std::string& path);
+
+struct TrainOptions {
+  int64_t max_steps = -1;  // stop (with a checkpoint) once this many steps are done; -1 = all
+  int64_t threads = 0;     // overrides the config's thread count when > 0
+  bool eval = true;        // evaluate when training is complete
+  bool quiet = false;
+};
+
+// Trains (or resumes) into `out_dir`. Returns 0 when complete, 0 also when stopped at max_steps.
+int train_model(const std::string& config_path, const std::string& out_dir, const TrainOptions& opt);
+
+// The training forward pass (full causal attention, autograd-friendly): logits [B, T, V].
+torch::Tensor train_forward(const ModelConfig& c, const ModelWeights& w, const torch::Tensor& ids);
+
+// Evaluates a model directory as the trainer does (held-out seeds, full cache) and returns the
+// eval.json object.
+nlohmann::json evaluate_reference_model(const std::string& model_dir, const TrainConfig& cfg);
+
+// tokenizer.json of the byte tokenizer: ids 0..255 are the bytes (<0x00>..<0xFF>, BPE with
+// byte fallback and no merges), 256 = <s> (added at the start), 257 = </s>.
+std::string byte_tokenizer_json();
+
+}  // namespace kvb

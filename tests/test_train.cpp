@@ -1,0 +1,188 @@
+// The trainer (`kvbench train`) and its generated mixture: documents are exact and deterministic,
+// the training forward pass is the inference forward pass, the byte tokenizer.json is the byte
+// tokenizer, training is bitwise reproducible (a committed loss curve and the committed reference
+// model's first steps), resuming from a checkpoint equals an uninterrupted run, and bad train.json
+// files get one line and exit 2.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "datasets/mixture.h"
+#include "harness/common/check.h"
+#include "harness/common/json_io.h"
+#include "harness/model/model.h"
+#include "harness/tokenizer/tokenizer.h"
+#include "harness/train/trainer.h"
+#include "methods/registry.h"
+#include "tests/test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using kvb::test::q;
+using kvb::test::run_kvbench;
+using kvb::test::slurp;
+using kvb::test::TempDir;
+using nlohmann::json;
+
+std::string source(const std::string& rel) { return (fs::path(KVB_SOURCE_DIR) / rel).string(); }
+
+// The "loss" field of every line of a loss.jsonl, as written (9 significant digits round-trip a
+// float32 exactly).
+std::vector<std::string> losses(const std::string& path, size_t limit = SIZE_MAX) {
+  std::vector<std::string> out;
+  std::ifstream in(path);
+  std::string line;
+  while (out.size() < limit && std::getline(in, line))
+    if (!line.empty()) out.push_back(json::parse(line).at("loss").dump());
+  return out;
+}
+
+TEST(Mixture, DocumentsAreExactDeterministicAndAnswersPointAtTheAnswer) {
+  kvb::MixtureWeights w;
+  int with_answers = 0;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    const int64_t bytes = 256 + static_cast<int64_t>(seed % 5) * 400;
+    kvb::MixDocument d = kvb::make_mix_document(bytes, seed, w);
+    ASSERT_EQ(static_cast<int64_t>(d.text.size()), bytes) << "seed " << seed;
+    EXPECT_EQ(kvb::make_mix_document(bytes, seed, w).text, d.text);
+    with_answers += !d.answers.empty();
+    for (const kvb::AnswerSpan& a : d.answers) {
+      ASSERT_LT(a.begin, a.end);
+      ASSERT_LE(a.end, bytes);
+      const std::string ans = d.text.substr(static_cast<size_t>(a.begin), static_cast<size_t>(a.end - a.begin));
+      EXPECT_EQ(ans.front(), ' ') << ans;
+      EXPECT_EQ(ans.back(), '.') << ans;
+      // The answer's content appears earlier in the document (it is retrievable) ...
+      const std::string core = ans.substr(1, ans.size() - 2);
+      const size_t first = d.text.find(a.task == kvb::MixTask::kPrefix ? core.substr(0, 12) : core);
+      EXPECT_LT(static_cast<int64_t>(first), a.begin) << kvb::mix_task_name(a.task) << ": " << core;
+    }
+  }
+  EXPECT_GT(with_answers, 150);
+  EXPECT_NE(kvb::make_mix_document(2047, 1, w).text, kvb::make_mix_document(2047, 2, w).text);
+}
+
+TEST(Mixture, ForcedDepthPlacesTheInformationThere) {
+  kvb::MixtureWeights w;
+  for (double depth : {0.05, 0.5, 0.95}) {
+    kvb::MixDocument d = kvb::make_mix_document(2047, 11, w, {kvb::MixTask::kPasskey}, depth);
+    ASSERT_EQ(d.answers.size(), 1u);
+    const std::string key = d.text.substr(static_cast<size_t>(d.answers[0].begin) + 1, 5);
+    const double at = static_cast<double>(d.text.find("The pass key is " + key)) / 2047.0;
+    EXPECT_NEAR(at, depth * 0.9, 0.08) << "depth " << depth;  // the questions take the last ~10%
+  }
+  EXPECT_THROW(kvb::make_mix_document(100, 1, w, {kvb::MixTask::kKv}), kvb::InputError);
+}
+
+TEST(Train, ForwardPassEqualsTheInferenceForwardPass) {
+  kvb::TrainConfig c = kvb::parse_train_config(
+      json::parse(R"({"name":"t","model":{"hidden_size":64,"intermediate_size":96,"n_layers":2,
+        "n_heads":4,"n_kv_heads":2,"head_dim":16},"phases":[{"steps":1,"seq_len":64,"batch":1}]})"),
+      "inline");
+  c10::InferenceMode guard;
+  kvb::Model m = kvb::Model::random(c.model, 5);
+  torch::Tensor ids = torch::randint(0, 258, {2, 64}, torch::kLong);
+  torch::Tensor train = kvb::train_forward(c.model, m.weights(), ids);
+  for (int64_t b = 0; b < 2; ++b) {
+    auto st = kvb::make_method("full")->make_state(m.shape());
+    kvb::ForwardOptions fo;
+    fo.all_logits = true;
+    torch::Tensor inf = m.forward(ids.narrow(0, b, 1), torch::arange(64), *st, fo);
+    EXPECT_LT((inf[0] - train[b]).abs().max().item<double>(), 1e-5);
+  }
+}
+
+TEST(Train, ByteTokenizerJsonIsTheByteTokenizer) {
+  TempDir tmp;
+  kvb::write_file(tmp.path("tokenizer.json"), kvb::byte_tokenizer_json());
+  auto hf = kvb::load_tokenizer(tmp.path("tokenizer.json"));
+  auto bytes = kvb::make_byte_tokenizer();
+  for (const std::string s : {"", "The pass key is 12345.", "caf\xc3\xa9 \xe2\x82\xac\n\tx", "  two  spaces"}) {
+    EXPECT_EQ(hf->encode(s, true), bytes->encode(s, true)) << s;
+    EXPECT_EQ(hf->encode(s, false), bytes->encode(s, false)) << s;
+    EXPECT_EQ(hf->decode(hf->encode(s, true), true), s);
+  }
+  EXPECT_EQ(hf->vocab_size(), 258);
+  EXPECT_EQ(hf->bos_id(), std::optional<int32_t>(256));
+}
+
+// A config small enough for a unit test: 200 steps in well under a minute on 2 threads.
+TEST(Train, TinyConfigReproducesItsCommittedLossCurveBitwise) {
+  TempDir tmp;
+  const std::string cfg = source("tests/data/train_tiny/train.json");
+  auto r = run_kvbench("train --config " + q(cfg) + " --out " + q(tmp.path("m")) + " --no-eval --threads 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto committed = losses(source("tests/data/train_tiny/loss.jsonl"));
+  ASSERT_EQ(committed.size(), 200u);
+  EXPECT_EQ(losses(tmp.path("m/loss.jsonl")), committed);
+  EXPECT_TRUE(fs::exists(tmp.path("m/model.safetensors")));
+  EXPECT_FALSE(fs::exists(tmp.path("m/checkpoint"))) << "the checkpoint is removed once complete";
+}
+
+TEST(Train, ResumingFromACheckpointEqualsAnUninterruptedRun) {
+  TempDir tmp;
+  const std::string cfg = source("tests/data/train_tiny/train.json");
+  ASSERT_EQ(run_kvbench("train --config " + q(cfg) + " --out " + q(tmp.path("a")) + " --no-eval").code, 0);
+  // Stop at step 70 (checkpoints every 50: the resume repeats steps 50..69 from the checkpoint).
+  auto r = run_kvbench("train --config " + q(cfg) + " --out " + q(tmp.path("b")) + " --no-eval --max-steps 70");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(losses(tmp.path("b/loss.jsonl")).size(), 70u);
+  EXPECT_FALSE(fs::exists(tmp.path("b/model.safetensors")));
+  r = run_kvbench("train --config " + q(cfg) + " --out " + q(tmp.path("b")) + " --no-eval");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("resuming"), std::string::npos) << r.out;
+  EXPECT_EQ(losses(tmp.path("b/loss.jsonl")), losses(tmp.path("a/loss.jsonl")));
+  EXPECT_EQ(slurp(tmp.path("b/model.safetensors")), slurp(tmp.path("a/model.safetensors")));
+}
+
+// The committed reference model's curve starts where retraining from its train.json starts.
+TEST(Train, ReferenceModelFirstStepsReproduceBitwise) {
+  const std::string dir = source("models/kvb-ref-s");
+  if (!fs::exists(fs::path(dir) / "loss.jsonl")) GTEST_SKIP() << dir << "/loss.jsonl not committed";
+  TempDir tmp;
+  auto r = run_kvbench("train --config " + q(dir + "/train.json") + " --out " + q(tmp.path("m")) +
+                       " --max-steps 4");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(losses(tmp.path("m/loss.jsonl")), losses(dir + "/loss.jsonl", 4));
+}
+
+TEST(Train, BadConfigsGetOneLineAndExitTwo) {
+  TempDir tmp;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"{", "train.json"},
+      {R"({"name":"x","phases":[{"steps":1,"seq_len":64,"batch":1}]})", "missing 'model'"},
+      {R"({"name":"x","model":{"hidden_size":48,"intermediate_size":64,"n_layers":1,"n_heads":3,
+          "n_kv_heads":2},"phases":[{"steps":1,"seq_len":64,"batch":1}]})", "multiple of n_kv_heads"},
+      {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
+          "phases":[]})", "/phases"},
+      {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
+          "phases":[{"steps":1,"seq_len":64,"batch":1}],"optimiser":{}})", "unknown key 'optimiser'"},
+      {R"({"name":"x","model":{"hidden_size":"big","intermediate_size":64,"n_layers":1,"n_heads":4},
+          "phases":[{"steps":1,"seq_len":64,"batch":1}]})", "/model/hidden_size: wrong type"},
+  };
+  for (const auto& [text, want] : cases) {
+    kvb::write_file(tmp.path("train.json"), text);
+    auto r = run_kvbench("train --config " + q(tmp.path("train.json")) + " --out " + q(tmp.path("o")));
+    EXPECT_EQ(r.code, 2) << text;
+    EXPECT_EQ(kvb::test::count_lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("train.json"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
+  }
+  // A checkpoint from another config is refused, and left alone.
+  const std::string cfg = source("tests/data/train_tiny/train.json");
+  ASSERT_EQ(run_kvbench("train --config " + q(cfg) + " --out " + q(tmp.path("c")) + " --max-steps 50").code, 0);
+  const std::string before = slurp(tmp.path("c/checkpoint/state.json"));
+  json other = kvb::read_json_file(cfg);
+  other["seed"] = 99;
+  kvb::write_file(tmp.path("other.json"), other.dump());
+  auto r = run_kvbench("train --config " + q(tmp.path("other.json")) + " --out " + q(tmp.path("c")));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("different train.json"), std::string::npos) << r.err;
+  EXPECT_EQ(slurp(tmp.path("c/checkpoint/state.json")), before);
+}
+
+}  // namespace

@@ -266,6 +266,25 @@ void SqliteStore::add_kernel_timing(const KernelTiming& t) {
   s.step();
 }
 
+void SqliteStore::use_run(int64_t id) {
+  Stmt s(db_, "SELECT 1 FROM runs WHERE id = ?");
+  KVB_INPUT_CHECK(s.bind(1, id).step(), path_, ": no run ", id);
+  run_id_ = id;
+}
+
+void SqliteStore::transaction(const std::function<void()>& body) {
+  const int64_t run_before = run_id_;
+  exec(db_, "BEGIN IMMEDIATE");
+  try {
+    body();
+    exec(db_, "COMMIT");
+  } catch (...) {
+    exec(db_, "ROLLBACK");
+    run_id_ = run_before;  // a run begun inside is gone with it
+    throw;
+  }
+}
+
 int64_t SqliteStore::intern(const char* select, const char* insert,
                             const std::vector<std::string>& vals) {
   Stmt ins(db_, insert);

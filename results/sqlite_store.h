@@ -12,6 +12,8 @@
 // byte-for-byte untouched (it is checked read-only before anything is written).
 #pragma once
 
+#include <functional>
+
 #include "results/kernel_timing.h"
 #include "results/store.h"
 
@@ -45,6 +47,13 @@ class SqliteStore : public ResultStore {
   // Files a timing under the current run (after begin_run()); one taken before for the same
   // cell, name, shape and device is replaced. write_cell() files a record's metrics.timings so.
   void add_kernel_timing(const KernelTiming& t);
+  // Makes run `id` (an existing row of runs) the current run, as begin_run() does for a new one.
+  void use_run(int64_t id);
+  int64_t run_id() const { return run_id_; }  // 0 before begin_run() / use_run()
+  // Runs `body` in one write transaction: what it files (begin_run(), use_run(), end_run(),
+  // add_kernel_timing(); not write_cell(), which has its own) commits together, or not at all
+  // when it throws.
+  void transaction(const std::function<void()>& body);
 
   // Copies every run, cell and kernel timing of the kvbench database at `path` (of this schema
   // or an older one; it is not changed) into this one, in one transaction: runs match by (name,

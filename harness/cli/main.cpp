@@ -93,6 +93,14 @@ int main(int argc, char** argv) {
   exp->add_option("--format", xa.format, "csv (one metric a row) or jsonl (one cell a line)")
       ->required()->check(CLI::IsMember({"csv", "jsonl"}));
   exp->add_option("--run", xa.run, "Only this run (id or name)");
+  exp->add_option("--table", xa.table, "With csv: metrics (default), memory or kernel_timings")
+      ->check(CLI::IsMember({"metrics", "memory", "kernel_timings"}));
+
+  ImportBenchArgs iba;
+  auto* ib = app.add_subcommand("import-bench", "File a Google Benchmark JSON file's results as kernel timings");
+  ib->add_option("--db", iba.db, "Results database (SQLite; created when absent)")->required();
+  ib->add_option("--json", iba.json, "kvbench_bench --benchmark_format=json output")->required();
+  ib->add_option("--run", iba.run, "Attach to this existing run (id or name) instead of a new one");
 
   std::string merge_out;
   std::vector<std::string> merge_in;
@@ -157,6 +165,7 @@ int main(int argc, char** argv) {
     if (cmp->parsed()) return run_compare(ca);
     if (plan->parsed()) return run_plan(pa);
     if (exp->parsed()) return run_export(xa);
+    if (ib->parsed()) return run_import_bench(iba);
     if (mrg->parsed()) return run_merge(merge_out, merge_in);
     if (board->parsed()) return run_leaderboard(lba, board_out);
     if (rep->parsed()) return run_report(rpa, report_methods, report_out);

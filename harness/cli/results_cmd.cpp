@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -15,7 +16,9 @@
 #include "harness/common/check.h"
 #include "harness/common/json_io.h"
 #include "methods/registry.h"
+#include "results/bench_import.h"
 #include "results/leaderboard.h"
+#include "results/provenance.h"
 #include "results/results_db.h"
 #include "results/sqlite_store.h"
 #include "suites/runner.h"
@@ -195,6 +198,13 @@ int run_plan(const RunArgs& a) {
 
 namespace {
 
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char b[32];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return b;
+}
+
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
   std::string r = "\"";
@@ -205,6 +215,8 @@ std::string csv_field(const std::string& s) {
 }  // namespace
 
 int run_export(const ExportArgs& a) {
+  KVB_INPUT_CHECK(a.table == "metrics" || a.format == "csv", "--table ", a.table,
+                  ": only with --format csv (jsonl writes whole cell records)");
   const ResultsDb db(a.db);
   const std::string run = a.run.empty() ? "" : db.resolve_run(a.run);
   const std::string where = run.empty() ? "" : " WHERE c.run_id = ?";
@@ -222,17 +234,80 @@ int run_export(const ExportArgs& a) {
     }
     return 0;
   }
-  std::cout << "run_id,run_name,suite,model,method,dataset,metric,value,se\n";
-  for (auto& r :
-       db.query("SELECT c.run_id, r.name, c.suite, m.path, me.spec, d.name, x.name, x.value, x.se "
-                "FROM metrics x JOIN cells c ON c.id = x.cell_id JOIN runs r ON r.id = c.run_id "
-                "JOIN models m ON m.id = c.model_id JOIN methods me ON me.id = c.method_id "
-                "JOIN datasets d ON d.id = c.dataset_id" +
-                    where + " ORDER BY c.run_id, c.id, x.name",
-                args)) {
+  std::string header, sql;
+  const std::string cell_joins =
+      " JOIN cells c ON c.id = x.cell_id JOIN runs r ON r.id = c.run_id "
+      "JOIN models m ON m.id = c.model_id JOIN methods me ON me.id = c.method_id "
+      "JOIN datasets d ON d.id = c.dataset_id";
+  if (a.table == "metrics") {
+    header = "run_id,run_name,suite,model,method,dataset,metric,value,se";
+    sql = "SELECT c.run_id, r.name, c.suite, m.path, me.spec, d.name, x.name, x.value, x.se "
+          "FROM metrics x" +
+          cell_joins + where + " ORDER BY c.run_id, c.id, x.name";
+  } else if (a.table == "memory") {
+    header =
+        "run_id,run_name,suite,model,method,dataset,payload_bytes,metadata_bytes,tokens,"
+        "bits_per_token,promised_bytes";
+    sql = std::string("SELECT c.run_id, r.name, c.suite, m.path, me.spec, d.name, "
+                      "x.payload_bytes, x.metadata_bytes, x.tokens, x.bits_per_token, ") +
+          (db.version() >= 2 ? "x.promised_bytes" : "NULL") + " FROM memory x" + cell_joins +
+          where + " ORDER BY c.run_id, c.id";
+  } else {
+    KVB_INPUT_CHECK(a.table == "kernel_timings", "--table ", a.table,
+                    ": not one of metrics, memory, kernel_timings");
+    header =
+        "run_id,run_name,cell_key,name,shape,device,reps,median_ms,min_ms,max_ms,bytes_moved,"
+        "gbps,gflops,roofline_fraction";
+    sql = "SELECT x.run_id, r.name, x.cell_key, x.name, x.shape, x.device, x.reps, x.median_ms, "
+          "x.min_ms, x.max_ms, x.bytes_moved, x.gbps, x.gflops, x.roofline_fraction FROM "
+          "kernel_timings x JOIN runs r ON r.id = x.run_id" +
+          (run.empty() ? std::string() : " WHERE x.run_id = ?") +
+          " ORDER BY x.run_id, x.rowid";
+  }
+  std::cout << header << "\n";
+  if (a.table == "kernel_timings" && db.version() < 2) return 0;  // version 1 had no timings
+  for (auto& r : db.query(sql, args)) {
     for (size_t i = 0; i < r.size(); ++i) std::cout << (i ? "," : "") << csv_field(r[i]);
     std::cout << "\n";
   }
+  return 0;
+}
+
+int run_import_bench(const ImportBenchArgs& a) {
+  // Everything is checked before the database is opened for writing.
+  const BenchImport b = read_benchmark_json(a.json);
+  int64_t attach_to = 0;
+  if (!a.run.empty()) attach_to = std::stoll(ResultsDb(a.db).resolve_run(a.run));
+  SqliteStore store(a.db);
+  store.transaction([&] {
+    if (attach_to > 0) {
+      store.use_run(attach_to);
+    } else {
+      json run = run_provenance();
+      if (b.context.contains("host_name") && b.context["host_name"].is_string())
+        run["host"] = b.context["host_name"];
+      for (const KernelTiming& t : b.timings)
+        if (t.device != "cpu") run["device"] = t.device;
+      run["name"] = "";
+      char hash[17];
+      std::snprintf(hash, sizeof hash, "%016llx",
+                    static_cast<unsigned long long>(fnv1a64(b.context.dump())));
+      run["config_hash"] = std::string(hash);
+      run["suite_name"] = "bench";
+      run["seed"] = 0;
+      run["config"] = b.context;
+      run["started_at"] = b.context.contains("date") && b.context["date"].is_string()
+                              ? b.context["date"].get<std::string>()
+                              : utc_now();
+      store.begin_run(run);
+    }
+    for (const KernelTiming& t : b.timings) store.add_kernel_timing(t);
+    if (attach_to == 0) store.end_run();
+  });
+  std::cout << a.db << ": " << b.timings.size() << " kernel timings from " << a.json
+            << " in run " << store.run_id();
+  if (b.skipped) std::cout << " (" << b.skipped << " benchmarks with errors skipped)";
+  std::cout << "\n";
   return 0;
 }
 

@@ -1,9 +1,18 @@
 // Subcommands over results databases and suite plans:
 //
 // `kvbench plan --suite FILE [--model DIR]... [--shard i/N]`: the cell keys, one a line.
-// `kvbench export --db DB --format csv|jsonl [--run RUN]`: jsonl is one cell record a line (with
-// "run_id" and "run_name" added); csv is one metric a row: run_id, run_name, suite, model,
-// method, dataset, metric, value, se.
+// `kvbench export --db DB --format csv|jsonl [--run RUN] [--table metrics|memory|kernel_timings]`:
+// jsonl is one cell record a line (with "run_id" and "run_name" added); csv is, by --table, one
+// metric a row (the default): run_id, run_name, suite, model, method, dataset, metric, value, se;
+// one cell's memory a row: run_id, run_name, suite, model, method, dataset, payload_bytes,
+// metadata_bytes, tokens, bits_per_token, promised_bytes; or one kernel timing a row: run_id,
+// run_name, cell_key, name, shape, device, reps, median_ms, min_ms, max_ms, bytes_moved, gbps,
+// gflops, roofline_fraction (empty where NULL).
+// `kvbench import-bench --db DB --json FILE [--run RUN]`: files each benchmark of a Google
+// Benchmark JSON file (results/bench_import.h) as a kernel timing of run RUN (an id or a name of
+// DB), or else of a run of its own: provenance of this build, host from the file's context,
+// suite_name "bench", config the file's "context" (so the same file again is the same run and
+// its timings are replaced, not added). One transaction; bad input: exit 2, nothing written.
 // `kvbench merge OUT IN...`: copies every run and cell of IN into OUT (see SqliteStore::merge).
 // `kvbench leaderboard --db DB --out DIR [--run RUN]`: DIR/index.html and DIR/leaderboard.md
 // (results/leaderboard.h).
@@ -40,11 +49,16 @@ struct CompareArgs {
 int run_compare(const CompareArgs& a);
 
 struct ExportArgs {
-  std::string db, format, run;
+  std::string db, format, run, table = "metrics";
+};
+
+struct ImportBenchArgs {
+  std::string db, json, run;
 };
 
 int run_plan(const RunArgs& a);
 int run_export(const ExportArgs& a);
+int run_import_bench(const ImportBenchArgs& a);
 int run_merge(const std::string& out, const std::vector<std::string>& in);
 int run_leaderboard(const ExportArgs& a, const std::string& out_dir);
 int run_report(const ExportArgs& a, const std::vector<std::string>& methods,

@@ -42,6 +42,11 @@ struct Reader {
       throw InputError(file + ": " + path + "/" + key + ": wrong type");
     }
   }
+  // Overwrites `field` (its current value is the default) when `key` is present.
+  template <typename T>
+  void opt(const char* key, T& field) const {
+    field = get<T>(key, field);
+  }
   template <typename T>
   T need(const char* key) const {
     KVB_INPUT_CHECK(j.contains(key), where(), ": missing '", key, "'");
@@ -127,13 +132,13 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
   if (j.contains("optimizer")) {
     Reader o = sub(r, "optimizer");
     o.only({"lr", "min_lr", "warmup", "weight_decay", "beta1", "beta2", "clip"});
-    c.lr = o.get<double>("lr", c.lr);
-    c.min_lr = o.get<double>("min_lr", c.min_lr);
-    c.warmup = o.get<int64_t>("warmup", c.warmup);
-    c.weight_decay = o.get<double>("weight_decay", c.weight_decay);
-    c.beta1 = o.get<double>("beta1", c.beta1);
-    c.beta2 = o.get<double>("beta2", c.beta2);
-    c.clip = o.get<double>("clip", c.clip);
+    o.opt("lr", c.lr);
+    o.opt("min_lr", c.min_lr);
+    o.opt("warmup", c.warmup);
+    o.opt("weight_decay", c.weight_decay);
+    o.opt("beta1", c.beta1);
+    o.opt("beta2", c.beta2);
+    o.opt("clip", c.clip);
     KVB_INPUT_CHECK(c.lr > 0 && c.min_lr >= 0 && c.warmup >= 0 && c.clip >= 0, where,
                     ": /optimizer: lr must be > 0; min_lr, warmup, clip >= 0");
   }
@@ -141,12 +146,11 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
                   ": /phases: expected a non-empty array of {steps, seq_len, batch}");
   for (size_t i = 0; i < j["phases"].size(); ++i) {
     const json& p = j["phases"][i];
-    const std::string pw = where + ": /phases/" + std::to_string(i);
-    KVB_INPUT_CHECK(p.is_object(), pw, ": expected an object");
     Reader pr{p, where, "/phases/" + std::to_string(i)};
+    KVB_INPUT_CHECK(p.is_object(), pr.where(), ": expected an object");
     pr.only({"steps", "seq_len", "batch"});
     TrainPhase ph{pr.need<int64_t>("steps"), pr.need<int64_t>("seq_len"), pr.need<int64_t>("batch")};
-    KVB_INPUT_CHECK(ph.steps > 0 && ph.seq_len >= 64 && ph.batch > 0, pw,
+    KVB_INPUT_CHECK(ph.steps > 0 && ph.seq_len >= 64 && ph.batch > 0, pr.where(),
                     ": steps and batch must be > 0, seq_len >= 64");
     c.phases.push_back(ph);
   }
@@ -155,24 +159,24 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
     Reader x = sub(r, "mixture");
     x.only({"needle", "passkey", "kv", "vars", "prefix", "copy", "min_tasks", "max_tasks"});
     MixtureWeights& w = c.mixture;
-    w.needle = x.get<double>("needle", w.needle);
-    w.passkey = x.get<double>("passkey", w.passkey);
-    w.kv = x.get<double>("kv", w.kv);
-    w.vars = x.get<double>("vars", w.vars);
-    w.prefix = x.get<double>("prefix", w.prefix);
-    w.copy = x.get<double>("copy", w.copy);
-    w.min_tasks = x.get<int64_t>("min_tasks", w.min_tasks);
-    w.max_tasks = x.get<int64_t>("max_tasks", w.max_tasks);
+    x.opt("needle", w.needle);
+    x.opt("passkey", w.passkey);
+    x.opt("kv", w.kv);
+    x.opt("vars", w.vars);
+    x.opt("prefix", w.prefix);
+    x.opt("copy", w.copy);
+    x.opt("min_tasks", w.min_tasks);
+    x.opt("max_tasks", w.max_tasks);
     KVB_INPUT_CHECK(w.needle >= 0 && w.passkey >= 0 && w.kv >= 0 && w.vars >= 0 && w.prefix >= 0 &&
                         w.copy >= 0 && w.needle + w.passkey + w.kv + w.vars + w.prefix + w.copy > 0,
                     where, ": /mixture: weights must be >= 0 and not all zero");
     KVB_INPUT_CHECK(w.min_tasks >= 1 && w.max_tasks >= w.min_tasks, where,
                     ": /mixture: need 1 <= min_tasks <= max_tasks");
   }
-  c.prose_only = r.get<double>("prose_only", c.prose_only);
-  c.answer_weight = r.get<double>("answer_weight", c.answer_weight);
-  c.checkpoint_every = r.get<int64_t>("checkpoint_every", c.checkpoint_every);
-  c.log_every = r.get<int64_t>("log_every", c.log_every);
+  r.opt("prose_only", c.prose_only);
+  r.opt("answer_weight", c.answer_weight);
+  r.opt("checkpoint_every", c.checkpoint_every);
+  r.opt("log_every", c.log_every);
   KVB_INPUT_CHECK(c.prose_only >= 0 && c.prose_only <= 1, where, ": /prose_only must be in [0, 1]");
   KVB_INPUT_CHECK(c.answer_weight > 0, where, ": /answer_weight must be > 0");
   KVB_INPUT_CHECK(c.checkpoint_every > 0 && c.log_every > 0, where,
@@ -180,9 +184,9 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
   if (j.contains("eval")) {
     Reader e = sub(r, "eval");
     e.only({"per_decile", "kv_samples", "prose_windows"});
-    c.eval.per_decile = e.get<int64_t>("per_decile", c.eval.per_decile);
-    c.eval.kv_samples = e.get<int64_t>("kv_samples", c.eval.kv_samples);
-    c.eval.prose_windows = e.get<int64_t>("prose_windows", c.eval.prose_windows);
+    e.opt("per_decile", c.eval.per_decile);
+    e.opt("kv_samples", c.eval.kv_samples);
+    e.opt("prose_windows", c.eval.prose_windows);
   }
   return c;
 }
@@ -647,28 +651,8 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
     return 0;
   }
 
-  // Final model directory.
-  ModelWeights final_w;
-  {
-    torch::NoGradGuard ng;
-    final_w.embed = w.embed.detach().clone();
-    for (const LayerWeights& L : w.layers) {
-      LayerWeights c;
-      c.attn_norm = L.attn_norm.detach().clone();
-      c.wq = L.wq.detach().clone();
-      c.wk = L.wk.detach().clone();
-      c.wv = L.wv.detach().clone();
-      c.wo = L.wo.detach().clone();
-      c.ffn_norm = L.ffn_norm.detach().clone();
-      c.w_gate = L.w_gate.detach().clone();
-      c.w_up = L.w_up.detach().clone();
-      c.w_down = L.w_down.detach().clone();
-      final_w.layers.push_back(c);
-    }
-    final_w.final_norm = w.final_norm.detach().clone();
-    final_w.lm_head = final_w.embed;
-  }
-  Model(cfg.model, final_w, dt, torch::kCPU).save(out_dir);
+  // Final model directory (Model::save writes detached copies of the trained tensors).
+  Model(cfg.model, w, dt, torch::kCPU).save(out_dir);
   write_file((out / "tokenizer.json").string(), byte_tokenizer_json());
   if (fs::absolute(config_path) != fs::absolute(out / "train.json"))
     write_file((out / "train.json").string(), config_text);

@@ -12,6 +12,9 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "datasets/prose.h"
 #include "datasets/rng.h"
@@ -226,8 +229,13 @@ torch::Tensor train_forward(const ModelConfig& c, const ModelWeights& w, const t
       k = k.repeat_interleave(G, 1);
       v = v.repeat_interleave(G, 1);
     }
-    torch::Tensor p = torch::softmax(torch::matmul(q, k.transpose(-1, -2)) * scale + mask, -1);
-    torch::Tensor o = torch::matmul(p, v).transpose(1, 2).reshape({B, T, Hq * D});
+    // Scores as one fused mask + scale * q k^T (baddbmm): no separate [B, H, T, T] passes for
+    // the scale and the mask, forward or backward.
+    torch::Tensor s = torch::baddbmm(mask, q.reshape({B * Hq, T, D}),
+                                     k.reshape({B * Hq, T, D}).transpose(1, 2), 1.0, scale);
+    torch::Tensor p = torch::softmax(s, -1);
+    torch::Tensor o = torch::bmm(p, v.reshape({B * Hq, T, D})).view({B, Hq, T, D})
+                          .transpose(1, 2).reshape({B, T, Hq * D});
     x = x + torch::linear(o, L.wo);
     h = rms_norm(x, L.ffn_norm, c.rms_eps);
     x = x + torch::linear(torch::silu(torch::linear(h, L.w_gate)) * torch::linear(h, L.w_up), L.w_down);
@@ -530,6 +538,19 @@ std::string readme_text(const TrainConfig& cfg, const json& eval, const std::vec
   return o.str();
 }
 
+// Every training step allocates and frees the same large activations (a [B, H, T, T] score
+// tensor is 268 MB at T = 2048). glibc serves such blocks with mmap and returns them with munmap,
+// so each step page-faults its whole working set back in: at 2048 bytes a step spent 2/3 of its
+// time in the kernel. Keeping freed memory in the heap makes it ~2.5x faster (measured: 6 steps of
+// kvb-ref-s at 2048 bytes, 53 s -> 21 s on 2 cores) and changes no number.
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  mallopt(M_TOP_PAD, 256 << 20);
+#endif
+}
+
 }  // namespace
 
 int train_model(const std::string& config_path, const std::string& out_dir, const TrainOptions& opt) {
@@ -537,6 +558,7 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
   TrainConfig cfg = load_train_config(config_path);
   if (opt.threads > 0) cfg.threads = opt.threads;
   at::set_num_threads(static_cast<int>(cfg.threads));
+  keep_freed_memory();
   const torch::ScalarType dt = cfg.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
   fs::create_directories(out_dir);
   const fs::path out(out_dir), ck = out / "checkpoint";

@@ -33,6 +33,7 @@ NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where) 
   p.max_new_tokens = j.value("max_new_tokens", p.max_new_tokens);
   p.metric = j.value("metric", p.metric);
   p.chunk = j.value("chunk", p.chunk);
+  p.samples_per_cell = j.value("samples_per_cell", p.samples_per_cell);
   auto need = [&](const std::string& field, const std::string& text,
                   const std::vector<std::string>& keys) {
     for (const auto& k : keys)
@@ -49,7 +50,7 @@ NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where) 
 }
 
 nlohmann::json niah_params_json(const NiahParams& p) {
-  return {{"context_lengths", p.context_lengths},
+  nlohmann::json j = {{"context_lengths", p.context_lengths},
           {"depths", p.depths},
           {"spacing", p.spacing},
           {"needles", p.needle.needles},
@@ -61,16 +62,23 @@ nlohmann::json niah_params_json(const NiahParams& p) {
           {"max_new_tokens", p.max_new_tokens},
           {"metric", p.metric},
           {"chunk", p.chunk}};
+  // Only when set: cells recorded before the option existed keep their parameters (and key).
+  if (p.samples_per_cell != 1) j["samples_per_cell"] = p.samples_per_cell;
+  return j;
 }
 
 std::vector<NiahPoint> build_niah_grid(const Tokenizer& tok, const Haystack& hay,
                                        const NiahParams& p, uint64_t seed) {
   std::vector<NiahPoint> g;
-  for (int64_t L : p.context_lengths)
-    for (size_t di = 0; di < p.depths.size(); ++di) {
-      const uint64_t s = derive_seed(seed, "niah/" + std::to_string(L) + "/" + std::to_string(di));
-      g.push_back({L, p.depths[di], build_niah_sample(tok, hay, L, p.depths[di], p.needle, s)});
-    }
+  for (size_t li = 0; li < p.context_lengths.size(); ++li)
+    for (size_t di = 0; di < p.depths.size(); ++di)
+      for (int64_t k = 0; k < p.samples_per_cell; ++k) {
+        const int64_t L = p.context_lengths[li];
+        std::string key = "niah/" + std::to_string(L) + "/" + std::to_string(di);
+        if (k > 0) key += "/" + std::to_string(k);
+        const uint64_t s = derive_seed(seed, key);
+        g.push_back({L, p.depths[di], li, di, build_niah_sample(tok, hay, L, p.depths[di], p.needle, s)});
+      }
   return g;
 }
 
@@ -114,7 +122,7 @@ nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod
                          {"token_pos", n.token_pos}});
     }
     const double score = score_niah(out, answers, p.metric);
-    heat[i / nd][i % nd] = score;
+    heat[pt.row][pt.col] += score / static_cast<double>(p.samples_per_cell);
     total += score;
     const MemoryUse mu = state->memory();
     max_payload = std::max(max_payload, mu.payload_bytes + mu.metadata_bytes);

@@ -25,6 +25,9 @@ struct NiahParams {
   int64_t max_new_tokens = 12;  // per needle
   std::string metric = "substring";
   int64_t chunk = 0;  // prefill chunk, 0 = whole prompt
+  // Prompts per grid cell (own seeds, own haystack windows); the heatmap holds each cell's mean.
+  // Sample 0 of a cell keeps the seed it had before this option existed.
+  int64_t samples_per_cell = 1;
 };
 // From a schema-validated "params" object; defaults filled. kvb::InputError "<json path>: ..."
 // for templates missing their placeholders.
@@ -34,6 +37,7 @@ nlohmann::json niah_params_json(const NiahParams& p);
 struct NiahPoint {
   int64_t context_len = 0;
   double depth = 0;
+  size_t row = 0, col = 0;  // heatmap cell: index into context_lengths, depths
   NiahSample sample;
 };
 std::vector<NiahPoint> build_niah_grid(const Tokenizer& tok, const Haystack& hay,

@@ -45,6 +45,38 @@ TEST(SuiteNiah, GridIsDeterministicInTheSeed) {
   EXPECT_NE(generate_prose(500, 9), generate_prose(500, 10));
 }
 
+TEST(SuiteNiah, SamplesPerCellAddPromptsAndKeepTheFirst) {
+  auto tok = make_byte_tokenizer(258);
+  Haystack h = make_haystack(*tok, generate_prose(3000, 1));
+  NiahParams one = params({600, 900}, {0.0, 0.5});
+  NiahParams three = one;
+  three.samples_per_cell = 3;
+  auto a = build_niah_grid(*tok, h, one, 42), b = build_niah_grid(*tok, h, three, 42);
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), 12u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    // Sample 0 of every cell is the prompt a one-sample grid has (old results stay valid).
+    EXPECT_EQ(b[3 * i].sample.ids, a[i].sample.ids);
+    EXPECT_EQ(b[3 * i].row, a[i].row);
+    EXPECT_EQ(b[3 * i].col, a[i].col);
+    EXPECT_NE(b[3 * i + 1].sample.needles[0].number, b[3 * i + 2].sample.needles[0].number);
+    EXPECT_NE(b[3 * i + 1].sample.ids, b[3 * i].sample.ids);
+  }
+  EXPECT_FALSE(niah_params_json(one).contains("samples_per_cell"));
+  EXPECT_EQ(niah_params_json(three)["samples_per_cell"], 3);
+  // The heatmap holds each cell's mean: a random model scores 0 and a cell's mean stays in [0, 1].
+  Model m = Model::random(test::tiny_suite_config(258), 2);
+  nlohmann::json r = run_niah(m, *tok, *make_method("full"), b, three);
+  ASSERT_EQ(r["samples"].size(), 12u);
+  double sum = 0;
+  for (const auto& s : r["samples"]) sum += s["score"].get<double>();
+  double heat = 0;
+  for (const auto& row : r["heatmap"]["scores"])
+    for (const auto& c : row) heat += c.get<double>();
+  EXPECT_NEAR(heat * 3, sum, 1e-9);
+  EXPECT_NEAR(r["score"].get<double>(), sum / 12, 1e-12);
+}
+
 TEST(SuiteNiah, MethodsSeeTheSameHaystacksNeedlesAndPositions) {
   Model m = Model::random(test::tiny_suite_config(258), 2);
   auto tok = make_byte_tokenizer(258);

@@ -37,6 +37,9 @@ Dataset load_dataset(const nlohmann::json& spec, uint64_t seed) {
   else if (d.type == "scbench_icl")
     d.task = generate_icl_classification(num("samples", 1), num("shots", 64), num("classes", 4),
                                          num("turns", 2), s);
+  else if (d.type == "mixture")
+    d.task = generate_mixture_task(num("samples", 1), num("bytes", 2000), num("turns", 2),
+                                   spec.value("tasks", std::vector<std::string>{"passkey", "kv"}), s);
   else if (d.type == "scbench_jsonl")
     d.task = load_scbench_jsonl(spec.at("path").get<std::string>(),
                                 parse_sc_metric(spec.at("metric").get<std::string>()),

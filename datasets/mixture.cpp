@@ -140,6 +140,12 @@ const char* mix_task_name(MixTask t) {
   return "?";
 }
 
+std::optional<MixTask> parse_mix_task(const std::string& name) {
+  for (int i = 0; i < 6; ++i)
+    if (name == mix_task_name(static_cast<MixTask>(i))) return static_cast<MixTask>(i);
+  return std::nullopt;
+}
+
 std::string make_prose_document(int64_t bytes, uint64_t seed) {
   Rng rng(seed);
   return prose_bytes(rng, bytes);
@@ -224,9 +230,11 @@ MixDocument make_mix_document(int64_t bytes, uint64_t seed, const MixtureWeights
       doc.answers.push_back({p.task, end - static_cast<int64_t>(p.inline_answer.size()), end, where});
     }
   }
+  doc.body_bytes = static_cast<int64_t>(doc.text.size());
   for (size_t t = 0; t < tasks.size(); ++t) {
     const Planned& p = tasks[t];
     if (p.question.empty()) continue;
+    doc.questions.push_back({p.task, p.question, p.answer});
     doc.text += "\n\n" + p.question;
     const int64_t b = static_cast<int64_t>(doc.text.size());
     doc.text += p.answer;

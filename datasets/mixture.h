@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,15 +33,26 @@ struct AnswerSpan {
   double depth = 0;  // where the task's information sits, as a fraction of the document
 };
 
+// A task's question at the end of a document and the text that answers it (" 12345.").
+struct MixQuestion {
+  MixTask task;
+  std::string question, answer;
+};
+
 struct MixDocument {
   std::string text;                // exactly `bytes` long
   std::vector<AnswerSpan> answers; // answer bytes (after the question, to be predicted)
+  int64_t body_bytes = 0;          // the text before the questions: "\n\n" + question + answer each
+  std::vector<MixQuestion> questions;  // in the order they follow the body
 };
 
 // A document of exactly `bytes` bytes. `only`: when non-empty, tasks are drawn from it alone.
 // `depth` in [0, 1]: place the (single) task's information at that depth instead of at random.
 MixDocument make_mix_document(int64_t bytes, uint64_t seed, const MixtureWeights& w,
                               const std::vector<MixTask>& only = {}, double depth = -1);
+
+// Parses a task name ("needle", "passkey", "kv", "vars", "prefix", "copy"); nullopt if unknown.
+std::optional<MixTask> parse_mix_task(const std::string& name);
 
 // Plain generated prose of exactly `bytes` bytes (held-out perplexity text).
 std::string make_prose_document(int64_t bytes, uint64_t seed);

@@ -1,5 +1,7 @@
 #include "datasets/scbench.h"
 
+#include "datasets/mixture.h"
+
 #include <algorithm>
 #include <fstream>
 #include <set>
@@ -84,6 +86,33 @@ std::string random_uuid(Rng& r) {
     s += hex[v];
   }
   return s;
+}
+
+ScTask generate_mixture_task(int64_t samples, int64_t bytes, int64_t turns,
+                             const std::vector<std::string>& tasks, uint64_t seed) {
+  std::vector<MixTask> only;
+  for (const std::string& n : tasks) {
+    const std::optional<MixTask> t = parse_mix_task(n);
+    KVB_INPUT_CHECK(t.has_value(), "mixture: unknown task '", n,
+                    "' (needle, passkey, kv, vars, prefix)");
+    KVB_INPUT_CHECK(*t != MixTask::kCopy, "mixture: 'copy' has no question to ask");
+    only.push_back(*t);
+  }
+  KVB_INPUT_CHECK(!only.empty(), "mixture: no tasks");
+  MixtureWeights w;
+  w.min_tasks = w.max_tasks = turns;
+  ScTask t{"mixture", ScMetric::kSubstring, {}};
+  for (int64_t s = 0; s < samples; ++s) {
+    const MixDocument doc = make_mix_document(bytes, derive_seed(seed, "mixture/" + std::to_string(s)), w, only);
+    ScSample x{"mixture-" + std::to_string(s), doc.text.substr(0, static_cast<size_t>(doc.body_bytes)), {}};
+    for (const MixQuestion& q : doc.questions) {
+      // " 12345." -> the value is what must appear in the prediction.
+      std::string value = q.answer.substr(1, q.answer.size() - 2);
+      x.turns.push_back({q.question, {value}, q.answer});
+    }
+    t.samples.push_back(std::move(x));
+  }
+  return t;
 }
 
 ScTask generate_kv_retrieval(int64_t samples, int64_t pairs, int64_t turns, uint64_t seed) {

@@ -15,6 +15,9 @@ class Rng;
 struct ScTurn {
   std::string input;                 // the query text of this turn
   std::vector<std::string> answers;  // gold answers (string_match_all needs all of them)
+  // The text that stands for the answer in the next turn's history; empty: the answers joined
+  // by ", ".
+  std::string gold = {};
 };
 
 struct ScSample {
@@ -48,6 +51,16 @@ ScTask generate_variable_tracing(int64_t samples, int64_t chains, int64_t hops,
 ScTask generate_math_find(int64_t samples, int64_t numbers, int64_t turns, uint64_t seed);
 ScTask generate_icl_classification(int64_t samples, int64_t shots, int64_t classes, int64_t turns,
                                    uint64_t seed);
+
+// Shared contexts from the reference models' training mixture (datasets/mixture.h), on seeds of
+// their own: each sample is one document of `bytes` bytes (prose with `turns` tasks' information
+// at random depths) whose questions become the turns, in the mixture's own format, so a model
+// trained on the mixture is asked exactly as it learned. `tasks`: names of question tasks
+// (needle, passkey, kv, vars, prefix); a document holds one pass key at most and drops tasks
+// that would crowd out the filler, so a sample may have fewer turns than asked for.
+// kvb::InputError for an unknown or answerless task name, or a document too short for its tasks.
+ScTask generate_mixture_task(int64_t samples, int64_t bytes, int64_t turns,
+                             const std::vector<std::string>& tasks, uint64_t seed);
 
 // SCBench's JSONL: one object per line, {"id", "context", "multi_turns": [{"input", "answer"}]}
 // where answer is a string, a number or a list of them. kvb::InputError

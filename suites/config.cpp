@@ -92,7 +92,7 @@ SuiteConfig load_suite_config(const std::string& path,
       const bool text = is_text_dataset_type(type);
       if (rc.suite == "scbench" && text)
         throw fail(where, "dataset \"" + rc.datasets[d] + "\" is " + type +
-                              "; the scbench suite needs an scbench_* dataset");
+                              "; the scbench suite needs a shared-context dataset (scbench_*, mixture)");
       if (rc.suite != "scbench" && !text)
         throw fail(where, "dataset \"" + rc.datasets[d] + "\" is " + type + "; the " + rc.suite +
                               " suite needs a text dataset (text, wikitext2, text_dir, prose)");

@@ -34,6 +34,7 @@ std::vector<int64_t> enc(const Tokenizer& tok, const std::string& s, bool specia
 }
 
 std::string gold_text(const ScTurn& t) {
+  if (!t.gold.empty()) return t.gold;
   std::string s;
   for (size_t i = 0; i < t.answers.size(); ++i) s += (i ? ", " : "") + t.answers[i];
   return s;

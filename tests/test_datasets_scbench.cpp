@@ -70,6 +70,42 @@ TEST(DatasetsScbench, PrefixSuffixVariableTracingMathFindIcl) {
   EXPECT_THROW(generate_icl_classification(1, 4, 50, 1, 1), InputError);
 }
 
+// The training mixture as shared contexts: the questions are the turns in the trained format,
+// every answer's information is in the context, and the trained answer text is the gold history.
+TEST(DatasetsScbench, MixtureContextsAskTheTrainedQuestions) {
+  ScTask t = generate_mixture_task(6, 1500, 3, {"passkey", "kv", "needle", "vars"}, 11);
+  EXPECT_EQ(t.name, "mixture");
+  EXPECT_EQ(t.metric, ScMetric::kSubstring);
+  ASSERT_EQ(t.samples.size(), 6u);
+  size_t turns = 0;
+  std::set<std::string> firsts;
+  for (const auto& s : t.samples) {
+    EXPECT_LT(s.context.size(), 1500u);
+    EXPECT_EQ(s.context.find("\n\n"), std::string::npos) << "no question inside the context";
+    ASSERT_GE(s.turns.size(), 1u);
+    EXPECT_LE(s.turns.size(), 3u);
+    turns += s.turns.size();
+    for (const auto& turn : s.turns) {
+      ASSERT_EQ(turn.answers.size(), 1u);
+      const std::string& v = turn.answers[0];
+      EXPECT_EQ(turn.gold, " " + v + ".");
+      EXPECT_NE(s.context.find(v), std::string::npos) << v << " is somewhere in the context";
+      EXPECT_TRUE(turn.input.rfind("What is the", 0) == 0) << turn.input;
+      firsts.insert(turn.input.substr(0, 16));
+    }
+  }
+  EXPECT_GT(turns, 6u) << "several turns per context";
+  EXPECT_GE(firsts.size(), 3u) << "different tasks are asked";
+  // Deterministic in the seed; other seeds draw other documents.
+  EXPECT_EQ(generate_mixture_task(6, 1500, 3, {"passkey", "kv", "needle", "vars"}, 11).samples[4].context,
+            t.samples[4].context);
+  EXPECT_NE(generate_mixture_task(6, 1500, 3, {"passkey", "kv", "needle", "vars"}, 12).samples[4].context,
+            t.samples[4].context);
+  EXPECT_THROW(generate_mixture_task(1, 1500, 2, {"passkey", "kvv"}, 1), InputError);
+  EXPECT_THROW(generate_mixture_task(1, 1500, 2, {"copy"}, 1), InputError);
+  EXPECT_THROW(generate_mixture_task(1, 40, 1, {"needle"}, 1), InputError);
+}
+
 TEST(DatasetsScbench, Metrics) {
   EXPECT_EQ(score_sc_turn(ScMetric::kSubstring, "the value is abc-1.", {"abc-1"}), 1.0);
   EXPECT_EQ(score_sc_turn(ScMetric::kSubstring, "abc", {"abc-1"}), 0.0);

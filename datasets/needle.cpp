@@ -72,7 +72,9 @@ NiahSample build_niah_sample(const Tokenizer& tok, const Haystack& hay, int64_t 
   for (int64_t j = 0; j < k; ++j) {
     PlacedNeedle& n = needles[static_cast<size_t>(j)];
     n.city = pool[static_cast<size_t>(j) % pool.size()];
-    n.number = std::to_string(rng.range(1000000, 9999999));
+    int64_t lo = 1;
+    for (int64_t d = 1; d < opt.digits; ++d) lo *= 10;
+    n.number = std::to_string(rng.range(lo, lo * 10 - 1));
     n.text = fill_template(opt.needle, {{"city", n.city}, {"number", n.number}});
     n.depth = depth + static_cast<double>(j) * (1.0 - depth) / static_cast<double>(k);
     cities.push_back(n.city);

@@ -18,6 +18,7 @@ struct NeedleOptions {
   std::string question_multi = "What are the special magic numbers for {cities}?";
   std::string answer_prefix_multi = "The special magic numbers for {cities} are";
   int64_t needles = 1;
+  int64_t digits = 7;  // of {number} (first digit non-zero)
 };
 
 // A haystack corpus cut into sentences with their token counts (" " + sentence, no specials).

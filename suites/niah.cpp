@@ -25,6 +25,7 @@ NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where) 
   }
   NeedleOptions& n = p.needle;
   n.needles = j.value("needles", int64_t{1});
+  n.digits = j.value("digits", n.digits);
   n.needle = j.value("needle", n.needle);
   n.question = j.value("question", n.question);
   n.answer_prefix = j.value("answer_prefix", n.answer_prefix);
@@ -40,10 +41,12 @@ NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where) 
       KVB_INPUT_CHECK(text.find("{" + k + "}") != std::string::npos, where, ".", field,
                       ": must contain {", k, "}");
   };
-  need("needle", n.needle, {"city", "number"});
+  // One needle may go without a city (a pass key: "The pass key is {number}."); several need
+  // their cities to tell them apart.
   if (n.needles == 1) {
-    need("question", n.question, {"city"});
+    need("needle", n.needle, {"number"});
   } else {
+    need("needle", n.needle, {"city", "number"});
     need("question_multi", n.question_multi, {"cities"});
   }
   return p;
@@ -64,6 +67,7 @@ nlohmann::json niah_params_json(const NiahParams& p) {
           {"chunk", p.chunk}};
   // Only when set: cells recorded before the option existed keep their parameters (and key).
   if (p.samples_per_cell != 1) j["samples_per_cell"] = p.samples_per_cell;
+  if (p.needle.digits != 7) j["digits"] = p.needle.digits;
   return j;
 }
 

@@ -133,5 +133,26 @@ TEST_F(CliErrors, BadMethodSpecs) {
   }
 }
 
+// `kvbench mixture` writes a training-mixture prompt that stops where the answer starts; bad
+// arguments get one line and exit 2.
+TEST_F(CliErrors, MixtureDocument) {
+  auto r = test::run_kvbench("mixture --task passkey --bytes 700 --depth 0.2 --seed 3");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string tail = "\n\nWhat is the pass key? The pass key is";
+  ASSERT_GE(r.out.size(), tail.size());
+  EXPECT_EQ(r.out.substr(r.out.size() - tail.size()), tail);
+  const size_t at = r.out.find("The pass key is ");
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_LT(static_cast<double>(at), 0.35 * 700) << "the key sits near the requested depth";
+  auto whole = test::run_kvbench("mixture --task passkey --bytes 700 --depth 0.2 --seed 3 --whole");
+  ASSERT_EQ(whole.code, 0);
+  EXPECT_EQ(whole.out.size(), 700u);
+  EXPECT_EQ(whole.out.substr(0, r.out.size()), r.out);
+  EXPECT_EQ(whole.out.substr(r.out.size()), " " + r.out.substr(at + 16, 5) + ".");
+  expect_one_line_error(test::run_kvbench("mixture --task keyvalue"), "--task", "unknown task 'keyvalue'");
+  expect_one_line_error(test::run_kvbench("mixture --depth 0.5"), "--depth", "needs --task");
+  expect_one_line_error(test::run_kvbench("mixture --task kv --bytes 30"), "mixture", "too short");
+}
+
 }  // namespace
 }  // namespace kvb

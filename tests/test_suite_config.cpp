@@ -149,7 +149,12 @@ TEST_F(SuiteConfigErrors, SemanticProblemsNameTheJsonPath) {
          "$.runs[2].datasets[0]: dataset \"prose\" is prose");
   expect([](json& j) { j["runs"][0]["params"]["stride"] = 64; },
          "$.runs[0].params.stride: must not exceed ctx");
-  expect([](json& j) { j["runs"][1]["params"]["needle"] = "The number is {number}."; },
+  expect([](json& j) { j["runs"][1]["params"]["needle"] = "The pass key is 12345."; },
+         "$.runs[1].params.needle: must contain {number}");
+  expect([](json& j) {
+           j["runs"][1]["params"]["needles"] = 2;
+           j["runs"][1]["params"]["needle"] = "The number is {number}.";
+         },
          "$.runs[1].params.needle: must contain {city}");
   expect([&](json& j) { j["models"][0] = dir_.path("nomodel"); },
          "$.models[0]: not a model directory");

@@ -77,6 +77,29 @@ TEST(SuiteNiah, SamplesPerCellAddPromptsAndKeepTheFirst) {
   EXPECT_NEAR(r["score"].get<double>(), sum / 12, 1e-12);
 }
 
+// A pass-key needle (no city, five digits), as in pass-key retrieval.
+TEST(SuiteNiah, PassKeyTemplateWithoutCity) {
+  NiahParams p = parse_niah_params(
+      {{"context_lengths", {400}},
+       {"depths", {0.5}},
+       {"digits", 5},
+       {"needle", "The pass key is {number}. Remember it. {number} is the pass key."},
+       {"question", "What is the pass key?"},
+       {"answer_prefix", "The pass key is"}},
+      "$.runs[0].params");
+  EXPECT_EQ(niah_params_json(p)["digits"], 5);
+  auto tok = make_byte_tokenizer(258);
+  Haystack h = make_haystack(*tok, generate_prose(2000, 1));
+  for (const NiahPoint& pt : build_niah_grid(*tok, h, p, 3)) {
+    const std::string& key = pt.sample.needles[0].number;
+    ASSERT_EQ(key.size(), 5u);
+    EXPECT_NE(key[0], '0');
+    EXPECT_NE(pt.sample.prompt.find("The pass key is " + key + ". Remember it. " + key), std::string::npos);
+    EXPECT_EQ(pt.sample.prompt.substr(pt.sample.prompt.size() - 39),
+              "\n\nWhat is the pass key? The pass key is");
+  }
+}
+
 TEST(SuiteNiah, MethodsSeeTheSameHaystacksNeedlesAndPositions) {
   Model m = Model::random(test::tiny_suite_config(258), 2);
   auto tok = make_byte_tokenizer(258);

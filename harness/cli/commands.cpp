@@ -10,6 +10,7 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
+#include "datasets/mixture.h"
 #include "harness/common/check.h"
 #include "harness/common/json_io.h"
 #include "harness/engine/generate.h"
@@ -181,6 +182,31 @@ int run_import_llama2c(const std::string& checkpoint, const std::string& tokeniz
   ModelConfig c = load_model_config(out_dir);
   std::cout << "imported " << checkpoint << " -> " << out_dir << " (" << c.n_params() << " parameters, "
             << c.n_layers << " layers, " << c.n_heads << " heads, " << c.n_kv_heads << " KV heads)\n";
+  return 0;
+}
+
+int run_mixture_doc(const std::string& task, int64_t bytes, double depth, uint64_t seed,
+                    bool whole, const std::string& out) {
+  std::vector<MixTask> only;
+  if (!task.empty()) {
+    const auto t = parse_mix_task(task);
+    KVB_INPUT_CHECK(t.has_value(), "--task: unknown task '", task,
+                    "' (needle, passkey, kv, vars, prefix, copy)");
+    only.push_back(*t);
+  }
+  KVB_INPUT_CHECK(depth < 0 || !only.empty(), "--depth needs --task");
+  const MixDocument doc = make_mix_document(bytes, seed, MixtureWeights{}, only, depth);
+  std::string text = doc.text;
+  if (!whole && !doc.answers.empty()) {
+    int64_t first = static_cast<int64_t>(text.size());
+    for (const AnswerSpan& a : doc.answers) first = std::min(first, a.begin);
+    text.resize(static_cast<size_t>(first));
+  }
+  if (out.empty()) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  } else {
+    write_file(out, text);
+  }
   return 0;
 }
 

@@ -146,6 +146,20 @@ int main(int argc, char** argv) {
   bool no_eval = false;
   trn->add_flag("--no-eval", no_eval, "Skip the final evaluation");
 
+  int64_t mix_bytes = 2000, mix_seed = 1;
+  double mix_depth = -1;
+  std::string mix_task, mix_out;
+  bool mix_whole = false;
+  auto* mix = app.add_subcommand(
+      "mixture", "Write one document of the reference models' training mixture (datasets/mixture.h)");
+  mix->add_option("--task", mix_task, "needle | passkey | kv | vars | prefix | copy (default: a random mix)");
+  mix->add_option("--bytes", mix_bytes, "Document length in bytes")->check(CLI::PositiveNumber);
+  mix->add_option("--depth", mix_depth, "Where the task's information sits, 0..1 (default: random)")
+      ->check(CLI::Range(0.0, 1.0));
+  mix->add_option("--seed", mix_seed, "Document seed");
+  mix->add_flag("--whole", mix_whole, "The whole document; default: a prompt that stops before the first answer");
+  mix->add_option("--out", mix_out, "File to write (default: stdout)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -169,6 +183,8 @@ int main(int argc, char** argv) {
     if (mrg->parsed()) return run_merge(merge_out, merge_in);
     if (board->parsed()) return run_leaderboard(lba, board_out);
     if (rep->parsed()) return run_report(rpa, report_methods, report_out);
+    if (mix->parsed())
+      return run_mixture_doc(mix_task, mix_bytes, mix_depth, static_cast<uint64_t>(mix_seed), mix_whole, mix_out);
     if (trn->parsed()) {
       tro.eval = !no_eval;
       return kvb::train_model(train_config, train_out, tro);

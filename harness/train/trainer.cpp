@@ -508,6 +508,11 @@ namespace {
 
 std::string readme_text(const TrainConfig& cfg, const json& eval, const std::vector<json>& log,
                         double seconds, int64_t n_params) {
+  int64_t tokens = 0;
+  for (const TrainPhase& ph : cfg.phases) tokens += ph.steps * ph.batch * ph.seq_len;
+  char minutes[32], tok_s[32];
+  std::snprintf(minutes, sizeof minutes, "%.1f", seconds / 60.0);
+  std::snprintf(tok_s, sizeof tok_s, "%.0f", static_cast<double>(tokens) / std::max(seconds, 1e-9));
   std::ostringstream o;
   o << "# " << cfg.name << "\n\n"
     << "A Llama-architecture byte-level model trained by `kvbench train --config models/" << cfg.name
@@ -516,8 +521,8 @@ std::string readme_text(const TrainConfig& cfg, const json& eval, const std::vec
     << "datasets/mixture.h). " << n_params << " parameters, " << cfg.model.n_layers << " layers, "
     << cfg.model.n_heads << " query heads / " << cfg.model.n_kv_heads << " KV heads of dim "
     << cfg.model.head_dim << ", context " << cfg.context() << " bytes.\n\n"
-    << "Training: " << cfg.total_steps() << " steps, " << fmt_float(seconds / 60.0) << " min on "
-    << cfg.threads << " threads.\n\n## Loss curve (mean NLL per byte, nats; answer bytes separately)\n\n"
+    << "Training: " << cfg.total_steps() << " steps, " << tokens << " tokens, " << minutes
+    << " min on " << cfg.threads << " threads (" << tok_s << " tokens/s).\n\n## Loss curve (mean NLL per byte, nats; answer bytes separately)\n\n"
     << "| step | seq_len | loss | answer loss | lr |\n|---:|---:|---:|---:|---:|\n";
   const size_t stride = std::max<size_t>(1, log.size() / 20);
   for (size_t i = 0; i < log.size(); ++i)

@@ -1,11 +1,10 @@
 #include "datasets/scbench.h"
 
-#include "datasets/mixture.h"
-
 #include <algorithm>
 #include <fstream>
 #include <set>
 
+#include "datasets/mixture.h"
 #include "datasets/prose.h"
 #include "datasets/rng.h"
 #include "harness/common/check.h"
@@ -103,8 +102,10 @@ ScTask generate_mixture_task(int64_t samples, int64_t bytes, int64_t turns,
   w.min_tasks = w.max_tasks = turns;
   ScTask t{"mixture", ScMetric::kSubstring, {}};
   for (int64_t s = 0; s < samples; ++s) {
-    const MixDocument doc = make_mix_document(bytes, derive_seed(seed, "mixture/" + std::to_string(s)), w, only);
-    ScSample x{"mixture-" + std::to_string(s), doc.text.substr(0, static_cast<size_t>(doc.body_bytes)), {}};
+    const MixDocument doc =
+        make_mix_document(bytes, derive_seed(seed, "mixture/" + std::to_string(s)), w, only);
+    ScSample x{"mixture-" + std::to_string(s),
+               doc.text.substr(0, static_cast<size_t>(doc.body_bytes)), {}};
     for (const MixQuestion& q : doc.questions) {
       // " 12345." -> the value is what must appear in the prediction.
       std::string value = q.answer.substr(1, q.answer.size() - 2);

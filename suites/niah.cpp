@@ -54,17 +54,17 @@ NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where) 
 
 nlohmann::json niah_params_json(const NiahParams& p) {
   nlohmann::json j = {{"context_lengths", p.context_lengths},
-          {"depths", p.depths},
-          {"spacing", p.spacing},
-          {"needles", p.needle.needles},
-          {"needle", p.needle.needle},
-          {"question", p.needle.question},
-          {"answer_prefix", p.needle.answer_prefix},
-          {"question_multi", p.needle.question_multi},
-          {"answer_prefix_multi", p.needle.answer_prefix_multi},
-          {"max_new_tokens", p.max_new_tokens},
-          {"metric", p.metric},
-          {"chunk", p.chunk}};
+                      {"depths", p.depths},
+                      {"spacing", p.spacing},
+                      {"needles", p.needle.needles},
+                      {"needle", p.needle.needle},
+                      {"question", p.needle.question},
+                      {"answer_prefix", p.needle.answer_prefix},
+                      {"question_multi", p.needle.question_multi},
+                      {"answer_prefix_multi", p.needle.answer_prefix_multi},
+                      {"max_new_tokens", p.max_new_tokens},
+                      {"metric", p.metric},
+                      {"chunk", p.chunk}};
   // Only when set: cells recorded before the option existed keep their parameters (and key).
   if (p.samples_per_cell != 1) j["samples_per_cell"] = p.samples_per_cell;
   if (p.needle.digits != 7) j["digits"] = p.needle.digits;

@@ -20,7 +20,9 @@ prompt_file="$build/demo-passkey.txt"
 echo "== the prompt ($(wc -c < "$prompt_file") bytes): $(head -c 160 "$prompt_file") ... $(tail -c 120 "$prompt_file")"
 for method in full "streaming(sink=4,window=252)" "snapkv(budget=256)"; do
   echo "== kvbench generate --method '$method' (greedy)"
-  "$kvb" generate --model "$model" --prompt-file "$prompt_file" --method "$method" --max-new-tokens 8 --report-memory
+  printf 'answer:'
+  "$kvb" generate --model "$model" --prompt-file "$prompt_file" --method "$method" --max-new-tokens 8 \
+    --completion-only --report-memory
 done
 suite=suites/configs/quick.json
 results="$build/results/quick.jsonl"

@@ -133,6 +133,18 @@ TEST_F(CliErrors, BadMethodSpecs) {
   }
 }
 
+// --completion-only prints what was generated, without the prompt (and the same tokens).
+TEST_F(CliErrors, GenerateCompletionOnly) {
+  const std::string base = "generate --model " + test::q(std::string(KVB_SOURCE_DIR) + "/models/kvb-ref-s") +
+                           " --prompt 'The pass key is' --max-new-tokens 6";
+  auto whole = test::run_kvbench(base), part = test::run_kvbench(base + " --completion-only");
+  ASSERT_EQ(whole.code, 0) << whole.err;
+  ASSERT_EQ(part.code, 0) << part.err;
+  ASSERT_EQ(whole.out.substr(0, 15), "The pass key is");
+  EXPECT_EQ(whole.out.substr(15), part.out);
+  EXPECT_GT(part.out.size(), 1u);
+}
+
 // `kvbench mixture` writes a training-mixture prompt that stops where the answer starts; bad
 // arguments get one line and exit 2.
 TEST_F(CliErrors, MixtureDocument) {

@@ -120,7 +120,7 @@ int run_generate(const GenerateArgs& a) {
     }
     std::cout << j.dump() << "\n";
   } else {
-    std::cout << text << "\n" << std::flush;
+    std::cout << (a.completion_only ? completion : text) << "\n" << std::flush;
     std::fprintf(stderr, "[kvbench] %s: %zu prompt tokens in %.3f s (%.1f tok/s), %zu new in %.3f s (%.1f tok/s)%s\n",
                  method->spec().c_str(), ids.size(), r.prefill_seconds, n_prompt / std::max(r.prefill_seconds, 1e-9),
                  r.tokens.size(), r.decode_seconds, n_gen / std::max(r.decode_seconds, 1e-9),

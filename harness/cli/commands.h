@@ -14,7 +14,7 @@ struct GenerateArgs {
   double temperature = 0.0, top_p = 1.0;
   uint64_t seed = 0;
   int64_t prefill_chunk = 0;
-  bool report_memory = false, json = false;
+  bool report_memory = false, json = false, completion_only = false;
   int threads = 0;
 };
 int run_generate(const GenerateArgs& a);

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
                   "Write float32 [n_positions, vocab] logits, row t after feeding input token t");
   gen->add_flag("--report-memory", ga.report_memory, "Print bytes held per layer (payload, metadata)");
   gen->add_flag("--json", ga.json, "Print one JSON object instead of text");
+  gen->add_flag("--completion-only", ga.completion_only, "Print the generated text without the prompt");
   gen->add_option("--threads", ga.threads, "Intra-op threads (0 = libtorch default)");
 
   TokenizeArgs ta;

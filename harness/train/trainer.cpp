@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <variant>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -55,12 +56,21 @@ struct Reader {
     KVB_INPUT_CHECK(j.contains(key), where(), ": missing '", key, "'");
     return get<T>(key, T{});
   }
-  void only(std::initializer_list<const char*> keys) const {
+  void only(const std::vector<const char*>& keys) const {
     for (auto it = j.begin(); it != j.end(); ++it) {
       bool ok = false;
       for (const char* k : keys) ok |= it.key() == k;
       KVB_INPUT_CHECK(ok, where(), ": unknown key '", it.key(), "'");
     }
+  }
+  // An object of optional fields, each key named once: unknown keys are refused, present ones
+  // overwrite their field (whose current value is the default).
+  using Field = std::pair<const char*, std::variant<double*, int64_t*>>;
+  void fields(std::initializer_list<Field> fs) const {
+    std::vector<const char*> keys;
+    for (const Field& f : fs) keys.push_back(f.first);
+    only(keys);
+    for (const Field& f : fs) std::visit([&](auto* field) { opt(f.first, *field); }, f.second);
   }
 };
 
@@ -133,15 +143,9 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
                   ": /model: n_heads must be a multiple of n_kv_heads");
 
   if (j.contains("optimizer")) {
-    Reader o = sub(r, "optimizer");
-    o.only({"lr", "min_lr", "warmup", "weight_decay", "beta1", "beta2", "clip"});
-    o.opt("lr", c.lr);
-    o.opt("min_lr", c.min_lr);
-    o.opt("warmup", c.warmup);
-    o.opt("weight_decay", c.weight_decay);
-    o.opt("beta1", c.beta1);
-    o.opt("beta2", c.beta2);
-    o.opt("clip", c.clip);
+    sub(r, "optimizer").fields({{"lr", &c.lr}, {"min_lr", &c.min_lr}, {"warmup", &c.warmup},
+                                {"weight_decay", &c.weight_decay}, {"beta1", &c.beta1},
+                                {"beta2", &c.beta2}, {"clip", &c.clip}});
     KVB_INPUT_CHECK(c.lr > 0 && c.min_lr >= 0 && c.warmup >= 0 && c.clip >= 0, where,
                     ": /optimizer: lr must be > 0; min_lr, warmup, clip >= 0");
   }
@@ -159,17 +163,10 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
   }
   c.model.max_position = c.context();
   if (j.contains("mixture")) {
-    Reader x = sub(r, "mixture");
-    x.only({"needle", "passkey", "kv", "vars", "prefix", "copy", "min_tasks", "max_tasks"});
     MixtureWeights& w = c.mixture;
-    x.opt("needle", w.needle);
-    x.opt("passkey", w.passkey);
-    x.opt("kv", w.kv);
-    x.opt("vars", w.vars);
-    x.opt("prefix", w.prefix);
-    x.opt("copy", w.copy);
-    x.opt("min_tasks", w.min_tasks);
-    x.opt("max_tasks", w.max_tasks);
+    sub(r, "mixture").fields({{"needle", &w.needle}, {"passkey", &w.passkey}, {"kv", &w.kv},
+                              {"vars", &w.vars}, {"prefix", &w.prefix}, {"copy", &w.copy},
+                              {"min_tasks", &w.min_tasks}, {"max_tasks", &w.max_tasks}});
     KVB_INPUT_CHECK(w.needle >= 0 && w.passkey >= 0 && w.kv >= 0 && w.vars >= 0 && w.prefix >= 0 &&
                         w.copy >= 0 && w.needle + w.passkey + w.kv + w.vars + w.prefix + w.copy > 0,
                     where, ": /mixture: weights must be >= 0 and not all zero");
@@ -185,11 +182,8 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
   KVB_INPUT_CHECK(c.checkpoint_every > 0 && c.log_every > 0, where,
                   ": /checkpoint_every and /log_every must be > 0");
   if (j.contains("eval")) {
-    Reader e = sub(r, "eval");
-    e.only({"per_decile", "kv_samples", "prose_windows"});
-    e.opt("per_decile", c.eval.per_decile);
-    e.opt("kv_samples", c.eval.kv_samples);
-    e.opt("prose_windows", c.eval.prose_windows);
+    sub(r, "eval").fields({{"per_decile", &c.eval.per_decile}, {"kv_samples", &c.eval.kv_samples},
+                           {"prose_windows", &c.eval.prose_windows}});
   }
   return c;
 }

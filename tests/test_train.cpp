@@ -116,6 +116,10 @@ TEST(Train, TinyConfigReproducesItsCommittedLossCurveBitwise) {
   const std::string cfg = source("tests/data/train_tiny/train.json");
   auto r = run_kvbench("train --config " + q(cfg) + " --out " + q(tmp.path("m")) + " --no-eval --threads 2");
   ASSERT_EQ(r.code, 0) << r.err;
+  // The CLI runs the first phase in a child process and the second in a fresh one, resumed from
+  // the phase-boundary checkpoint; the curve must not notice.
+  EXPECT_NE(r.out.find("stopped at step 150 of 200"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("resuming train-tiny at step 150"), std::string::npos) << r.out;
   const auto committed = losses(source("tests/data/train_tiny/loss.jsonl"));
   ASSERT_EQ(committed.size(), 200u);
   EXPECT_EQ(losses(tmp.path("m/loss.jsonl")), committed);

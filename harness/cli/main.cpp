@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
       return run_mixture_doc(mix_task, mix_bytes, mix_depth, static_cast<uint64_t>(mix_seed), mix_whole, mix_out);
     if (trn->parsed()) {
       tro.eval = !no_eval;
-      return kvb::train_model(train_config, train_out, tro);
+      return kvb::train_model_process_per_phase(train_config, train_out, tro);
     }
   } catch (const kvb::InputError& e) {
     std::fprintf(stderr, "kvbench: error: %s\n", e.what());

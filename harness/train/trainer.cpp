@@ -15,6 +15,10 @@
 #include <variant>
 #if defined(__GLIBC__)
 #include <malloc.h>
+#if defined(__unix__)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 #endif
 
 #include "datasets/prose.h"
@@ -698,6 +702,47 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
   if (!opt.quiet) std::printf("trained %s: %lld steps in %.0f s -> %s\n", cfg.name.c_str(),
                               static_cast<long long>(total), elapsed, out_dir.c_str());
   return 0;
+}
+
+int train_model_process_per_phase(const std::string& config_path, const std::string& out_dir,
+                                  const TrainOptions& opt) {
+#if defined(__unix__)
+  // Only the configuration is read here: no tensor has been made in this process, so each child
+  // starts as a fresh process would (libtorch's thread pools are created on first use).
+  const TrainConfig cfg = load_train_config(config_path);
+  const int64_t total = cfg.total_steps();
+  const int64_t stop = opt.max_steps >= 0 ? std::min(opt.max_steps, total) : total;
+  int64_t boundary = 0;
+  for (size_t i = 0; i + 1 < cfg.phases.size(); ++i) {
+    boundary += cfg.phases[i].steps;
+    if (boundary >= stop) break;
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const pid_t pid = fork();
+    KVB_CHECK(pid >= 0, "train: fork failed");
+    if (pid == 0) {
+      int code = 1;
+      try {
+        TrainOptions o = opt;
+        o.max_steps = boundary;
+        code = train_model(config_path, out_dir, o);  // "stopped at step N"; the next resumes
+      } catch (const InputError& e) {
+        std::fprintf(stderr, "kvbench: error: %s\n", e.what());
+        code = 2;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "kvbench: internal error: %s\n", e.what());
+      }
+      std::fflush(stdout);
+      std::fflush(stderr);
+      _exit(code);
+    }
+    int status = 0;
+    KVB_CHECK(waitpid(pid, &status, 0) == pid, "train: waitpid failed");
+    if (!WIFEXITED(status)) return 1;
+    if (WEXITSTATUS(status) != 0) return WEXITSTATUS(status);
+  }
+#endif
+  return train_model(config_path, out_dir, opt);
 }
 
 }  // namespace kvb

@@ -135,7 +135,7 @@ TEST_F(CliErrors, BadMethodSpecs) {
 
 // --completion-only prints what was generated, without the prompt (and the same tokens).
 TEST_F(CliErrors, GenerateCompletionOnly) {
-  const std::string base = "generate --model " + test::q(std::string(KVB_SOURCE_DIR) + "/models/kvb-ref-s") +
+  const std::string base = "generate --model " + test::q(test::source_path("models/kvb-ref-s")) +
                            " --prompt 'The pass key is' --max-new-tokens 6";
   auto whole = test::run_kvbench(base), part = test::run_kvbench(base + " --completion-only");
   ASSERT_EQ(whole.code, 0) << whole.err;

@@ -34,7 +34,7 @@ struct Ref {
 // Loaded once per process (ctest runs each test in a process of its own).
 const Ref* ref() {
   static const Ref* r = [] {
-    const std::string dir = (fs::path(KVB_SOURCE_DIR) / "models/kvb-ref-s").string();
+    const std::string dir = test::source_path("models/kvb-ref-s");
     if (!fs::exists(fs::path(dir) / "model.safetensors")) return static_cast<Ref*>(nullptr);
     auto* x = new Ref;
     x->model = std::make_unique<Model>(Model::load(dir));

@@ -109,7 +109,7 @@ TEST(ResultsSchema, EmbeddedSchemaIsSchemaSql) {
     EXPECT_TRUE(i == 0 ? m.find("\n" + mark) != std::string::npos : m.rfind(mark, 0) == 0) << m;
     all += m;
   }
-  EXPECT_EQ(all, test::slurp(std::string(KVB_SOURCE_DIR) + "/results/schema.sql"));
+  EXPECT_EQ(all, test::slurp(test::source_path("results/schema.sql")));
 }
 
 TEST_F(ResultsSqlite, RunFillsEveryTableWithProvenance) {

@@ -49,7 +49,7 @@ TEST(SuiteSchema, ShippedConfigsFollowTheSchema) {
   const json schema = read_json_file(suite_schema_path());
   int n = 0;
   for (const auto& e :
-       std::filesystem::directory_iterator(std::string(KVB_SOURCE_DIR) + "/suites/configs")) {
+       std::filesystem::directory_iterator(test::source_path("suites/configs"))) {
     if (e.path().extension() != ".json" || e.path().filename() == "schema.json") continue;
     ++n;
     auto err = validate_json_schema(schema, read_json_file(e.path().string()));

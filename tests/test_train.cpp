@@ -28,7 +28,7 @@ using kvb::test::slurp;
 using kvb::test::TempDir;
 using nlohmann::json;
 
-std::string source(const std::string& rel) { return (fs::path(KVB_SOURCE_DIR) / rel).string(); }
+std::string source(const std::string& rel) { return kvb::test::source_path(rel); }
 
 // The "loss" field of every line of a loss.jsonl, as written (9 significant digits round-trip a
 // float32 exactly).

@@ -21,6 +21,10 @@ inline bool shared_has(const std::string& rel) {
 inline std::string shared_path(const std::string& rel) {
   return (std::filesystem::path(shared_dir()) / rel).string();
 }
+// A file of the repository itself (committed models, configs, test data).
+inline std::string source_path(const std::string& rel) {
+  return (std::filesystem::path(KVB_SOURCE_DIR) / rel).string();
+}
 
 // A fresh directory under the system temp dir, removed when the object dies.
 class TempDir {

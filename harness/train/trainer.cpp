@@ -15,10 +15,10 @@
 #include <variant>
 #if defined(__GLIBC__)
 #include <malloc.h>
+#endif
 #if defined(__unix__)
 #include <sys/wait.h>
 #include <unistd.h>
-#endif
 #endif
 
 #include "datasets/prose.h"
@@ -721,20 +721,11 @@ int train_model_process_per_phase(const std::string& config_path, const std::str
     const pid_t pid = fork();
     KVB_CHECK(pid >= 0, "train: fork failed");
     if (pid == 0) {
-      int code = 1;
-      try {
-        TrainOptions o = opt;
-        o.max_steps = boundary;
-        code = train_model(config_path, out_dir, o);  // "stopped at step N"; the next resumes
-      } catch (const InputError& e) {
-        std::fprintf(stderr, "kvbench: error: %s\n", e.what());
-        code = 2;
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "kvbench: internal error: %s\n", e.what());
-      }
-      std::fflush(stdout);
-      std::fflush(stderr);
-      _exit(code);
+      // The child trains up to the boundary ("stopped at step N"; the next phase resumes) and
+      // leaves through the caller, so its errors get the CLI's messages and exit codes.
+      TrainOptions o = opt;
+      o.max_steps = boundary;
+      return train_model(config_path, out_dir, o);
     }
     int status = 0;
     KVB_CHECK(waitpid(pid, &status, 0) == pid, "train: waitpid failed");

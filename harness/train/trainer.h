@@ -68,7 +68,9 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
 // after 50 steps at 256 bytes in the same process, a kvb-ref-s step at 2048 bytes takes ~4.6 s;
 // in a fresh process ~2.8 s. What the earlier phase leaves behind was not found (malloc_trim at
 // the phase boundary and MALLOC_ARENA_MAX=1 did not change it); a new process does. The CLI
-// trains this way; without fork() (not POSIX) it is train_model.
+// trains this way; without fork() (not POSIX) it is train_model. A child returns from this
+// call too (with train_model's result, or its exception): call it only where returning means
+// exiting, as the CLI's main does.
 int train_model_process_per_phase(const std::string& config_path, const std::string& out_dir,
                                   const TrainOptions& opt);
 

@@ -146,6 +146,16 @@ std::optional<MixTask> parse_mix_task(const std::string& name) {
   return std::nullopt;
 }
 
+std::string mix_task_names(bool with_questions_only) {
+  std::string s;
+  for (int i = 0; i < 6; ++i) {
+    const auto t = static_cast<MixTask>(i);
+    if (with_questions_only && t == MixTask::kCopy) continue;
+    s += std::string(s.empty() ? "" : ", ") + mix_task_name(t);
+  }
+  return s;
+}
+
 std::string make_prose_document(int64_t bytes, uint64_t seed) {
   Rng rng(seed);
   return prose_bytes(rng, bytes);

@@ -54,6 +54,10 @@ MixDocument make_mix_document(int64_t bytes, uint64_t seed, const MixtureWeights
 // Parses a task name ("needle", "passkey", "kv", "vars", "prefix", "copy"); nullopt if unknown.
 std::optional<MixTask> parse_mix_task(const std::string& name);
 
+// The task names joined by ", " for messages; `with_questions_only` leaves out copy, the one task
+// that asks no question at the end of the document.
+std::string mix_task_names(bool with_questions_only = false);
+
 // Plain generated prose of exactly `bytes` bytes (held-out perplexity text).
 std::string make_prose_document(int64_t bytes, uint64_t seed);
 

@@ -93,7 +93,7 @@ ScTask generate_mixture_task(int64_t samples, int64_t bytes, int64_t turns,
   for (const std::string& n : tasks) {
     const std::optional<MixTask> t = parse_mix_task(n);
     KVB_INPUT_CHECK(t.has_value(), "mixture: unknown task '", n,
-                    "' (needle, passkey, kv, vars, prefix)");
+                    "' (", mix_task_names(true), ")");
     KVB_INPUT_CHECK(*t != MixTask::kCopy, "mixture: 'copy' has no question to ask");
     only.push_back(*t);
   }

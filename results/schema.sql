@@ -1,6 +1,6 @@
 -- kvbench results database. Migration N takes a file from PRAGMA user_version N-1 to N; each
--- starts at its "-- migration N" line. Applied by results/sqlite_store.cpp, embedded in
--- results/schema_sql.cpp one string per migration (a test keeps the two identical).
+-- starts at its "-- migration N" line. Compiled into kvbench at build time (CMakeLists.txt,
+-- results/schema_sql.cpp.in) and applied by results/sqlite_store.cpp.
 -- migration 1
 PRAGMA application_id = 1263944241;
 CREATE TABLE runs (

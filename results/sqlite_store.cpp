@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <cctype>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -119,6 +120,23 @@ void bind_optional(Stmt& s, int i, const std::optional<double>& v) {
 
 }  // namespace
 
+std::string schema_migration(int i) {
+  const std::string all = kSchemaSql;
+  // Where the line "-- migration n" begins (n not followed by another digit); npos if nowhere.
+  const auto line = [&all](int n) {
+    const std::string mark = "\n-- migration " + std::to_string(n);
+    for (size_t at = all.find(mark); at != std::string::npos; at = all.find(mark, at + 1)) {
+      const size_t after = at + mark.size();
+      if (after == all.size() || !std::isdigit(static_cast<unsigned char>(all[after]))) return at + 1;
+    }
+    return std::string::npos;
+  };
+  KVB_CHECK(i >= 0 && i < kSchemaVersion && line(i + 1) != std::string::npos,
+            "results/schema.sql has no migration ", i + 1);
+  const size_t begin = i == 0 ? 0 : line(i + 1), end = line(i + 2);
+  return all.substr(begin, end == std::string::npos ? end : end - begin);
+}
+
 const char* const kVolatileRecordPaths =
     "'$.finished_at', '$.metrics.seconds', '$.metrics.tokens_per_second', '$.metrics.timings'";
 
@@ -174,7 +192,7 @@ SqliteStore::SqliteStore(std::string path) : path_(std::move(path)) {
     for (int v = version; v < kSchemaVersion; ++v) {
       exec(db_, "BEGIN IMMEDIATE");
       try {
-        exec(db_, kSchemaMigrations[v]);
+        exec(db_, schema_migration(v));
         exec(db_, "PRAGMA user_version = " + std::to_string(v + 1));
         exec(db_, "COMMIT");
       } catch (...) {

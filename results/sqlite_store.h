@@ -1,4 +1,4 @@
-// ResultStore in SQLite (schema: results/schema.sql, embedded as kSchemaMigrations).
+// ResultStore in SQLite (schema: results/schema.sql, compiled in as kSchemaSql).
 //
 // The database is versioned through PRAGMA user_version and marked with PRAGMA application_id;
 // opening applies every migration newer than the file's version, so an older file is upgraded in
@@ -22,9 +22,11 @@ struct sqlite3;
 namespace kvb {
 
 inline constexpr int kSchemaVersion = 2;
+// results/schema.sql, compiled in at build time.
+extern const char* const kSchemaSql;
 // Migration i + 1 (from user_version i to i + 1): the part of schema.sql from its
-// "-- migration i + 1" line on.
-extern const char* const kSchemaMigrations[kSchemaVersion];
+// "-- migration i + 1" line to the next migration's (the first also holds the header comment).
+std::string schema_migration(int i);
 
 // The parts of a cell record that differ between two computations of the same cell (timestamp,
 // wall times), as json_remove() paths: "'$.finished_at', ...". Merging compares records

@@ -58,7 +58,7 @@ inline void make_v1_copy(const std::string& src, const std::string& dst) {
   for (char c : src) quoted += c == '\'' ? std::string("''") : std::string(1, c);
   quoted += "'";
   exec_rw(dst,
-          std::string(kSchemaMigrations[0]) + "PRAGMA user_version = 1; ATTACH DATABASE " + quoted +
+          schema_migration(0) + "PRAGMA user_version = 1; ATTACH DATABASE " + quoted +
               " AS s; INSERT INTO runs SELECT id, name, config_hash, suite_name, git_commit, "
               "git_dirty, build_type, compiler, torch_version, device, threads, host, "
               "started_at, ended_at, seed, config FROM s.runs; "

@@ -6,6 +6,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "harness/common/json_io.h"
 #include "harness/model/llama2c.h"
@@ -75,6 +76,46 @@ inline ModelConfig tiny_suite_config(int64_t vocab = 260) {
 inline void make_tiny_model_dir(const std::string& dir, uint64_t seed = 1) {
   Model::random(tiny_suite_config(), seed).save(dir);
   write_file(dir + "/tokenizer.json", byte_fallback_tokenizer_json().dump());
+}
+
+// The small suite that the run, results and leaderboard tests share. small_suite_config()
+// writes the tiny random model at `dir`'s m (and, for SCBench, its kv.jsonl: one context, two
+// questions) and returns the suite: perplexity (2 windows of 64 tokens) and NIAH (max 3 new
+// tokens) on 400 words of generated prose, then SCBench when `scbench_mode` is set.
+struct SmallSuite {
+  std::string name = "t";
+  int64_t seed = 5;
+  std::vector<std::string> methods = {"full"};
+  std::vector<int64_t> niah_lengths = {160};
+  std::vector<double> niah_depths = {0.0, 1.0};
+  std::string scbench_mode{};  // "multi_request" or "multi_turn"; "" for no SCBench run
+};
+
+inline nlohmann::json small_suite_config(const TempDir& dir, const SmallSuite& s) {
+  using json = nlohmann::json;
+  make_tiny_model_dir(dir.path("m"));
+  json datasets = {{"prose", {{"type", "prose"}, {"words", 400}}}};
+  json runs = {{{"suite", "perplexity"},
+                {"datasets", {"prose"}},
+                {"params", {{"ctx", 64}, {"chunk", 16}, {"max_windows", 2}}}},
+               {{"suite", "niah"},
+                {"datasets", {"prose"}},
+                {"params",
+                 {{"context_lengths", s.niah_lengths},
+                  {"depths", s.niah_depths},
+                  {"max_new_tokens", 3}}}}};
+  if (!s.scbench_mode.empty()) {
+    write_file(dir.path("kv.jsonl"),
+               R"({"id": "a", "context": "k1: v1, k2: v2", "multi_turns": [{"input": "k1?", )"
+               R"("answer": "v1"}, {"input": "k2?", "answer": ["v2"]}]})"
+               "\n");
+    datasets["kv"] = {{"type", "scbench_jsonl"}, {"path", dir.path("kv.jsonl")}, {"metric", "substring"}};
+    runs.push_back({{"suite", "scbench"},
+                    {"datasets", {"kv"}},
+                    {"params", {{"mode", s.scbench_mode}, {"max_new_tokens", 4}}}});
+  }
+  return {{"name", s.name}, {"seed", s.seed},   {"models", {dir.path("m")}},
+          {"methods", s.methods}, {"datasets", datasets}, {"runs", runs}};
 }
 
 // stories260K imported into a temp dir once per process; "" when ../shared lacks it.

@@ -161,7 +161,7 @@ TEST_F(CliErrors, MixtureDocument) {
   EXPECT_EQ(whole.out.size(), 700u);
   EXPECT_EQ(whole.out.substr(0, r.out.size()), r.out);
   EXPECT_EQ(whole.out.substr(r.out.size()), " " + r.out.substr(at + 16, 5) + ".");
-  expect_one_line_error(test::run_kvbench("mixture --task keyvalue"), "--task", "unknown task 'keyvalue'");
+  expect_one_line_error(test::run_kvbench("mixture --task keyvalue"), "--task", "unknown task 'keyvalue' (needle, passkey, kv, vars, prefix, copy)");
   expect_one_line_error(test::run_kvbench("mixture --depth 0.5"), "--depth", "needs --task");
   expect_one_line_error(test::run_kvbench("mixture --task kv --bytes 30"), "mixture", "too short");
 }

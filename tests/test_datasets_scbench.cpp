@@ -101,7 +101,12 @@ TEST(DatasetsScbench, MixtureContextsAskTheTrainedQuestions) {
             t.samples[4].context);
   EXPECT_NE(generate_mixture_task(6, 1500, 3, {"passkey", "kv", "needle", "vars"}, 12).samples[4].context,
             t.samples[4].context);
-  EXPECT_THROW(generate_mixture_task(1, 1500, 2, {"passkey", "kvv"}, 1), InputError);
+  try {
+    generate_mixture_task(1, 1500, 2, {"passkey", "kvv"}, 1);
+    ADD_FAILURE() << "an unknown task name is accepted";
+  } catch (const InputError& e) {  // the message lists the tasks that ask a question (not copy)
+    EXPECT_EQ(std::string(e.what()), "mixture: unknown task 'kvv' (needle, passkey, kv, vars, prefix)");
+  }
   EXPECT_THROW(generate_mixture_task(1, 1500, 2, {"copy"}, 1), InputError);
   EXPECT_THROW(generate_mixture_task(1, 40, 1, {"needle"}, 1), InputError);
 }

@@ -15,25 +15,12 @@ using json = nlohmann::json;
 class ResultsCompare : public ::testing::Test {
  protected:
   void SetUp() override {
-    test::make_tiny_model_dir(dir_.path("m"));
     write_config("base.json", "full");
     write_config("worse.json", "streaming(sink=2,window=24)");
   }
   void write_config(const std::string& name, const std::string& method) {
-    json config = {
-        {"name", "t"},
-        {"seed", 3},
-        {"models", {dir_.path("m")}},
-        {"methods", {method}},
-        {"datasets", {{"prose", {{"type", "prose"}, {"words", 400}}}}},
-        {"runs",
-         {{{"suite", "perplexity"},
-           {"datasets", {"prose"}},
-           {"params", {{"ctx", 64}, {"chunk", 16}, {"max_windows", 2}}}},
-          {{"suite", "niah"},
-           {"datasets", {"prose"}},
-           {"params",
-            {{"context_lengths", {160}}, {"depths", {0.0, 0.5, 1.0}}, {"max_new_tokens", 3}}}}}}};
+    const json config = test::small_suite_config(
+        dir_, {.seed = 3, .methods = {method}, .niah_depths = {0.0, 0.5, 1.0}});
     write_file(dir_.path(name), config.dump(2));
   }
   test::CmdResult run(const std::string& config, const std::string& name) {

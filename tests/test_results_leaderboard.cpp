@@ -66,33 +66,11 @@ class ResultsLeaderboard : public ::testing::Test {
   // (2 turns) cells of three methods, made by `kvbench run` on a tiny random model.
   static void SetUpTestSuite() {
     dir_ = std::make_unique<test::TempDir>();
-    test::make_tiny_model_dir(dir_->path("m"));
-    write_file(
-        dir_->path("kv.jsonl"),
-        R"({"id": "a", "context": "k1: v1, k2: v2", "multi_turns": [{"input": "k1?", "answer": "v1"}, {"input": "k2?", "answer": ["v2"]}]})"
-        "\n");
-    json config = {
-        {"name", "board"},
-        {"seed", 11},
-        {"models", {dir_->path("m")}},
-        {"methods", kMethods},
-        {"datasets",
-         {{"prose", {{"type", "prose"}, {"words", 400}}},
-          {"kv",
-           {{"type", "scbench_jsonl"},
-            {"path", dir_->path("kv.jsonl")},
-            {"metric", "substring"}}}}},
-        {"runs",
-         {{{"suite", "perplexity"},
-           {"datasets", {"prose"}},
-           {"params", {{"ctx", 64}, {"chunk", 16}, {"max_windows", 2}}}},
-          {{"suite", "niah"},
-           {"datasets", {"prose"}},
-           {"params",
-            {{"context_lengths", {160, 224}}, {"depths", {0.0, 1.0}}, {"max_new_tokens", 3}}}},
-          {{"suite", "scbench"},
-           {"datasets", {"kv"}},
-           {"params", {{"mode", "multi_turn"}, {"max_new_tokens", 4}}}}}}};
+    const json config = test::small_suite_config(*dir_, {.name = "board",
+                                                         .seed = 11,
+                                                         .methods = kMethods,
+                                                         .niah_lengths = {160, 224},
+                                                         .scbench_mode = "multi_turn"});
     write_file(dir_->path("suite.json"), config.dump(2));
     auto r = test::run_kvbench("run --progress lines --suite " + test::q(dir_->path("suite.json")) +
                                " --db " + test::q(db()));

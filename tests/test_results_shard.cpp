@@ -8,6 +8,7 @@
 
 #include "harness/common/json_io.h"
 #include "results/sqlite_store.h"
+#include "tests/results_test_util.h"
 #include "tests/suite_test_util.h"
 
 namespace kvb {
@@ -72,21 +73,9 @@ std::vector<std::string> lines(const std::string& s) {
 class ResultsShard : public ::testing::Test {
  protected:
   void SetUp() override {
-    test::make_tiny_model_dir(dir_.path("m"));
-    json config = {
-        {"name", "t"},
-        {"seed", 7},
-        {"models", {dir_.path("m")}},
-        {"methods", {"full", "streaming(sink=2,window=24)", "streaming(sink=4,window=32)"}},
-        {"datasets", {{"prose", {{"type", "prose"}, {"words", 400}}}}},
-        {"runs",
-         {{{"suite", "perplexity"},
-           {"datasets", {"prose"}},
-           {"params", {{"ctx", 64}, {"chunk", 16}, {"max_windows", 2}}}},
-          {{"suite", "niah"},
-           {"datasets", {"prose"}},
-           {"params",
-            {{"context_lengths", {160}}, {"depths", {0.0, 1.0}}, {"max_new_tokens", 3}}}}}}};
+    const json config = test::small_suite_config(
+        dir_, {.seed = 7,
+               .methods = {"full", "streaming(sink=2,window=24)", "streaming(sink=4,window=32)"}});
     write_file(cfg(), config.dump(2));
   }
   std::string cfg() const { return dir_.path("suite.json"); }
@@ -184,6 +173,31 @@ TEST_F(ResultsShard, ExportWritesCsvAndJsonl) {
   ASSERT_GT(rows.size(), 6u);
   EXPECT_EQ(rows[0], "run_id,run_name,suite,model,method,dataset,metric,value,se");
   EXPECT_NE(c.out.find(",\"streaming(sink=2,window=24)\",prose,ppl,"), std::string::npos) << c.out;
+  // --table memory: a row per cell, with the numbers the memory table holds.
+  auto m = test::run_kvbench("export --db " + test::q(db) + " --format csv --table memory");
+  ASSERT_EQ(m.code, 0) << m.err;
+  const auto mem = lines(m.out);
+  ASSERT_EQ(mem.size(), 7u) << m.out;
+  EXPECT_EQ(mem[0], "run_id,run_name,suite,model,method,dataset,payload_bytes,metadata_bytes,"
+                    "tokens,bits_per_token,promised_bytes");
+  EXPECT_NE(m.out.find(",\"streaming(sink=2,window=24)\",prose,"), std::string::npos) << m.out;
+  int64_t payload = 0, metadata = 0, tokens = 0;
+  for (size_t i = 1; i < mem.size(); ++i) {
+    // The last five fields are numbers; the method spec before them may hold quoted commas.
+    std::string row = mem[i];
+    std::vector<std::string> f;  // promised, bits per token, tokens, metadata, payload
+    for (int k = 0; k < 5; ++k) {
+      const size_t at = row.rfind(',');
+      ASSERT_NE(at, std::string::npos) << mem[i];
+      f.push_back(row.substr(at + 1));
+      row.resize(at);
+    }
+    EXPECT_GT(std::stoll(f[4]), 0) << mem[i];
+    payload += std::stoll(f[4]), metadata += std::stoll(f[3]), tokens += std::stoll(f[2]);
+  }
+  EXPECT_EQ(payload, test::scalar(db, "SELECT sum(payload_bytes) FROM memory"));
+  EXPECT_EQ(metadata, test::scalar(db, "SELECT sum(metadata_bytes) FROM memory"));
+  EXPECT_EQ(tokens, test::scalar(db, "SELECT sum(tokens) FROM memory"));
   const std::string before = test::slurp(db);
   auto missing = test::run_kvbench("export --db " + test::q(db) + " --format csv --run 9");
   EXPECT_EQ(missing.code, 2);

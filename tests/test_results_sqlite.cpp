@@ -64,30 +64,9 @@ using test::scalar;
 class ResultsSqlite : public ::testing::Test {
  protected:
   void SetUp() override {
-    test::make_tiny_model_dir(dir_.path("m"));
-    write_file(
-        dir_.path("kv.jsonl"),
-        R"({"id": "a", "context": "k1: v1, k2: v2", "multi_turns": [{"input": "k1?", "answer": "v1"}, {"input": "k2?", "answer": ["v2"]}]})"
-        "\n");
-    json config = {
-        {"name", "t"},
-        {"seed", 5},
-        {"models", {dir_.path("m")}},
-        {"methods", {"full", "streaming(sink=2,window=24)", "streaming(sink=4,window=32)"}},
-        {"datasets",
-         {{"prose", {{"type", "prose"}, {"words", 400}}},
-          {"kv",
-           {{"type", "scbench_jsonl"}, {"path", dir_.path("kv.jsonl")}, {"metric", "substring"}}}}},
-        {"runs",
-         {{{"suite", "perplexity"},
-           {"datasets", {"prose"}},
-           {"params", {{"ctx", 64}, {"chunk", 16}, {"max_windows", 2}}}},
-          {{"suite", "niah"},
-           {"datasets", {"prose"}},
-           {"params", {{"context_lengths", {160}}, {"depths", {0.0, 1.0}}, {"max_new_tokens", 3}}}},
-          {{"suite", "scbench"},
-           {"datasets", {"kv"}},
-           {"params", {{"mode", "multi_request"}, {"max_new_tokens", 4}}}}}}};
+    const json config = test::small_suite_config(
+        dir_, {.methods = {"full", "streaming(sink=2,window=24)", "streaming(sink=4,window=32)"},
+               .scbench_mode = "multi_request"});
     write_file(cfg(), config.dump(2));
   }
   std::string cfg() const { return dir_.path("suite.json"); }
@@ -101,15 +80,21 @@ class ResultsSqlite : public ::testing::Test {
   test::TempDir dir_;
 };
 
+// The build compiled in schema.sql as it is now, and its "-- migration N" parts are exactly
+// migrations 1..kSchemaVersion: together they are the whole file, each but the first starts at
+// its mark, and the mark of a migration kSchemaVersion does not know would be inside the last.
 TEST(ResultsSchema, EmbeddedSchemaIsSchemaSql) {
+  EXPECT_EQ(std::string(kSchemaSql), test::slurp(test::source_path("results/schema.sql")));
   std::string all;
   for (int i = 0; i < kSchemaVersion; ++i) {
-    const std::string m = kSchemaMigrations[i];
+    const std::string m = schema_migration(i);
     const std::string mark = "-- migration " + std::to_string(i + 1);
     EXPECT_TRUE(i == 0 ? m.find("\n" + mark) != std::string::npos : m.rfind(mark, 0) == 0) << m;
+    EXPECT_EQ(m.find("\n-- migration " + std::to_string(i + 2)), std::string::npos) << m;
     all += m;
   }
   EXPECT_EQ(all, test::slurp(test::source_path("results/schema.sql")));
+  EXPECT_THROW(schema_migration(kSchemaVersion), std::exception);
 }
 
 TEST_F(ResultsSqlite, RunFillsEveryTableWithProvenance) {

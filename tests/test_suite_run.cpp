@@ -23,30 +23,8 @@ std::vector<json> records(const std::string& path) {
 class SuiteRun : public ::testing::Test {
  protected:
   void SetUp() override {
-    test::make_tiny_model_dir(dir_.path("m"));
-    write_file(
-        dir_.path("kv.jsonl"),
-        R"({"id": "a", "context": "k1: v1, k2: v2", "multi_turns": [{"input": "k1?", "answer": "v1"}, {"input": "k2?", "answer": ["v2"]}]})"
-        "\n");
-    config_ = {
-        {"name", "t"},
-        {"seed", 5},
-        {"models", {dir_.path("m")}},
-        {"methods", {"full", "streaming(sink=2,window=24)"}},
-        {"datasets",
-         {{"prose", {{"type", "prose"}, {"words", 400}}},
-          {"kv",
-           {{"type", "scbench_jsonl"}, {"path", dir_.path("kv.jsonl")}, {"metric", "substring"}}}}},
-        {"runs",
-         {{{"suite", "perplexity"},
-           {"datasets", {"prose"}},
-           {"params", {{"ctx", 64}, {"chunk", 16}, {"max_windows", 2}}}},
-          {{"suite", "niah"},
-           {"datasets", {"prose"}},
-           {"params", {{"context_lengths", {160}}, {"depths", {0.0, 1.0}}, {"max_new_tokens", 3}}}},
-          {{"suite", "scbench"},
-           {"datasets", {"kv"}},
-           {"params", {{"mode", "multi_request"}, {"max_new_tokens", 4}}}}}}};
+    config_ = test::small_suite_config(
+        dir_, {.methods = {"full", "streaming(sink=2,window=24)"}, .scbench_mode = "multi_request"});
     write_config();
   }
   void write_config() { write_file(cfg(), config_.dump(2)); }

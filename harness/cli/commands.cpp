@@ -191,7 +191,7 @@ int run_mixture_doc(const std::string& task, int64_t bytes, double depth, uint64
   if (!task.empty()) {
     const auto t = parse_mix_task(task);
     KVB_INPUT_CHECK(t.has_value(), "--task: unknown task '", task,
-                    "' (needle, passkey, kv, vars, prefix, copy)");
+                    "' (", mix_task_names(), ")");
     only.push_back(*t);
   }
   KVB_INPUT_CHECK(depth < 0 || !only.empty(), "--depth needs --task");

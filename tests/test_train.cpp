@@ -143,6 +143,36 @@ TEST(Train, ResumingFromACheckpointEqualsAnUninterruptedRun) {
   EXPECT_EQ(slurp(tmp.path("b/model.safetensors")), slurp(tmp.path("a/model.safetensors")));
 }
 
+// A recipe extended by later phases, with decay_steps holding the schedule of the original:
+// the original's steps are reproduced bitwise, the added ones train at min_lr on their own
+// mixture (the phase names only the weights it changes).
+TEST(Train, ExtendedRecipeWithDecayStepsRepeatsTheOriginalBitwise) {
+  TempDir tmp;
+  json cfg = kvb::read_json_file(source("tests/data/train_tiny/train.json"));
+  cfg["optimizer"]["decay_steps"] = 200;
+  cfg["phases"].push_back({{"steps", 20}, {"seq_len", 96}, {"batch", 4}, {"mixture", {{"kv", 10}}}});
+  kvb::write_file(tmp.path("train.json"), cfg.dump());
+  const kvb::TrainConfig c = kvb::load_train_config(tmp.path("train.json"));
+  ASSERT_EQ(c.phases.size(), 3u);
+  EXPECT_EQ(c.phases[0].mixture.kv, c.mixture.kv);
+  EXPECT_EQ(c.phases[2].mixture.kv, 10);
+  EXPECT_EQ(c.phases[2].mixture.copy, c.mixture.copy);
+  EXPECT_EQ(c.phases[2].mixture.max_tasks, c.mixture.max_tasks);
+  auto r = run_kvbench("train --config " + q(tmp.path("train.json")) + " --out " + q(tmp.path("m")) +
+                       " --no-eval --threads 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto all = losses(tmp.path("m/loss.jsonl"));
+  ASSERT_EQ(all.size(), 220u);
+  EXPECT_EQ(std::vector<std::string>(all.begin(), all.begin() + 200),
+            losses(source("tests/data/train_tiny/loss.jsonl")));
+  std::ifstream in(tmp.path("m/loss.jsonl"));
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line); ++n) {
+    if (n < 200) continue;
+    EXPECT_EQ(json::parse(line).at("lr").get<double>(), 3e-4) << line;
+  }
+}
+
 // The committed reference model's curve starts where retraining from its train.json starts.
 TEST(Train, ReferenceModelFirstStepsReproduceBitwise) {
   const std::string dir = source("models/kvb-ref-s");
@@ -167,6 +197,15 @@ TEST(Train, BadConfigsGetOneLineAndExitTwo) {
           "phases":[{"steps":1,"seq_len":64,"batch":1}],"optimiser":{}})", "unknown key 'optimiser'"},
       {R"({"name":"x","model":{"hidden_size":"big","intermediate_size":64,"n_layers":1,"n_heads":4},
           "phases":[{"steps":1,"seq_len":64,"batch":1}]})", "/model/hidden_size: wrong type"},
+      {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
+          "phases":[{"steps":1,"seq_len":64,"batch":1,"mixture":{"kv":-1}}]})",
+       "/phases/0/mixture: weights must be >= 0"},
+      {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
+          "phases":[{"steps":1,"seq_len":64,"batch":1,"mixture":{"keyvalue":1}}]})",
+       "/phases/0/mixture: unknown key 'keyvalue'"},
+      {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
+          "optimizer":{"warmup":10,"decay_steps":10},"phases":[{"steps":1,"seq_len":64,"batch":1}]})",
+       "decay_steps must be 0"},
   };
   for (const auto& [text, want] : cases) {
     kvb::write_file(tmp.path("train.json"), text);

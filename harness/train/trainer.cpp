@@ -84,6 +84,18 @@ Reader sub(const Reader& r, const char* key) {
   return Reader{v, r.file, r.path + "/" + key};
 }
 
+// Overwrites the weights a "mixture" object names (`w` holds the defaults) and checks the result.
+void read_mixture(const Reader& r, MixtureWeights& w) {
+  r.fields({{"needle", &w.needle}, {"passkey", &w.passkey}, {"kv", &w.kv}, {"vars", &w.vars},
+            {"prefix", &w.prefix}, {"copy", &w.copy}, {"min_tasks", &w.min_tasks},
+            {"max_tasks", &w.max_tasks}});
+  KVB_INPUT_CHECK(w.needle >= 0 && w.passkey >= 0 && w.kv >= 0 && w.vars >= 0 && w.prefix >= 0 &&
+                      w.copy >= 0 && w.needle + w.passkey + w.kv + w.vars + w.prefix + w.copy > 0,
+                  r.where(), ": weights must be >= 0 and not all zero");
+  KVB_INPUT_CHECK(w.min_tasks >= 1 && w.max_tasks >= w.min_tasks, r.where(),
+                  ": need 1 <= min_tasks <= max_tasks");
+}
+
 }  // namespace
 
 int64_t TrainConfig::total_steps() const {
@@ -148,35 +160,29 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
 
   if (j.contains("optimizer")) {
     sub(r, "optimizer").fields({{"lr", &c.lr}, {"min_lr", &c.min_lr}, {"warmup", &c.warmup},
-                                {"weight_decay", &c.weight_decay}, {"beta1", &c.beta1},
-                                {"beta2", &c.beta2}, {"clip", &c.clip}});
+                                {"decay_steps", &c.decay_steps}, {"weight_decay", &c.weight_decay},
+                                {"beta1", &c.beta1}, {"beta2", &c.beta2}, {"clip", &c.clip}});
     KVB_INPUT_CHECK(c.lr > 0 && c.min_lr >= 0 && c.warmup >= 0 && c.clip >= 0, where,
                     ": /optimizer: lr must be > 0; min_lr, warmup, clip >= 0");
+    KVB_INPUT_CHECK(c.decay_steps == 0 || c.decay_steps > c.warmup, where,
+                    ": /optimizer: decay_steps must be 0 (all steps) or more than warmup");
   }
+  if (j.contains("mixture")) read_mixture(sub(r, "mixture"), c.mixture);
   KVB_INPUT_CHECK(j.contains("phases") && j["phases"].is_array() && !j["phases"].empty(), where,
                   ": /phases: expected a non-empty array of {steps, seq_len, batch}");
   for (size_t i = 0; i < j["phases"].size(); ++i) {
     const json& p = j["phases"][i];
     Reader pr{p, where, "/phases/" + std::to_string(i)};
     KVB_INPUT_CHECK(p.is_object(), pr.where(), ": expected an object");
-    pr.only({"steps", "seq_len", "batch"});
-    TrainPhase ph{pr.need<int64_t>("steps"), pr.need<int64_t>("seq_len"), pr.need<int64_t>("batch")};
+    pr.only({"steps", "seq_len", "batch", "mixture"});
+    TrainPhase ph{pr.need<int64_t>("steps"), pr.need<int64_t>("seq_len"), pr.need<int64_t>("batch"),
+                  c.mixture};
     KVB_INPUT_CHECK(ph.steps > 0 && ph.seq_len >= 64 && ph.batch > 0, pr.where(),
                     ": steps and batch must be > 0, seq_len >= 64");
+    if (p.contains("mixture")) read_mixture(sub(pr, "mixture"), ph.mixture);
     c.phases.push_back(ph);
   }
   c.model.max_position = c.context();
-  if (j.contains("mixture")) {
-    MixtureWeights& w = c.mixture;
-    sub(r, "mixture").fields({{"needle", &w.needle}, {"passkey", &w.passkey}, {"kv", &w.kv},
-                              {"vars", &w.vars}, {"prefix", &w.prefix}, {"copy", &w.copy},
-                              {"min_tasks", &w.min_tasks}, {"max_tasks", &w.max_tasks}});
-    KVB_INPUT_CHECK(w.needle >= 0 && w.passkey >= 0 && w.kv >= 0 && w.vars >= 0 && w.prefix >= 0 &&
-                        w.copy >= 0 && w.needle + w.passkey + w.kv + w.vars + w.prefix + w.copy > 0,
-                    where, ": /mixture: weights must be >= 0 and not all zero");
-    KVB_INPUT_CHECK(w.min_tasks >= 1 && w.max_tasks >= w.min_tasks, where,
-                    ": /mixture: need 1 <= min_tasks <= max_tasks");
-  }
   r.opt("prose_only", c.prose_only);
   r.opt("answer_weight", c.answer_weight);
   r.opt("checkpoint_every", c.checkpoint_every);
@@ -308,7 +314,7 @@ Batch make_batch(const TrainConfig& cfg, int64_t step, const TrainPhase& ph) {
     if (pick.uniform() < cfg.prose_only)
       doc.text = make_prose_document(T, s);
     else
-      doc = make_mix_document(T, s, cfg.mixture);
+      doc = make_mix_document(T, s, ph.mixture);
     ids[i][0] = kBos;
     for (int64_t t = 0; t < T; ++t) ids[i][t + 1] = static_cast<uint8_t>(doc.text[static_cast<size_t>(t)]);
     // Target t is byte t of the document.
@@ -322,7 +328,7 @@ Batch make_batch(const TrainConfig& cfg, int64_t step, const TrainPhase& ph) {
 }
 
 double lr_at(const TrainConfig& c, int64_t step) {
-  const int64_t total = c.total_steps();
+  const int64_t total = c.decay_steps > 0 ? c.decay_steps : c.total_steps();
   if (step < c.warmup) return c.lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup);
   const double progress = static_cast<double>(step - c.warmup) /
                           static_cast<double>(std::max<int64_t>(1, total - c.warmup));

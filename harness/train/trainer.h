@@ -21,6 +21,7 @@ namespace kvb {
 
 struct TrainPhase {
   int64_t steps = 0, seq_len = 0, batch = 0;
+  MixtureWeights mixture;  // train.json's "mixture", with what the phase's own "mixture" names
 };
 
 struct TrainEvalConfig {
@@ -37,8 +38,9 @@ struct TrainConfig {
   ModelConfig model;           // vocab 258 (bytes + BOS + EOS), tied embeddings
   double lr = 3e-3, min_lr = 3e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   int64_t warmup = 100;
+  int64_t decay_steps = 0;     // the cosine reaches min_lr at this step and stays (0: the last step)
   std::vector<TrainPhase> phases;
-  MixtureWeights mixture;
+  MixtureWeights mixture;      // every phase's, unless the phase names its own weights
   double prose_only = 0.1;     // fraction of documents that are plain prose
   double answer_weight = 1.0;  // loss weight of answer bytes relative to the rest
   int64_t checkpoint_every = 100, log_every = 10;

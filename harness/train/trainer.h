@@ -66,13 +66,14 @@ struct TrainOptions {
 int train_model(const std::string& config_path, const std::string& out_dir, const TrainOptions& opt);
 
 // train_model, with every phase but the last run in a child process of its own (fork, resume
-// from the checkpoint at each phase boundary: the same numbers, bitwise). Measured on 2 cores:
-// after 50 steps at 256 bytes in the same process, a kvb-ref-s step at 2048 bytes takes ~4.6 s;
-// in a fresh process ~2.8 s. What the earlier phase leaves behind was not found (malloc_trim at
-// the phase boundary and MALLOC_ARENA_MAX=1 did not change it); a new process does. The CLI
-// trains this way; without fork() (not POSIX) it is train_model. A child returns from this
-// call too (with train_model's result, or its exception): call it only where returning means
-// exiting, as the CLI's main does.
+// from the checkpoint at each phase boundary: the same numbers, bitwise). Measured on 2 cores,
+// before `kvbench train` set OMP_WAIT_POLICY=PASSIVE (harness/cli/main.cpp): after 50 steps at
+// 256 bytes in the same process, a kvb-ref-s step at 2048 bytes took ~4.6 s; in a fresh process
+// ~2.8 s (passive and fresh: ~2.3 s; passive in the same process was not measured). What the
+// earlier phase leaves behind was not found (malloc_trim at the phase boundary and
+// MALLOC_ARENA_MAX=1 did not change it); a new process does. The CLI trains this way; without
+// fork() (not POSIX) it is train_model. A child returns from this call too (with train_model's
+// result, or its exception): call it only where returning means exiting, as the CLI's main does.
 int train_model_process_per_phase(const std::string& config_path, const std::string& out_dir,
                                   const TrainOptions& opt);
 

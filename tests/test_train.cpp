@@ -1,8 +1,9 @@
 // The trainer (`kvbench train`) and its generated mixture: documents are exact and deterministic,
-// the training forward pass is the inference forward pass, the byte tokenizer.json is the byte
-// tokenizer, training is bitwise reproducible (a committed loss curve and the committed reference
-// model's first steps), resuming from a checkpoint equals an uninterrupted run, and bad train.json
-// files get one line and exit 2.
+// the training forward pass is the inference forward pass (and, on rows trained through a
+// StreamingLLM window, the streaming engine's), the byte tokenizer.json is the byte tokenizer,
+// training is bitwise reproducible (a committed loss curve, the committed reference model's first
+// steps, a recipe grown by later phases), resuming from a checkpoint equals an uninterrupted run
+// (and skips the phases it has passed), and bad train.json files get one line and exit 2.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -96,6 +97,30 @@ TEST(Train, ForwardPassEqualsTheInferenceForwardPass) {
   }
 }
 
+// A row trained with a StreamingLLM window sees what streaming(sink=4,window=W) leaves a query
+// that is decoded one token at a time.
+TEST(Train, WindowedRowsAttendAsAStreamingCacheDoes) {
+  kvb::TrainConfig c = kvb::parse_train_config(
+      json::parse(R"({"name":"t","model":{"hidden_size":64,"intermediate_size":96,"n_layers":2,
+        "n_heads":4,"n_kv_heads":2,"head_dim":16},"phases":[{"steps":1,"seq_len":64,"batch":1,
+        "window_rows":0.5}]})"),
+      "inline");
+  EXPECT_EQ(c.phases[0].window_rows, 0.5);
+  c10::InferenceMode guard;
+  kvb::Model m = kvb::Model::random(c.model, 5);
+  torch::Tensor ids = torch::randint(0, 258, {2, 48}, torch::kLong);
+  const torch::Tensor windows = torch::tensor({int64_t{12}, int64_t{0}});
+  torch::Tensor train = kvb::train_forward(c.model, m.weights(), ids, windows);
+  torch::Tensor full = kvb::train_forward(c.model, m.weights(), ids);
+  EXPECT_LT((train[1] - full[1]).abs().max().item<double>(), 1e-6) << "window 0 is full attention";
+  EXPECT_GT((train[0] - full[0]).abs().max().item<double>(), 1e-3) << "the window changes row 0";
+  auto st = kvb::make_method("streaming(sink=4,window=12)")->make_state(m.shape());
+  for (int64_t t = 0; t < 48; ++t) {
+    torch::Tensor inf = m.forward(ids.narrow(0, 0, 1).narrow(1, t, 1), torch::arange(t, t + 1), *st);
+    EXPECT_LT((inf.reshape({-1}) - train[0][t]).abs().max().item<double>(), 1e-5) << "position " << t;
+  }
+}
+
 TEST(Train, ByteTokenizerJsonIsTheByteTokenizer) {
   TempDir tmp;
   kvb::write_file(tmp.path("tokenizer.json"), kvb::byte_tokenizer_json());
@@ -141,6 +166,14 @@ TEST(Train, ResumingFromACheckpointEqualsAnUninterruptedRun) {
   EXPECT_NE(r.out.find("resuming"), std::string::npos) << r.out;
   EXPECT_EQ(losses(tmp.path("b/loss.jsonl")), losses(tmp.path("a/loss.jsonl")));
   EXPECT_EQ(slurp(tmp.path("b/model.safetensors")), slurp(tmp.path("a/model.safetensors")));
+  // Stopped in the second phase (at 170): the resume starts there, with no pass through phase 1.
+  ASSERT_EQ(run_kvbench("train --config " + q(cfg) + " --out " + q(tmp.path("c")) +
+                        " --no-eval --max-steps 170").code, 0);
+  r = run_kvbench("train --config " + q(cfg) + " --out " + q(tmp.path("c")) + " --no-eval");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("resuming train-tiny at step 170\n", 0), 0u) << r.out;
+  EXPECT_EQ(r.out.find("stopped"), std::string::npos) << r.out;
+  EXPECT_EQ(losses(tmp.path("c/loss.jsonl")), losses(tmp.path("a/loss.jsonl")));
 }
 
 // A recipe extended by later phases, with decay_steps holding the schedule of the original:
@@ -206,6 +239,9 @@ TEST(Train, BadConfigsGetOneLineAndExitTwo) {
       {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
           "optimizer":{"warmup":10,"decay_steps":10},"phases":[{"steps":1,"seq_len":64,"batch":1}]})",
        "decay_steps must be 0"},
+      {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
+          "phases":[{"steps":1,"seq_len":64,"batch":1,"window_rows":1.5}]})",
+       "/phases/0: window_rows must be in [0, 1]"},
   };
   for (const auto& [text, want] : cases) {
     kvb::write_file(tmp.path("train.json"), text);

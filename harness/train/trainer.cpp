@@ -174,11 +174,13 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
     const json& p = j["phases"][i];
     Reader pr{p, where, "/phases/" + std::to_string(i)};
     KVB_INPUT_CHECK(p.is_object(), pr.where(), ": expected an object");
-    pr.only({"steps", "seq_len", "batch", "mixture"});
+    pr.only({"steps", "seq_len", "batch", "mixture", "window_rows"});
     TrainPhase ph{pr.need<int64_t>("steps"), pr.need<int64_t>("seq_len"), pr.need<int64_t>("batch"),
-                  c.mixture};
+                  c.mixture, pr.get<double>("window_rows", 0.0)};
     KVB_INPUT_CHECK(ph.steps > 0 && ph.seq_len >= 64 && ph.batch > 0, pr.where(),
                     ": steps and batch must be > 0, seq_len >= 64");
+    KVB_INPUT_CHECK(ph.window_rows >= 0 && ph.window_rows <= 1, pr.where(),
+                    ": window_rows must be in [0, 1]");
     if (p.contains("mixture")) read_mixture(sub(pr, "mixture"), ph.mixture);
     c.phases.push_back(ph);
   }
@@ -214,12 +216,22 @@ torch::Tensor rope_table(const ModelConfig& c, int64_t T, bool sine) {
 
 }  // namespace
 
-torch::Tensor train_forward(const ModelConfig& c, const ModelWeights& w, const torch::Tensor& ids) {
+torch::Tensor train_forward(const ModelConfig& c, const ModelWeights& w, const torch::Tensor& ids,
+                            const torch::Tensor& windows) {
   const int64_t B = ids.size(0), T = ids.size(1);
   const int64_t Hq = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = Hq / Hkv;
   const auto dt = w.embed.scalar_type();
   torch::Tensor cos = rope_table(c, T, false).to(dt), sin = rope_table(c, T, true).to(dt);
-  torch::Tensor mask = torch::full({T, T}, -std::numeric_limits<float>::infinity()).triu(1).to(dt);
+  const float inf = std::numeric_limits<float>::infinity();
+  torch::Tensor mask = torch::full({T, T}, -inf).triu(1).to(dt);
+  if (windows.defined() && windows.gt(0).any().item<bool>()) {
+    // One [T, T] mask per row, the same for each head: [B * Hq, T, T].
+    torch::Tensor i = torch::arange(T).unsqueeze(1), j = torch::arange(T).unsqueeze(0);
+    torch::Tensor win = torch::where(windows > 0, windows, torch::full_like(windows, T)).view({B, 1, 1});
+    torch::Tensor evicted = ((i - j).unsqueeze(0) > win) & (j >= kTrainSinks).unsqueeze(0);
+    mask = mask.unsqueeze(0).expand({B, T, T}).masked_fill(evicted, -inf);
+    mask = mask.unsqueeze(1).expand({B, Hq, T, T}).reshape({B * Hq, T, T});
+  }
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   torch::Tensor x = torch::embedding(w.embed, ids);
   for (const LayerWeights& L : w.layers) {
@@ -296,6 +308,7 @@ uint64_t seed_for(uint64_t base, const std::string& stream, int64_t a, int64_t b
 // One batch: ids [B, T+1] (BOS + T bytes) and loss weights [B, T] (answer bytes weighted).
 struct Batch {
   torch::Tensor ids, weights, answer_mask;
+  torch::Tensor windows;  // [B] StreamingLLM windows (0: full attention); undefined if none
 };
 
 Batch make_batch(const TrainConfig& cfg, int64_t step, const TrainPhase& ph) {
@@ -307,8 +320,13 @@ Batch make_batch(const TrainConfig& cfg, int64_t step, const TrainPhase& ph) {
   auto ids = b.ids.accessor<int64_t, 2>();
   auto wts = b.weights.accessor<float, 2>();
   auto am = b.answer_mask.accessor<float, 2>();
+  if (ph.window_rows > 0) b.windows = torch::zeros({B}, torch::kLong);
   for (int64_t i = 0; i < B; ++i) {
     const uint64_t s = seed_for(cfg.seed, "train", step, i);
+    if (ph.window_rows > 0) {  // its own stream: the documents are those of a phase without it
+      Rng wr(seed_for(cfg.seed, "window", step, i));
+      if (wr.uniform() < ph.window_rows) b.windows.accessor<int64_t, 1>()[i] = wr.range(T / 8, T / 2);
+    }
     Rng pick(s ^ 0x5DEECE66DULL);
     MixDocument doc;
     if (pick.uniform() < cfg.prose_only)
@@ -640,7 +658,7 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
     const double lr = lr_at(cfg, step);
     for (auto& g : adam.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     adam.zero_grad();
-    torch::Tensor logits = train_forward(cfg.model, w, b.ids.narrow(1, 0, ph.seq_len)).to(torch::kFloat32);
+    torch::Tensor logits = train_forward(cfg.model, w, b.ids.narrow(1, 0, ph.seq_len), b.windows).to(torch::kFloat32);
     torch::Tensor nll = -torch::log_softmax(logits, -1)
                              .gather(2, b.ids.narrow(1, 1, ph.seq_len).unsqueeze(2))
                              .squeeze(2);  // [B, T]
@@ -718,10 +736,15 @@ int train_model_process_per_phase(const std::string& config_path, const std::str
   const TrainConfig cfg = load_train_config(config_path);
   const int64_t total = cfg.total_steps();
   const int64_t stop = opt.max_steps >= 0 ? std::min(opt.max_steps, total) : total;
+  // A resumed run starts at the phase its checkpoint is in (train_model checks the checkpoint).
+  const fs::path state = fs::path(out_dir) / "checkpoint" / "state.json";
+  const int64_t done =
+      fs::exists(state) ? read_json_file(state.string()).value("step", int64_t{0}) : 0;
   int64_t boundary = 0;
   for (size_t i = 0; i + 1 < cfg.phases.size(); ++i) {
     boundary += cfg.phases[i].steps;
     if (boundary >= stop) break;
+    if (boundary <= done) continue;
     std::fflush(stdout);
     std::fflush(stderr);
     const pid_t pid = fork();

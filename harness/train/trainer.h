@@ -22,7 +22,12 @@ namespace kvb {
 struct TrainPhase {
   int64_t steps = 0, seq_len = 0, batch = 0;
   MixtureWeights mixture;  // train.json's "mixture", with what the phase's own "mixture" names
+  // The fraction of rows that attend as through a StreamingLLM cache: the first kTrainSinks
+  // tokens and a recent window of seq_len/8 .. seq_len/2 tokens (drawn per row), so that the
+  // model also meets evicted caches in training.
+  double window_rows = 0;
 };
+inline constexpr int64_t kTrainSinks = 4;
 
 struct TrainEvalConfig {
   int64_t per_decile = 10;   // passkey / needle samples per depth decile at full context
@@ -77,8 +82,12 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
 int train_model_process_per_phase(const std::string& config_path, const std::string& out_dir,
                                   const TrainOptions& opt);
 
-// The training forward pass (full causal attention, autograd-friendly): logits [B, T, V].
-torch::Tensor train_forward(const ModelConfig& c, const ModelWeights& w, const torch::Tensor& ids);
+// The training forward pass (causal attention, autograd-friendly): logits [B, T, V]. With
+// `windows` ([B] int64), row b attends to the first kTrainSinks tokens, the windows[b] tokens
+// before it and itself, as streaming(sink=4,window=windows[b]) decoding one token at a time does
+// (it holds sink + window tokens between steps); 0 attends to every earlier token.
+torch::Tensor train_forward(const ModelConfig& c, const ModelWeights& w, const torch::Tensor& ids,
+                            const torch::Tensor& windows = {});
 
 // Evaluates a model directory as the trainer does (held-out seeds, full cache) and returns the
 // eval.json object.

@@ -22,10 +22,10 @@ int main(int argc, char** argv) {
 #if defined(__linux__)
   // Training alternates OpenMP regions (libtorch's element-wise kernels) with OpenBLAS GEMMs,
   // each with its own worker thread. libgomp's default lets an idle worker spin for a while after
-  // each region, so on 2 cores three threads compete and the OpenBLAS threads burn a quarter of
-  // the time in sched_yield. With OMP_WAIT_POLICY=PASSIVE the workers sleep instead: kvb-ref-s
-  // steps take ~0.9 s instead of ~1.6 s at 256 bytes and ~2.3 s instead of ~2.8 s at 2048, with
-  // the same losses bitwise. libgomp reads the variable when it is loaded, before main, so
+  // each region, so on 2 cores three threads compete: a quarter of the trainer's CPU time was
+  // system time, spent by the main thread and the OpenBLAS worker yielding to each other. With
+  // OMP_WAIT_POLICY=PASSIVE the workers sleep instead: 20 kvb-ref-s steps at 256 bytes took 19.5 s
+  // instead of 32.7 s, 5 at 2048 bytes 16.0 s instead of 20.1 s, with the same losses bitwise. libgomp reads the variable when it is loaded, before main, so
   // `kvbench train` re-executes itself with it set (unless the caller set it). Inference is not
   // changed: there the spinning pays (the quick suite takes 57 s as is, 60 s passive).
   if (argc > 1 && std::string(argv[1]) == "train" && std::getenv("OMP_WAIT_POLICY") == nullptr) {

@@ -35,7 +35,7 @@ struct Planned {
   std::string inline_answer;          // copy: the answer is this suffix of the last piece
 };
 
-Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities) {
+Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities, bool kv_ask_by_key) {
   Planned p{t, {}, {}, {}, {}};
   switch (t) {
     case MixTask::kNeedle: {
@@ -68,7 +68,8 @@ Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities) {
         if (i == ask) key = k, value = v;
       }
       p.pieces = {block + "."};
-      p.question = "What is the value of key " + key + "? The value of key " + key + " is";
+      p.question = "What is the value of key " + key + "? " +
+                   (kv_ask_by_key ? key + ":" : "The value of key " + key + " is");
       p.answer = " " + value + ".";
       break;
     }
@@ -172,7 +173,7 @@ MixDocument make_mix_document(int64_t bytes, uint64_t seed, const MixtureWeights
     MixTask t = draw_task(rng, w, only);
     if (t == MixTask::kPasskey && passkey) continue;  // one pass key per document
     passkey |= t == MixTask::kPasskey;
-    tasks.push_back(plan_task(t, rng, cities));
+    tasks.push_back(plan_task(t, rng, cities, w.kv_ask_by_key));
   }
   rng.shuffle(tasks);  // order of the questions at the end
   // Drop tasks until the information and questions leave room for some filler.

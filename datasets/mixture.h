@@ -3,7 +3,8 @@
 // asked about at the end of the document:
 //   needle    "The special magic number for {city} is {number}." (the NIAH suite's template)
 //   passkey   "The pass key is {5 digits}. Remember it. {5 digits} is the pass key."
-//   kv        "Key-value pairs: {key}: {value}, ..." over random lowercase strings
+//   kv        "Key-value pairs: {key}: {value}, ..." over random lowercase strings, asked
+//             "What is the value of key {key}? The value of key {key} is" or "...? {key}:"
 //   vars      variable tracing: "VAR ABCDE = 12345." then "VAR FGHIJ = VAR ABCDE." (one hop)
 //   prefix    prefix-suffix lookup over random strings
 //   copy      "Copy this: {random string} => {random string}" (in place)
@@ -24,6 +25,12 @@ const char* mix_task_name(MixTask t);
 struct MixtureWeights {  // relative frequencies of the tasks (any non-negative numbers)
   double needle = 3, passkey = 3, kv = 2, vars = 1, prefix = 1, copy = 1;
   int64_t min_tasks = 1, max_tasks = 3;  // tasks per document
+  // How a key-value question ends: false: "The value of key {key} is" (a phrase the list never
+  // writes); true: "{key}:", as the list writes the pair (the way needle and pass key questions
+  // end with their piece's own words). The tasks drawn (keys, values) are the same either way;
+  // the filler around them shifts with the question's length (and a document too short for all
+  // of them may keep a different number).
+  bool kv_ask_by_key = false;
 };
 
 // One answer span: bytes [begin, end) of the document are the answer to a task's question.

@@ -1,7 +1,8 @@
 // The trainer (`kvbench train`) and its generated mixture: documents are exact and deterministic,
 // the training forward pass is the inference forward pass (and, on rows trained through a
 // StreamingLLM window, the streaming engine's), the byte tokenizer.json is the byte tokenizer,
-// training is bitwise reproducible (a committed loss curve, the committed reference model's first
+// key-value questions may end in the key as the list writes it (the same pairs asked), a phase's
+// mixture keeps the weights it does not name, training is bitwise reproducible (a committed loss curve, the committed reference model's first
 // steps, a recipe grown by later phases), resuming from a checkpoint equals an uninterrupted run
 // (and skips the phases it has passed), and bad train.json files get one line and exit 2.
 #include <gtest/gtest.h>
@@ -77,6 +78,46 @@ TEST(Mixture, ForcedDepthPlacesTheInformationThere) {
     EXPECT_NEAR(at, depth * 0.9, 0.08) << "depth " << depth;  // the questions take the last ~10%
   }
   EXPECT_THROW(kvb::make_mix_document(100, 1, w, {kvb::MixTask::kKv}), kvb::InputError);
+}
+
+TEST(Mixture, KeyValueQuestionsMayEndInTheKeyAsTheListWritesIt) {
+  kvb::MixtureWeights phrase, by_key;
+  by_key.kv_ask_by_key = true;
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    // 2047 bytes leave room for all 1-3 tasks drawn (a short document may drop a different number).
+    const kvb::MixDocument a = kvb::make_mix_document(2047, seed, phrase, {kvb::MixTask::kKv});
+    const kvb::MixDocument b = kvb::make_mix_document(2047, seed, by_key, {kvb::MixTask::kKv});
+    ASSERT_EQ(a.questions.size(), b.questions.size()) << "seed " << seed;
+    for (size_t i = 0; i < a.questions.size(); ++i) {
+      // Same key asked, same answer; only the question's ending differs.
+      const std::string& qa = a.questions[i].question;
+      const std::string& qb = b.questions[i].question;
+      const std::string key = qb.substr(qb.size() - 7, 6);
+      EXPECT_EQ(qb, "What is the value of key " + key + "? " + key + ":");
+      EXPECT_EQ(qa, "What is the value of key " + key + "? The value of key " + key + " is");
+      EXPECT_EQ(a.questions[i].answer, b.questions[i].answer);
+      // The list holds the pair exactly as the question ends, followed by the answer's value.
+      const std::string value = b.questions[i].answer.substr(1, 6);
+      EXPECT_LT(b.text.find(key + ": " + value), static_cast<size_t>(b.body_bytes)) << key;
+    }
+  }
+}
+
+TEST(Train, APhaseMayAskKeyValueQuestionsByKeyAndKeepTheOtherWeights) {
+  const json j = json::parse(R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,
+      "n_layers":1,"n_heads":4},"mixture":{"kv":3,"copy":2},
+      "phases":[{"steps":1,"seq_len":64,"batch":1},
+                {"steps":1,"seq_len":64,"batch":1,"mixture":{"kv":5,"kv_question":"key"}},
+                {"steps":1,"seq_len":64,"batch":1,"mixture":{"kv_question":"phrase"}}]})");
+  const kvb::TrainConfig c = kvb::parse_train_config(j, "train.json");
+  ASSERT_EQ(c.phases.size(), 3u);
+  EXPECT_FALSE(c.mixture.kv_ask_by_key);
+  EXPECT_FALSE(c.phases[0].mixture.kv_ask_by_key);
+  EXPECT_TRUE(c.phases[1].mixture.kv_ask_by_key);
+  EXPECT_EQ(c.phases[1].mixture.kv, 5);
+  EXPECT_EQ(c.phases[1].mixture.copy, 2);  // not named by the phase: the global weight
+  EXPECT_FALSE(c.phases[2].mixture.kv_ask_by_key);
+  EXPECT_EQ(c.phases[2].mixture.kv, 3);
 }
 
 TEST(Train, ForwardPassEqualsTheInferenceForwardPass) {
@@ -236,6 +277,9 @@ TEST(Train, BadConfigsGetOneLineAndExitTwo) {
       {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
           "phases":[{"steps":1,"seq_len":64,"batch":1,"mixture":{"keyvalue":1}}]})",
        "/phases/0/mixture: unknown key 'keyvalue'"},
+      {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
+          "mixture":{"kv_question":"value"},"phases":[{"steps":1,"seq_len":64,"batch":1}]})",
+       "/mixture: kv_question must be \"phrase\" or \"key\", not \"value\""},
       {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
           "optimizer":{"warmup":10,"decay_steps":10},"phases":[{"steps":1,"seq_len":64,"batch":1}]})",
        "decay_steps must be 0"},

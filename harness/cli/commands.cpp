@@ -186,7 +186,7 @@ int run_import_llama2c(const std::string& checkpoint, const std::string& tokeniz
 }
 
 int run_mixture_doc(const std::string& task, int64_t bytes, double depth, uint64_t seed,
-                    bool whole, const std::string& out) {
+                    bool whole, bool kv_ask_by_key, const std::string& out) {
   std::vector<MixTask> only;
   if (!task.empty()) {
     const auto t = parse_mix_task(task);
@@ -195,7 +195,9 @@ int run_mixture_doc(const std::string& task, int64_t bytes, double depth, uint64
     only.push_back(*t);
   }
   KVB_INPUT_CHECK(depth < 0 || !only.empty(), "--depth needs --task");
-  const MixDocument doc = make_mix_document(bytes, seed, MixtureWeights{}, only, depth);
+  MixtureWeights w;
+  w.kv_ask_by_key = kv_ask_by_key;
+  const MixDocument doc = make_mix_document(bytes, seed, w, only, depth);
   std::string text = doc.text;
   if (!whole && !doc.answers.empty()) {
     int64_t first = static_cast<int64_t>(text.size());

@@ -32,6 +32,6 @@ int run_import_llama2c(const std::string& checkpoint, const std::string& tokeniz
 // One mixture document (datasets/mixture.h): the prompt up to its first question's answer (a
 // question task's bytes stop after "... is"), or the whole document. task "" = a random mix.
 int run_mixture_doc(const std::string& task, int64_t bytes, double depth, uint64_t seed,
-                    bool whole, const std::string& out);
+                    bool whole, bool kv_ask_by_key, const std::string& out);
 
 }  // namespace kvb::cli

@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
   int64_t mix_bytes = 2000, mix_seed = 1;
   double mix_depth = -1;
   std::string mix_task, mix_out;
-  bool mix_whole = false;
+  bool mix_whole = false, mix_kv_by_key = false;
   auto* mix = app.add_subcommand(
       "mixture", "Write one document of the reference models' training mixture (datasets/mixture.h)");
   mix->add_option("--task", mix_task, "needle | passkey | kv | vars | prefix | copy (default: a random mix)");
@@ -179,6 +179,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   mix->add_option("--seed", mix_seed, "Document seed");
   mix->add_flag("--whole", mix_whole, "The whole document; default: a prompt that stops before the first answer");
+  mix->add_flag("--kv-ask-by-key", mix_kv_by_key,
+                "Key-value questions end in \"{key}:\" (train.json mixture \"kv_question\": \"key\")");
   mix->add_option("--out", mix_out, "File to write (default: stdout)");
 
   try {
@@ -205,7 +207,7 @@ int main(int argc, char** argv) {
     if (board->parsed()) return run_leaderboard(lba, board_out);
     if (rep->parsed()) return run_report(rpa, report_methods, report_out);
     if (mix->parsed())
-      return run_mixture_doc(mix_task, mix_bytes, mix_depth, static_cast<uint64_t>(mix_seed), mix_whole, mix_out);
+      return run_mixture_doc(mix_task, mix_bytes, mix_depth, static_cast<uint64_t>(mix_seed), mix_whole, mix_kv_by_key, mix_out);
     if (trn->parsed()) {
       tro.eval = !no_eval;
       return kvb::train_model_process_per_phase(train_config, train_out, tro);

@@ -86,9 +86,16 @@ Reader sub(const Reader& r, const char* key) {
 
 // Overwrites the weights a "mixture" object names (`w` holds the defaults) and checks the result.
 void read_mixture(const Reader& r, MixtureWeights& w) {
-  r.fields({{"needle", &w.needle}, {"passkey", &w.passkey}, {"kv", &w.kv}, {"vars", &w.vars},
-            {"prefix", &w.prefix}, {"copy", &w.copy}, {"min_tasks", &w.min_tasks},
-            {"max_tasks", &w.max_tasks}});
+  const std::string ask = r.get<std::string>("kv_question", w.kv_ask_by_key ? "key" : "phrase");
+  KVB_INPUT_CHECK(ask == "key" || ask == "phrase", r.where(),
+                  ": kv_question must be \"phrase\" or \"key\", not \"", ask, "\"");
+  w.kv_ask_by_key = ask == "key";
+  nlohmann::json weights = r.j;
+  weights.erase("kv_question");
+  Reader{weights, r.file, r.path}.fields(
+      {{"needle", &w.needle}, {"passkey", &w.passkey}, {"kv", &w.kv}, {"vars", &w.vars},
+       {"prefix", &w.prefix}, {"copy", &w.copy}, {"min_tasks", &w.min_tasks},
+       {"max_tasks", &w.max_tasks}});
   KVB_INPUT_CHECK(w.needle >= 0 && w.passkey >= 0 && w.kv >= 0 && w.vars >= 0 && w.prefix >= 0 &&
                       w.copy >= 0 && w.needle + w.passkey + w.kv + w.vars + w.prefix + w.copy > 0,
                   r.where(), ": weights must be >= 0 and not all zero");
@@ -465,6 +472,9 @@ json evaluate_reference_model(const std::string& model_dir, const TrainConfig& c
   Model m = Model::load(model_dir);
   const int64_t ctx = cfg.context() - 1;  // bytes after BOS
   const uint64_t base = derive_seed(cfg.seed, "held-out");
+  // Tasks are asked as the last phase asks them (its mixture: the global one with the phase's own
+  // keys); only `kv_ask_by_key` and min/max_tasks of it shape an eval document.
+  const MixtureWeights& mix = cfg.phases.back().mixture;
   json out = {{"context_bytes", ctx}, {"protocol",
       "held-out seeds (a seed stream the trainer never draws); full cache; a task counts as solved "
       "when the greedy argmax reproduces every byte of its answer after the question (teacher-forced "
@@ -477,7 +487,7 @@ json evaluate_reference_model(const std::string& model_dir, const TrainConfig& c
       for (int64_t i = 0; i < cfg.eval.per_decile; ++i) {
         const double depth = (static_cast<double>(d) + 0.5) / 10.0;
         MixDocument doc = make_mix_document(ctx, seed_for(base, mix_task_name(task), d, i),
-                                            cfg.mixture, {task}, depth);
+                                            mix, {task}, depth);
         h += score_document(m, doc).correct.at(0);
       }
       deciles.push_back(static_cast<double>(h) / static_cast<double>(cfg.eval.per_decile));
@@ -491,7 +501,7 @@ json evaluate_reference_model(const std::string& model_dir, const TrainConfig& c
     int64_t hit = 0;
     for (int64_t i = 0; i < cfg.eval.kv_samples; ++i) {
       MixDocument doc = make_mix_document(ctx, seed_for(base, mix_task_name(task), 0, i),
-                                          cfg.mixture, {task});
+                                          mix, {task});
       hit += score_document(m, doc).correct.at(0);
     }
     out[mix_task_name(task)] = {

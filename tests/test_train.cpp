@@ -2,9 +2,10 @@
 // the training forward pass is the inference forward pass (and, on rows trained through a
 // StreamingLLM window, the streaming engine's), the byte tokenizer.json is the byte tokenizer,
 // key-value questions may end in the key as the list writes it (the same pairs asked), a phase's
-// mixture keeps the weights it does not name, training is bitwise reproducible (a committed loss curve, the committed reference model's first
-// steps, a recipe grown by later phases), resuming from a checkpoint equals an uninterrupted run
-// (and skips the phases it has passed), and bad train.json files get one line and exit 2.
+// mixture keeps the weights it does not name, training is bitwise reproducible (a committed loss
+// curve, the committed reference model's first steps, a recipe grown by later phases), resuming
+// from a checkpoint equals an uninterrupted run (and skips the phases it has passed), and bad
+// train.json files get one line and exit 2.
 #include <gtest/gtest.h>
 
 #include <filesystem>

@@ -69,7 +69,7 @@ struct Reader {
   }
   // An object of optional fields, each key named once: unknown keys are refused, present ones
   // overwrite their field (whose current value is the default).
-  using Field = std::pair<const char*, std::variant<double*, int64_t*>>;
+  using Field = std::pair<const char*, std::variant<double*, int64_t*, std::string*>>;
   void fields(std::initializer_list<Field> fs) const {
     std::vector<const char*> keys;
     for (const Field& f : fs) keys.push_back(f.first);
@@ -86,16 +86,13 @@ Reader sub(const Reader& r, const char* key) {
 
 // Overwrites the weights a "mixture" object names (`w` holds the defaults) and checks the result.
 void read_mixture(const Reader& r, MixtureWeights& w) {
-  const std::string ask = r.get<std::string>("kv_question", w.kv_ask_by_key ? "key" : "phrase");
+  std::string ask = w.kv_ask_by_key ? "key" : "phrase";
+  r.fields({{"needle", &w.needle}, {"passkey", &w.passkey}, {"kv", &w.kv}, {"vars", &w.vars},
+            {"prefix", &w.prefix}, {"copy", &w.copy}, {"min_tasks", &w.min_tasks},
+            {"max_tasks", &w.max_tasks}, {"kv_question", &ask}});
   KVB_INPUT_CHECK(ask == "key" || ask == "phrase", r.where(),
                   ": kv_question must be \"phrase\" or \"key\", not \"", ask, "\"");
   w.kv_ask_by_key = ask == "key";
-  nlohmann::json weights = r.j;
-  weights.erase("kv_question");
-  Reader{weights, r.file, r.path}.fields(
-      {{"needle", &w.needle}, {"passkey", &w.passkey}, {"kv", &w.kv}, {"vars", &w.vars},
-       {"prefix", &w.prefix}, {"copy", &w.copy}, {"min_tasks", &w.min_tasks},
-       {"max_tasks", &w.max_tasks}});
   KVB_INPUT_CHECK(w.needle >= 0 && w.passkey >= 0 && w.kv >= 0 && w.vars >= 0 && w.prefix >= 0 &&
                       w.copy >= 0 && w.needle + w.passkey + w.kv + w.vars + w.prefix + w.copy > 0,
                   r.where(), ": weights must be >= 0 and not all zero");

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "datasets/prose.h"
 #include "datasets/rng.h"
@@ -33,10 +36,12 @@ struct Planned {
   std::vector<std::string> pieces;
   std::string question, answer;       // tail: "\n\n" + question + answer
   std::string inline_answer;          // copy: the answer is this suffix of the last piece
+  std::vector<std::pair<std::string, std::string>> more;  // key-value: further (question, answer)
 };
 
-Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities, bool kv_ask_by_key) {
-  Planned p{t, {}, {}, {}, {}};
+Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities, const MixtureWeights& w) {
+  const bool kv_ask_by_key = w.kv_ask_by_key;
+  Planned p{t, {}, {}, {}, {}, {}};
   switch (t) {
     case MixTask::kNeedle: {
       std::string city;
@@ -61,16 +66,30 @@ Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities, bo
     case MixTask::kKv: {
       const int64_t n = rng.range(3, 8);
       const int64_t ask = rng.range(0, n - 1);
-      std::string block = "Key-value pairs:", key, value;
+      std::string block = "Key-value pairs:";
+      std::vector<std::pair<std::string, std::string>> pairs;
       for (int64_t i = 0; i < n; ++i) {
-        const std::string k = random_string(rng, 6, kLower), v = random_string(rng, 6, kAlnum);
-        block += std::string(i ? ", " : " ") + k + ": " + v;
-        if (i == ask) key = k, value = v;
+        std::string k = random_string(rng, 6, kLower);  // key, then value: the draws' order
+        std::string v = random_string(rng, 6, kAlnum);
+        pairs.emplace_back(std::move(k), std::move(v));
+        block += std::string(i ? ", " : " ") + pairs.back().first + ": " + pairs.back().second;
       }
       p.pieces = {block + "."};
-      p.question = "What is the value of key " + key + "? " +
-                   (kv_ask_by_key ? key + ":" : "The value of key " + key + " is");
-      p.answer = " " + value + ".";
+      auto qa = [&](int64_t i) {
+        const std::string& key = pairs[static_cast<size_t>(i)].first;
+        return std::pair{"What is the value of key " + key + "? " +
+                             (kv_ask_by_key ? key + ":" : "The value of key " + key + " is"),
+                         " " + pairs[static_cast<size_t>(i)].second + "."};
+      };
+      std::tie(p.question, p.answer) = qa(ask);
+      if (w.kv_asks > 1) {  // further distinct keys, drawn only then (1 keeps the stream)
+        std::vector<int64_t> others;
+        for (int64_t i = 0; i < n; ++i)
+          if (i != ask) others.push_back(i);
+        rng.shuffle(others);
+        for (int64_t i = 0; i < std::min<int64_t>(w.kv_asks - 1, n - 1); ++i)
+          p.more.push_back(qa(others[static_cast<size_t>(i)]));
+      }
       break;
     }
     case MixTask::kVars: {
@@ -173,7 +192,7 @@ MixDocument make_mix_document(int64_t bytes, uint64_t seed, const MixtureWeights
     MixTask t = draw_task(rng, w, only);
     if (t == MixTask::kPasskey && passkey) continue;  // one pass key per document
     passkey |= t == MixTask::kPasskey;
-    tasks.push_back(plan_task(t, rng, cities, w.kv_ask_by_key));
+    tasks.push_back(plan_task(t, rng, cities, w));
   }
   rng.shuffle(tasks);  // order of the questions at the end
   // Drop tasks until the information and questions leave room for some filler.
@@ -182,6 +201,7 @@ MixDocument make_mix_document(int64_t bytes, uint64_t seed, const MixtureWeights
     for (const Planned& p : tasks) {
       for (const auto& piece : p.pieces) o += static_cast<int64_t>(piece.size()) + 1;
       if (!p.question.empty()) o += 2 + static_cast<int64_t>(p.question.size() + p.answer.size());
+      for (const auto& [q, a] : p.more) o += 2 + static_cast<int64_t>(q.size() + a.size());
     }
     return o;
   };
@@ -245,12 +265,16 @@ MixDocument make_mix_document(int64_t bytes, uint64_t seed, const MixtureWeights
   for (size_t t = 0; t < tasks.size(); ++t) {
     const Planned& p = tasks[t];
     if (p.question.empty()) continue;
-    doc.questions.push_back({p.task, p.question, p.answer});
-    doc.text += "\n\n" + p.question;
-    const int64_t b = static_cast<int64_t>(doc.text.size());
-    doc.text += p.answer;
-    doc.answers.push_back({p.task, b, static_cast<int64_t>(doc.text.size()),
-                           depth >= 0 ? depth : task_depth[t]});
+    std::vector<std::pair<std::string, std::string>> qas = {{p.question, p.answer}};
+    qas.insert(qas.end(), p.more.begin(), p.more.end());
+    for (const auto& [question, answer] : qas) {
+      doc.questions.push_back({p.task, question, answer});
+      doc.text += "\n\n" + question;
+      const int64_t b = static_cast<int64_t>(doc.text.size());
+      doc.text += answer;
+      doc.answers.push_back({p.task, b, static_cast<int64_t>(doc.text.size()),
+                             depth >= 0 ? depth : task_depth[t]});
+    }
   }
   KVB_CHECK(static_cast<int64_t>(doc.text.size()) == bytes, "mixture: built ", doc.text.size(),
             " bytes instead of ", bytes);

@@ -31,6 +31,10 @@ struct MixtureWeights {  // relative frequencies of the tasks (any non-negative 
   // the filler around them shifts with the question's length (and a document too short for all
   // of them may keep a different number).
   bool kv_ask_by_key = false;
+  // Questions asked about each key-value list, about distinct keys (at most one per pair): more
+  // answer bytes per document at no extra context. The first is drawn as with 1, so 1 leaves
+  // the documents as they were; an eval scores a document's first question.
+  int64_t kv_asks = 1;
 };
 
 // One answer span: bytes [begin, end) of the document are the answer to a task's question.

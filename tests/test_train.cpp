@@ -1,6 +1,6 @@
 // The trainer (`kvbench train`) and its generated mixture: documents are exact and deterministic,
 // the training forward pass is the inference forward pass (and, on rows trained through a
-// StreamingLLM window, the streaming engine's), the byte tokenizer.json is the byte tokenizer,
+// StreamingLLM window, the streaming engine's; scored in row blocks, one [T, T] block's), the byte tokenizer.json is the byte tokenizer,
 // key-value questions may end in the key as the list writes it (the same pairs asked), a phase's
 // mixture keeps the weights it does not name, training is bitwise reproducible (a committed loss
 // curve, the committed reference model's first steps, a recipe grown by later phases), resuming
@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -104,6 +105,41 @@ TEST(Mixture, KeyValueQuestionsMayEndInTheKeyAsTheListWritesIt) {
   }
 }
 
+// kv_asks = 3 asks up to three distinct keys of each list (fewer when the list has fewer
+// pairs), right after one another; the first question is the one kv_asks = 1 asks, and every
+// answer is the value the list gives its key.
+TEST(Mixture, KeyValueListsMayBeAskedSeveralDistinctKeys) {
+  kvb::MixtureWeights one, three;
+  one.kv_ask_by_key = three.kv_ask_by_key = true;
+  three.kv_asks = 3;
+  size_t asked = 0;
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    const kvb::MixDocument a = kvb::make_mix_document(2047, seed, one, {kvb::MixTask::kKv}, 0.5);
+    const kvb::MixDocument b = kvb::make_mix_document(2047, seed, three, {kvb::MixTask::kKv}, 0.5);
+    ASSERT_EQ(a.questions.size(), 1u);
+    ASSERT_GE(b.questions.size(), 2u) << "lists have 3-8 pairs: at least 2 distinct keys";
+    ASSERT_LE(b.questions.size(), 3u);
+    asked += b.questions.size();
+    EXPECT_EQ(b.questions[0].question, a.questions[0].question) << "seed " << seed;
+    EXPECT_EQ(b.questions[0].answer, a.questions[0].answer);
+    ASSERT_EQ(b.answers.size(), b.questions.size());
+    std::set<std::string> keys;
+    for (size_t i = 0; i < b.questions.size(); ++i) {
+      const std::string& q = b.questions[i].question;
+      const std::string key = q.substr(q.size() - 7, 6), value = b.questions[i].answer.substr(1, 6);
+      keys.insert(key);
+      EXPECT_LT(b.text.find(key + ": " + value), static_cast<size_t>(b.body_bytes)) << key;
+      const kvb::AnswerSpan& sp = b.answers[i];
+      EXPECT_EQ(b.text.substr(static_cast<size_t>(sp.begin), static_cast<size_t>(sp.end - sp.begin)),
+                b.questions[i].answer);
+      EXPECT_EQ(b.text.substr(static_cast<size_t>(sp.begin) - q.size(), q.size()), q);
+    }
+    EXPECT_EQ(keys.size(), b.questions.size()) << "distinct keys";
+    EXPECT_EQ(static_cast<int64_t>(b.text.size()), 2047);
+  }
+  EXPECT_GT(asked, 80u) << "most lists have 3 or more pairs";
+}
+
 TEST(Train, APhaseMayAskKeyValueQuestionsByKeyAndKeepTheOtherWeights) {
   const json j = json::parse(R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,
       "n_layers":1,"n_heads":4},"mixture":{"kv":3,"copy":2},
@@ -137,6 +173,46 @@ TEST(Train, ForwardPassEqualsTheInferenceForwardPass) {
     torch::Tensor inf = m.forward(ids.narrow(0, b, 1), torch::arange(64), *st, fo);
     EXPECT_LT((inf[0] - train[b]).abs().max().item<double>(), 1e-5);
   }
+}
+
+// Row blocks (each scored against the keys up to its last row) are the same attention as one
+// [T, T] block, forward and backward, with and without streaming windows; a block size that
+// does not divide T leaves a short last block.
+TEST(Train, RowBlockedAttentionEqualsOneBlockWithItsGradients) {
+  kvb::TrainConfig c = kvb::parse_train_config(
+      json::parse(R"({"name":"t","model":{"hidden_size":64,"intermediate_size":96,"n_layers":2,
+        "n_heads":4,"n_kv_heads":2,"head_dim":16},"phases":[{"steps":1,"seq_len":64,"batch":1}]})"),
+      "inline");
+  kvb::Model m = kvb::Model::random(c.model, 11);
+  const kvb::ModelWeights& w = m.weights();
+  torch::manual_seed(3);
+  const torch::Tensor ids = torch::randint(0, 258, {2, 70}, torch::kLong);
+  const torch::Tensor targets = torch::randint(0, 258, {2, 70}, torch::kLong);
+  for (const torch::Tensor& windows : {torch::Tensor(), torch::tensor({int64_t{9}, int64_t{0}})}) {
+    auto run = [&](int64_t rb) {
+      torch::Tensor wq = w.layers[0].wq.detach().clone().requires_grad_(true);
+      kvb::ModelWeights v = w;
+      v.layers[0].wq = wq;
+      torch::Tensor logits = kvb::train_forward(c.model, v, ids, windows, rb);
+      (-logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1))).mean().backward();
+      return std::pair{logits.detach(), wq.grad()};
+    };
+    const auto [one, g_one] = run(70);
+    for (int64_t rb : {16, 32, 69}) {
+      const auto [blocked, g] = run(rb);
+      EXPECT_LT((blocked - one).abs().max().item<double>(), 1e-5) << "row block " << rb;
+      EXPECT_LT((g - g_one).abs().max().item<double>(), 1e-6 + 1e-4 * g_one.abs().max().item<double>())
+          << "row block " << rb;
+    }
+    EXPECT_GT(g_one.abs().max().item<double>(), 0.0) << "the gradient reaches wq";
+  }
+  const kvb::TrainConfig rc = kvb::parse_train_config(
+      json::parse(R"({"name":"t","model":{"hidden_size":64,"intermediate_size":96,"n_layers":2,
+        "n_heads":4,"n_kv_heads":2,"head_dim":16},"phases":[{"steps":1,"seq_len":64,"batch":1},
+        {"steps":1,"seq_len":128,"batch":1,"row_block":32}]})"),
+      "inline");
+  EXPECT_EQ(rc.phases[0].row_block, 0) << "one block unless the phase names one";
+  EXPECT_EQ(rc.phases[1].row_block, 32);
 }
 
 // A row trained with a StreamingLLM window sees what streaming(sink=4,window=W) leaves a query
@@ -287,6 +363,9 @@ TEST(Train, BadConfigsGetOneLineAndExitTwo) {
       {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
           "phases":[{"steps":1,"seq_len":64,"batch":1,"window_rows":1.5}]})",
        "/phases/0: window_rows must be in [0, 1]"},
+      {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
+          "phases":[{"steps":1,"seq_len":64,"batch":1,"row_block":-1}]})",
+       "/phases/0: row_block must be >= 0"},
   };
   for (const auto& [text, want] : cases) {
     kvb::write_file(tmp.path("train.json"), text);

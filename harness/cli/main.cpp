@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <exception>
 #include <string>
+#include <utility>
+#include <vector>
 
 #if defined(__linux__)
 #include <unistd.h>
@@ -28,9 +30,24 @@ int main(int argc, char** argv) {
   // instead of 32.7 s, 5 at 2048 bytes 16.0 s instead of 20.1 s, with the same losses bitwise. libgomp reads the variable when it is loaded, before main, so
   // `kvbench train` re-executes itself with it set (unless the caller set it). Inference is not
   // changed: there the spinning pays (the quick suite takes 57 s as is, 60 s passive).
-  if (argc > 1 && std::string(argv[1]) == "train" && std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv);  // returns only on failure: then train as we are
+  //
+  // OpenBLAS also picks its GEMM kernels for the CPU it loads on, and its AVX-512 kernels
+  // (SkylakeX) sum in another order than its AVX2 ones (Haswell): the same train.json gave other
+  // bits from step 0 on an AVX-512 machine (tests/data/train_tiny's curve differed at steps 0,
+  // 11, 16, ...; with OPENBLAS_CORETYPE=Haswell it was reproduced bitwise). So training pins the
+  // AVX2 kernels, and ATen's AVX2 paths, on any x86-64 CPU with AVX2 and FMA: a loss curve then
+  // reproduces across machines. On an AVX-512 machine this costs speed (kvb-ref-s at 256 bytes:
+  // 1.04 s a step instead of 0.52). A value the caller set is kept.
+  if (argc > 1 && std::string(argv[1]) == "train") {
+    std::vector<std::pair<const char*, const char*>> env = {{"OMP_WAIT_POLICY", "PASSIVE"}};
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      env.insert(env.end(), {{"OPENBLAS_CORETYPE", "Haswell"}, {"ATEN_CPU_CAPABILITY", "avx2"}});
+#endif
+    bool set = false;
+    for (const auto& [name, value] : env)
+      if (std::getenv(name) == nullptr) set |= setenv(name, value, 1) == 0;
+    if (set) execv("/proc/self/exe", argv);  // returns only on failure: then train as we are
   }
 #endif
   using namespace kvb::cli;

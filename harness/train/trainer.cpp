@@ -6,6 +6,7 @@
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -89,7 +90,7 @@ void read_mixture(const Reader& r, MixtureWeights& w) {
   std::string ask = w.kv_ask_by_key ? "key" : "phrase";
   r.fields({{"needle", &w.needle}, {"passkey", &w.passkey}, {"kv", &w.kv}, {"vars", &w.vars},
             {"prefix", &w.prefix}, {"copy", &w.copy}, {"min_tasks", &w.min_tasks},
-            {"max_tasks", &w.max_tasks}, {"kv_question", &ask}});
+            {"max_tasks", &w.max_tasks}, {"kv_question", &ask}, {"kv_asks", &w.kv_asks}});
   KVB_INPUT_CHECK(ask == "key" || ask == "phrase", r.where(),
                   ": kv_question must be \"phrase\" or \"key\", not \"", ask, "\"");
   w.kv_ask_by_key = ask == "key";
@@ -98,6 +99,7 @@ void read_mixture(const Reader& r, MixtureWeights& w) {
                   r.where(), ": weights must be >= 0 and not all zero");
   KVB_INPUT_CHECK(w.min_tasks >= 1 && w.max_tasks >= w.min_tasks, r.where(),
                   ": need 1 <= min_tasks <= max_tasks");
+  KVB_INPUT_CHECK(w.kv_asks >= 1, r.where(), ": kv_asks must be >= 1");
 }
 
 }  // namespace
@@ -178,9 +180,10 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
     const json& p = j["phases"][i];
     Reader pr{p, where, "/phases/" + std::to_string(i)};
     KVB_INPUT_CHECK(p.is_object(), pr.where(), ": expected an object");
-    pr.only({"steps", "seq_len", "batch", "mixture", "window_rows"});
+    pr.only({"steps", "seq_len", "batch", "mixture", "window_rows", "row_block"});
     TrainPhase ph{pr.need<int64_t>("steps"), pr.need<int64_t>("seq_len"), pr.need<int64_t>("batch"),
-                  c.mixture, pr.get<double>("window_rows", 0.0)};
+                  c.mixture, pr.get<double>("window_rows", 0.0), pr.get<int64_t>("row_block", 0)};
+    KVB_INPUT_CHECK(ph.row_block >= 0, pr.where(), ": row_block must be >= 0 (0: one block)");
     KVB_INPUT_CHECK(ph.steps > 0 && ph.seq_len >= 64 && ph.batch > 0, pr.where(),
                     ": steps and batch must be > 0, seq_len >= 64");
     KVB_INPUT_CHECK(ph.window_rows >= 0 && ph.window_rows <= 1, pr.where(),
@@ -221,8 +224,9 @@ torch::Tensor rope_table(const ModelConfig& c, int64_t T, bool sine) {
 }  // namespace
 
 torch::Tensor train_forward(const ModelConfig& c, const ModelWeights& w, const torch::Tensor& ids,
-                            const torch::Tensor& windows) {
+                            const torch::Tensor& windows, int64_t row_block) {
   const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t rb = row_block > 0 ? std::min(row_block, T) : T;
   const int64_t Hq = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, G = Hq / Hkv;
   const auto dt = w.embed.scalar_type();
   torch::Tensor cos = rope_table(c, T, false).to(dt), sin = rope_table(c, T, true).to(dt);
@@ -250,12 +254,21 @@ torch::Tensor train_forward(const ModelConfig& c, const ModelWeights& w, const t
       v = v.repeat_interleave(G, 1);
     }
     // Scores as one fused mask + scale * q k^T (baddbmm): no separate [B, H, T, T] passes for
-    // the scale and the mask, forward or backward.
-    torch::Tensor s = torch::baddbmm(mask, q.reshape({B * Hq, T, D}),
-                                     k.reshape({B * Hq, T, D}).transpose(1, 2), 1.0, scale);
-    torch::Tensor p = torch::softmax(s, -1);
-    torch::Tensor o = torch::bmm(p, v.reshape({B * Hq, T, D})).view({B, Hq, T, D})
-                          .transpose(1, 2).reshape({B, T, Hq * D});
+    // the scale and the mask, forward or backward. Rows go in blocks of `rb` queries, each
+    // against the keys up to its last row only.
+    const torch::Tensor qf = q.reshape({B * Hq, T, D}), kf = k.reshape({B * Hq, T, D});
+    const torch::Tensor vf = v.reshape({B * Hq, T, D});
+    std::vector<torch::Tensor> blocks;
+    for (int64_t r0 = 0; r0 < T; r0 += rb) {
+      const int64_t n = std::min(rb, T - r0), keys = r0 + n;
+      const torch::Tensor m = mask.dim() == 2 ? mask.narrow(0, r0, n).narrow(1, 0, keys)
+                                              : mask.narrow(1, r0, n).narrow(2, 0, keys);
+      torch::Tensor s = torch::baddbmm(m, qf.narrow(1, r0, n), kf.narrow(1, 0, keys).transpose(1, 2),
+                                       1.0, scale);
+      blocks.push_back(torch::bmm(torch::softmax(s, -1), vf.narrow(1, 0, keys)));
+    }
+    torch::Tensor o = (blocks.size() == 1 ? blocks[0] : torch::cat(blocks, 1))
+                          .view({B, Hq, T, D}).transpose(1, 2).reshape({B, T, Hq * D});
     x = x + torch::linear(o, L.wo);
     h = rms_norm(x, L.ffn_norm, c.rms_eps);
     x = x + torch::linear(torch::silu(torch::linear(h, L.w_gate)) * torch::linear(h, L.w_up), L.w_down);
@@ -665,7 +678,7 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
     const double lr = lr_at(cfg, step);
     for (auto& g : adam.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     adam.zero_grad();
-    torch::Tensor logits = train_forward(cfg.model, w, b.ids.narrow(1, 0, ph.seq_len), b.windows).to(torch::kFloat32);
+    torch::Tensor logits = train_forward(cfg.model, w, b.ids.narrow(1, 0, ph.seq_len), b.windows, ph.row_block).to(torch::kFloat32);
     torch::Tensor nll = -torch::log_softmax(logits, -1)
                              .gather(2, b.ids.narrow(1, 1, ph.seq_len).unsqueeze(2))
                              .squeeze(2);  // [B, T]

@@ -26,6 +26,10 @@ struct TrainPhase {
   // tokens and a recent window of seq_len/8 .. seq_len/2 tokens (drawn per row), so that the
   // model also meets evicted caches in training.
   double window_rows = 0;
+  // Attention scores in blocks of this many query rows, each against the keys up to its last
+  // row (train_forward); 0: one [seq_len, seq_len] block. The same attention up to float
+  // rounding, but the rounding is part of a bitwise-reproducible curve, so it is the recipe's.
+  int64_t row_block = 0;
 };
 inline constexpr int64_t kTrainSinks = 4;
 
@@ -86,8 +90,12 @@ int train_model_process_per_phase(const std::string& config_path, const std::str
 // `windows` ([B] int64), row b attends to the first kTrainSinks tokens, the windows[b] tokens
 // before it and itself, as streaming(sink=4,window=windows[b]) decoding one token at a time does
 // (it holds sink + window tokens between steps); 0 attends to every earlier token.
+// Queries are scored in blocks of `row_block` rows (0: all T in one block) against the keys up
+// to each block's last row, so causal attention skips the keys after the block instead of
+// scoring and masking them (8 blocks: 56% of the [T, T] scores and softmax, forward and
+// backward). The result is the same attention up to float rounding.
 torch::Tensor train_forward(const ModelConfig& c, const ModelWeights& w, const torch::Tensor& ids,
-                            const torch::Tensor& windows = {});
+                            const torch::Tensor& windows = {}, int64_t row_block = 0);
 
 // Evaluates a model directory as the trainer does (held-out seeds, full cache) and returns the
 // eval.json object.

@@ -36,8 +36,8 @@ int main(int argc, char** argv) {
   // bits from step 0 on an AVX-512 machine (tests/data/train_tiny's curve differed at steps 0,
   // 11, 16, ...; with OPENBLAS_CORETYPE=Haswell it was reproduced bitwise). So training pins the
   // AVX2 kernels, and ATen's AVX2 paths, on any x86-64 CPU with AVX2 and FMA: a loss curve then
-  // reproduces across machines. On an AVX-512 machine this costs speed (kvb-ref-s at 256 bytes:
-  // 1.04 s a step instead of 0.52). A value the caller set is kept.
+  // reproduces across machines. On an AVX-512 machine this costs speed (a kvb-ref-s step at 256
+  // bytes: 0.59 s instead of 0.48 s). A value the caller set is kept.
   if (argc > 1 && std::string(argv[1]) == "train") {
     std::vector<std::pair<const char*, const char*>> env = {{"OMP_WAIT_POLICY", "PASSIVE"}};
 #if defined(__x86_64__)

@@ -1,7 +1,8 @@
 // The trainer (`kvbench train`) and its generated mixture: documents are exact and deterministic,
 // the training forward pass is the inference forward pass (and, on rows trained through a
-// StreamingLLM window, the streaming engine's; scored in row blocks, one [T, T] block's), the byte tokenizer.json is the byte tokenizer,
-// key-value questions may end in the key as the list writes it (the same pairs asked), a phase's
+// StreamingLLM window, the streaming engine's; scored in row blocks, one [T, T] block's), the
+// byte tokenizer.json is the byte tokenizer, key-value questions may end in the key as the list
+// writes it (the same pairs asked) and a list may be asked several distinct keys, a phase's
 // mixture keeps the weights it does not name, training is bitwise reproducible (a committed loss
 // curve, the committed reference model's first steps, a recipe grown by later phases), resuming
 // from a checkpoint equals an uninterrupted run (and skips the phases it has passed), and bad

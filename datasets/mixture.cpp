@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -34,14 +33,15 @@ std::string digits(Rng& rng, int64_t n) {
 struct Planned {
   MixTask task;
   std::vector<std::string> pieces;
-  std::string question, answer;       // tail: "\n\n" + question + answer
+  // (question, answer) pairs, each "\n\n" + question + answer in the tail; key-value lists may
+  // have several (kv_asks), copy has none.
+  std::vector<std::pair<std::string, std::string>> qas;
   std::string inline_answer;          // copy: the answer is this suffix of the last piece
-  std::vector<std::pair<std::string, std::string>> more;  // key-value: further (question, answer)
 };
 
-Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities, const MixtureWeights& w) {
-  const bool kv_ask_by_key = w.kv_ask_by_key;
-  Planned p{t, {}, {}, {}, {}, {}};
+Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities,
+                  const MixtureWeights& w) {
+  Planned p{t, {}, {}, {}};
   switch (t) {
     case MixTask::kNeedle: {
       std::string city;
@@ -51,16 +51,15 @@ Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities, co
       used_cities.push_back(city);
       const std::string number = digits(rng, 7);
       p.pieces = {"The special magic number for " + city + " is " + number + "."};
-      p.question = "What is the special magic number for " + city +
-                   "? The special magic number for " + city + " is";
-      p.answer = " " + number + ".";
+      p.qas = {{"What is the special magic number for " + city + "? The special magic number for " +
+                    city + " is",
+                " " + number + "."}};
       break;
     }
     case MixTask::kPasskey: {
       const std::string key = digits(rng, 5);
       p.pieces = {"The pass key is " + key + ". Remember it. " + key + " is the pass key."};
-      p.question = "What is the pass key? The pass key is";
-      p.answer = " " + key + ".";
+      p.qas = {{"What is the pass key? The pass key is", " " + key + "."}};
       break;
     }
     case MixTask::kKv: {
@@ -78,17 +77,17 @@ Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities, co
       auto qa = [&](int64_t i) {
         const std::string& key = pairs[static_cast<size_t>(i)].first;
         return std::pair{"What is the value of key " + key + "? " +
-                             (kv_ask_by_key ? key + ":" : "The value of key " + key + " is"),
+                             (w.kv_ask_by_key ? key + ":" : "The value of key " + key + " is"),
                          " " + pairs[static_cast<size_t>(i)].second + "."};
       };
-      std::tie(p.question, p.answer) = qa(ask);
+      p.qas = {qa(ask)};
       if (w.kv_asks > 1) {  // further distinct keys, drawn only then (1 keeps the stream)
         std::vector<int64_t> others;
         for (int64_t i = 0; i < n; ++i)
           if (i != ask) others.push_back(i);
         rng.shuffle(others);
         for (int64_t i = 0; i < std::min<int64_t>(w.kv_asks - 1, n - 1); ++i)
-          p.more.push_back(qa(others[static_cast<size_t>(i)]));
+          p.qas.push_back(qa(others[static_cast<size_t>(i)]));
       }
       break;
     }
@@ -96,8 +95,7 @@ Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities, co
       const std::string a = random_string(rng, 5, kUpper), b = random_string(rng, 5, kUpper);
       const std::string value = digits(rng, 5);
       p.pieces = {"VAR " + a + " = " + value + ".", "VAR " + b + " = VAR " + a + "."};
-      p.question = "What is the value of VAR " + b + "? VAR " + b + " =";
-      p.answer = " " + value + ".";
+      p.qas = {{"What is the value of VAR " + b + "? VAR " + b + " =", " " + value + "."}};
       break;
     }
     case MixTask::kPrefix: {
@@ -110,8 +108,8 @@ Planned plan_task(MixTask t, Rng& rng, std::vector<std::string>& used_cities, co
         if (i == ask) target = s;
       }
       p.pieces = {block + "."};
-      p.question = "Which special string starts with " + target.substr(0, 4) + "? It is";
-      p.answer = " " + target + ".";
+      p.qas = {{"Which special string starts with " + target.substr(0, 4) + "? It is",
+                " " + target + "."}};
       break;
     }
     case MixTask::kCopy: {
@@ -200,8 +198,7 @@ MixDocument make_mix_document(int64_t bytes, uint64_t seed, const MixtureWeights
     int64_t o = 0;
     for (const Planned& p : tasks) {
       for (const auto& piece : p.pieces) o += static_cast<int64_t>(piece.size()) + 1;
-      if (!p.question.empty()) o += 2 + static_cast<int64_t>(p.question.size() + p.answer.size());
-      for (const auto& [q, a] : p.more) o += 2 + static_cast<int64_t>(q.size() + a.size());
+      for (const auto& [q, a] : p.qas) o += 2 + static_cast<int64_t>(q.size() + a.size());
     }
     return o;
   };
@@ -264,10 +261,7 @@ MixDocument make_mix_document(int64_t bytes, uint64_t seed, const MixtureWeights
   doc.body_bytes = static_cast<int64_t>(doc.text.size());
   for (size_t t = 0; t < tasks.size(); ++t) {
     const Planned& p = tasks[t];
-    if (p.question.empty()) continue;
-    std::vector<std::pair<std::string, std::string>> qas = {{p.question, p.answer}};
-    qas.insert(qas.end(), p.more.begin(), p.more.end());
-    for (const auto& [question, answer] : qas) {
+    for (const auto& [question, answer] : p.qas) {
       doc.questions.push_back({p.task, question, answer});
       doc.text += "\n\n" + question;
       const int64_t b = static_cast<int64_t>(doc.text.size());

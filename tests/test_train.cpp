@@ -4,7 +4,8 @@
 // byte tokenizer.json is the byte tokenizer, key-value questions may end in the key as the list
 // writes it (the same pairs asked) and a list may be asked several distinct keys, a phase's
 // mixture keeps the weights it does not name, training is bitwise reproducible (a committed loss
-// curve, the committed reference model's first steps, a recipe grown by later phases), resuming
+// curve, the committed reference model's first steps, a recipe grown by later phases, one with a
+// cooldown over its last steps), resuming
 // from a checkpoint equals an uninterrupted run (and skips the phases it has passed), and bad
 // train.json files get one line and exit 2.
 #include <gtest/gtest.h>
@@ -325,6 +326,34 @@ TEST(Train, ExtendedRecipeWithDecayStepsRepeatsTheOriginalBitwise) {
   }
 }
 
+// A cooldown over the last steps (optimizer.cooldown_steps) of a recipe extended by a phase: the
+// original's steps stay bitwise, the added ones decay linearly from min_lr (where decay_steps
+// holds the schedule) towards 0, (N - k) / N of it at the k-th of N.
+TEST(Train, CooldownDecaysTheLastStepsLinearlyAndKeepsTheEarlierOnesBitwise) {
+  TempDir tmp;
+  json cfg = kvb::read_json_file(source("tests/data/train_tiny/train.json"));
+  cfg["optimizer"]["decay_steps"] = 200;
+  cfg["optimizer"]["cooldown_steps"] = 20;
+  cfg["phases"].push_back({{"steps", 20}, {"seq_len", 96}, {"batch", 4}});
+  kvb::write_file(tmp.path("train.json"), cfg.dump());
+  EXPECT_EQ(kvb::load_train_config(tmp.path("train.json")).cooldown_steps, 20);
+  auto r = run_kvbench("train --config " + q(tmp.path("train.json")) + " --out " + q(tmp.path("m")) +
+                       " --no-eval --threads 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto all = losses(tmp.path("m/loss.jsonl"));
+  ASSERT_EQ(all.size(), 220u);
+  EXPECT_EQ(std::vector<std::string>(all.begin(), all.begin() + 200),
+            losses(source("tests/data/train_tiny/loss.jsonl")));
+  std::ifstream in(tmp.path("m/loss.jsonl"));
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line); ++n) {
+    const double lr = json::parse(line).at("lr").get<double>();
+    if (n < 200) continue;
+    EXPECT_DOUBLE_EQ(lr, 3e-4 * static_cast<double>(220 - n) / 20.0) << line;
+  }
+  EXPECT_EQ(n, 220);
+}
+
 // The committed reference model's curve starts where retraining from its train.json starts.
 TEST(Train, ReferenceModelFirstStepsReproduceBitwise) {
   const std::string dir = source("models/kvb-ref-s");
@@ -367,6 +396,9 @@ TEST(Train, BadConfigsGetOneLineAndExitTwo) {
       {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
           "phases":[{"steps":1,"seq_len":64,"batch":1,"row_block":-1}]})",
        "/phases/0: row_block must be >= 0"},
+      {R"({"name":"x","model":{"hidden_size":64,"intermediate_size":64,"n_layers":1,"n_heads":4},
+          "optimizer":{"warmup":1,"cooldown_steps":5},"phases":[{"steps":4,"seq_len":64,"batch":1}]})",
+       "/optimizer: cooldown_steps must be >= 0 and leave the warm-up before it"},
   };
   for (const auto& [text, want] : cases) {
     kvb::write_file(tmp.path("train.json"), text);

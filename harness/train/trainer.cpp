@@ -167,7 +167,8 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
   if (j.contains("optimizer")) {
     sub(r, "optimizer").fields({{"lr", &c.lr}, {"min_lr", &c.min_lr}, {"warmup", &c.warmup},
                                 {"decay_steps", &c.decay_steps}, {"weight_decay", &c.weight_decay},
-                                {"beta1", &c.beta1}, {"beta2", &c.beta2}, {"clip", &c.clip}});
+                                {"beta1", &c.beta1}, {"beta2", &c.beta2}, {"clip", &c.clip},
+                                {"cooldown_steps", &c.cooldown_steps}});
     KVB_INPUT_CHECK(c.lr > 0 && c.min_lr >= 0 && c.warmup >= 0 && c.clip >= 0, where,
                     ": /optimizer: lr must be > 0; min_lr, warmup, clip >= 0");
     KVB_INPUT_CHECK(c.decay_steps == 0 || c.decay_steps > c.warmup, where,
@@ -192,6 +193,8 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
     c.phases.push_back(ph);
   }
   c.model.max_position = c.context();
+  KVB_INPUT_CHECK(c.cooldown_steps >= 0 && c.cooldown_steps <= c.total_steps() - c.warmup, where,
+                  ": /optimizer: cooldown_steps must be >= 0 and leave the warm-up before it");
   r.opt("prose_only", c.prose_only);
   r.opt("answer_weight", c.answer_weight);
   r.opt("checkpoint_every", c.checkpoint_every);
@@ -362,12 +365,23 @@ Batch make_batch(const TrainConfig& cfg, int64_t step, const TrainPhase& ph) {
   return b;
 }
 
-double lr_at(const TrainConfig& c, int64_t step) {
+double scheduled_lr(const TrainConfig& c, int64_t step) {
   const int64_t total = c.decay_steps > 0 ? c.decay_steps : c.total_steps();
   if (step < c.warmup) return c.lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup);
   const double progress = static_cast<double>(step - c.warmup) /
                           static_cast<double>(std::max<int64_t>(1, total - c.warmup));
   return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+// The warm-up and cosine schedule, then over the last `cooldown_steps` steps a linear decay from
+// the schedule's rate at the cooldown's first step towards 0 (its last step: 1/cooldown_steps of
+// it). Steps before the cooldown keep the schedule's rates exactly, so a recipe that adds a
+// cooldown after its earlier steps keeps them bitwise.
+double lr_at(const TrainConfig& c, int64_t step) {
+  const int64_t start = c.total_steps() - c.cooldown_steps;
+  if (c.cooldown_steps <= 0 || step < start) return scheduled_lr(c, step);
+  return scheduled_lr(c, start) * static_cast<double>(c.total_steps() - step) /
+         static_cast<double>(c.cooldown_steps);
 }
 
 std::string fmt_float(double v) {

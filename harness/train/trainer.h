@@ -48,6 +48,7 @@ struct TrainConfig {
   double lr = 3e-3, min_lr = 3e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   int64_t warmup = 100;
   int64_t decay_steps = 0;     // the cosine reaches min_lr at this step and stays (0: the last step)
+  int64_t cooldown_steps = 0;  // the last N steps decay linearly from the schedule's rate to 0
   std::vector<TrainPhase> phases;
   MixtureWeights mixture;      // every phase's, unless the phase names its own weights
   double prose_only = 0.1;     // fraction of documents that are plain prose

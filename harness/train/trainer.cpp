@@ -193,7 +193,9 @@ TrainConfig parse_train_config(const json& j, const std::string& where) {
     c.phases.push_back(ph);
   }
   c.model.max_position = c.context();
-  KVB_INPUT_CHECK(c.cooldown_steps >= 0 && c.cooldown_steps <= c.total_steps() - c.warmup, where,
+  KVB_INPUT_CHECK(c.cooldown_steps == 0 ||
+                      (c.cooldown_steps > 0 && c.cooldown_steps <= c.total_steps() - c.warmup),
+                  where,
                   ": /optimizer: cooldown_steps must be >= 0 and leave the warm-up before it");
   r.opt("prose_only", c.prose_only);
   r.opt("answer_weight", c.answer_weight);

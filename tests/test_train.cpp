@@ -296,6 +296,25 @@ TEST(Train, ResumingFromACheckpointEqualsAnUninterruptedRun) {
   EXPECT_EQ(losses(tmp.path("c/loss.jsonl")), losses(tmp.path("a/loss.jsonl")));
 }
 
+// Trains tmp/train.json, the tiny config extended by 20 steps, checks that its first 200 losses
+// are the committed curve's bitwise and returns the learning rates of the 20 added steps.
+std::vector<double> extended_tiny_lrs(TempDir& tmp) {
+  auto r = run_kvbench("train --config " + q(tmp.path("train.json")) + " --out " + q(tmp.path("m")) +
+                       " --no-eval --threads 2");
+  EXPECT_EQ(r.code, 0) << r.err;
+  const auto all = losses(tmp.path("m/loss.jsonl"));
+  EXPECT_EQ(all.size(), 220u);
+  if (all.size() != 220u) return {};
+  EXPECT_EQ(std::vector<std::string>(all.begin(), all.begin() + 200),
+            losses(source("tests/data/train_tiny/loss.jsonl")));
+  std::vector<double> lrs;
+  std::ifstream in(tmp.path("m/loss.jsonl"));
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line); ++n)
+    if (n >= 200) lrs.push_back(json::parse(line).at("lr").get<double>());
+  return lrs;
+}
+
 // A recipe extended by later phases, with decay_steps holding the schedule of the original:
 // the original's steps are reproduced bitwise, the added ones train at min_lr on their own
 // mixture (the phase names only the weights it changes).
@@ -311,19 +330,7 @@ TEST(Train, ExtendedRecipeWithDecayStepsRepeatsTheOriginalBitwise) {
   EXPECT_EQ(c.phases[2].mixture.kv, 10);
   EXPECT_EQ(c.phases[2].mixture.copy, c.mixture.copy);
   EXPECT_EQ(c.phases[2].mixture.max_tasks, c.mixture.max_tasks);
-  auto r = run_kvbench("train --config " + q(tmp.path("train.json")) + " --out " + q(tmp.path("m")) +
-                       " --no-eval --threads 2");
-  ASSERT_EQ(r.code, 0) << r.err;
-  const auto all = losses(tmp.path("m/loss.jsonl"));
-  ASSERT_EQ(all.size(), 220u);
-  EXPECT_EQ(std::vector<std::string>(all.begin(), all.begin() + 200),
-            losses(source("tests/data/train_tiny/loss.jsonl")));
-  std::ifstream in(tmp.path("m/loss.jsonl"));
-  int64_t n = 0;
-  for (std::string line; std::getline(in, line); ++n) {
-    if (n < 200) continue;
-    EXPECT_EQ(json::parse(line).at("lr").get<double>(), 3e-4) << line;
-  }
+  for (double lr : extended_tiny_lrs(tmp)) EXPECT_EQ(lr, 3e-4);
 }
 
 // A cooldown over the last steps (optimizer.cooldown_steps) of a recipe extended by a phase: the
@@ -337,21 +344,9 @@ TEST(Train, CooldownDecaysTheLastStepsLinearlyAndKeepsTheEarlierOnesBitwise) {
   cfg["phases"].push_back({{"steps", 20}, {"seq_len", 96}, {"batch", 4}});
   kvb::write_file(tmp.path("train.json"), cfg.dump());
   EXPECT_EQ(kvb::load_train_config(tmp.path("train.json")).cooldown_steps, 20);
-  auto r = run_kvbench("train --config " + q(tmp.path("train.json")) + " --out " + q(tmp.path("m")) +
-                       " --no-eval --threads 2");
-  ASSERT_EQ(r.code, 0) << r.err;
-  const auto all = losses(tmp.path("m/loss.jsonl"));
-  ASSERT_EQ(all.size(), 220u);
-  EXPECT_EQ(std::vector<std::string>(all.begin(), all.begin() + 200),
-            losses(source("tests/data/train_tiny/loss.jsonl")));
-  std::ifstream in(tmp.path("m/loss.jsonl"));
-  int64_t n = 0;
-  for (std::string line; std::getline(in, line); ++n) {
-    const double lr = json::parse(line).at("lr").get<double>();
-    if (n < 200) continue;
-    EXPECT_DOUBLE_EQ(lr, 3e-4 * static_cast<double>(220 - n) / 20.0) << line;
-  }
-  EXPECT_EQ(n, 220);
+  const std::vector<double> lrs = extended_tiny_lrs(tmp);
+  for (size_t k = 0; k < lrs.size(); ++k)
+    EXPECT_DOUBLE_EQ(lrs[k], 3e-4 * static_cast<double>(20 - k) / 20.0) << "added step " << k;
 }
 
 // The committed reference model's curve starts where retraining from its train.json starts.

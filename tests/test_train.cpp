@@ -5,9 +5,8 @@
 // writes it (the same pairs asked) and a list may be asked several distinct keys, a phase's
 // mixture keeps the weights it does not name, training is bitwise reproducible (a committed loss
 // curve, the committed reference model's first steps, a recipe grown by later phases, one with a
-// cooldown over its last steps), resuming
-// from a checkpoint equals an uninterrupted run (and skips the phases it has passed), and bad
-// train.json files get one line and exit 2.
+// cooldown over its last steps), resuming from a checkpoint equals an uninterrupted run (and skips
+// the phases it has passed), and bad train.json files get one line and exit 2.
 #include <gtest/gtest.h>
 
 #include <filesystem>

@@ -3,7 +3,7 @@
 #include "datasets/prose.h"
 #include "datasets/rng.h"
 #include "datasets/text.h"
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 

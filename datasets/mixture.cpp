@@ -7,7 +7,7 @@
 
 #include "datasets/prose.h"
 #include "datasets/rng.h"
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 namespace {

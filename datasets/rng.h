@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "common/hash.h"
+
 namespace kvb {
 
 class Rng {
@@ -39,17 +41,9 @@ class Rng {
 
 // Derives an independent seed from a base seed and a tag (FNV-1a over the tag, then mixed).
 inline uint64_t derive_seed(uint64_t base, const std::string& tag) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : tag) h = (h ^ c) * 0x100000001b3ULL;
-  Rng r(base ^ h);
+  Rng r(base ^ fnv1a64(tag));
   return r.next();
 }
 
-// FNV-1a 64 of a byte string (cell keys, parameter hashes).
-inline uint64_t fnv1a64(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ULL;
-  return h;
-}
 
 }  // namespace kvb

@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "harness/common/json_io.h"
+#include "common/json_io.h"
 #include "harness/model/model.h"
 #include "tests/test_util.h"
 

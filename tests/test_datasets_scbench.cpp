@@ -6,8 +6,8 @@
 
 #include "datasets/rng.h"
 #include "datasets/scbench.h"
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 #include "tests/test_util.h"
 
 namespace kvb {

@@ -7,8 +7,8 @@
 #include "datasets/loader.h"
 #include "datasets/prose.h"
 #include "datasets/text.h"
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 #include "tests/test_util.h"
 
 namespace kvb {

@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "harness/common/json_io.h"
+#include "common/json_io.h"
 #include "harness/model/model.h"
 #include "methods/quant/full.h"
 #include "tests/test_util.h"

@@ -18,7 +18,7 @@
 #include <typeinfo>
 #include <vector>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "harness/model/safetensors.h"
 
 namespace kvb {

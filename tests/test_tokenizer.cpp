@@ -12,7 +12,7 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "harness/tokenizer/hf_tokenizer.h"
 #include "harness/tokenizer/llama2c_tokenizer.h"
 #include "harness/tokenizer/tokenizer.h"

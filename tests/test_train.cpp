@@ -16,11 +16,11 @@
 #include <nlohmann/json.hpp>
 
 #include "datasets/mixture.h"
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 #include "harness/model/model.h"
 #include "harness/tokenizer/tokenizer.h"
-#include "harness/train/trainer.h"
+#include "trainer/trainer.h"
 #include "methods/registry.h"
 #include "tests/test_util.h"
 
@@ -254,12 +254,31 @@ TEST(Train, ByteTokenizerJsonIsTheByteTokenizer) {
   EXPECT_EQ(hf->bos_id(), std::optional<int32_t>(256));
 }
 
+TEST(Train, ReadmeKeepsTheRecipeHistoryOfTheOldOne) {
+  EXPECT_EQ(kvb::readme_keeping_history("# m\n\ncurve\n", ""), "# m\n\ncurve\n");
+  EXPECT_EQ(kvb::readme_keeping_history("# m\n\ncurve\n", "# m\n\nold\n"), "# m\n\ncurve\n");
+  EXPECT_EQ(kvb::readme_keeping_history("# m\n\ncurve\n",
+                                        "# m\n\nold\n\n## Recipe history\n\nv1, v2.\n"),
+            "# m\n\ncurve\n\n## Recipe history\n\nv1, v2.\n");
+  // Only a heading at the start of a line counts.
+  EXPECT_EQ(kvb::readme_keeping_history("# m\n", "see ## Recipe history\n"), "# m\n");
+}
+
 // A config small enough for a unit test: 200 steps in well under a minute on 2 threads.
 TEST(Train, TinyConfigReproducesItsCommittedLossCurveBitwise) {
   TempDir tmp;
   const std::string cfg = source("tests/data/train_tiny/train.json");
+  // A README from an earlier run: its curve is replaced, its recipe history kept.
+  fs::create_directories(tmp.path("m"));
+  kvb::write_file(tmp.path("m/README.md"),
+                  "# train-tiny\n\nold curve\n\n## Recipe history\n\nv1 tried first.\n");
   auto r = run_kvbench("train --config " + q(cfg) + " --out " + q(tmp.path("m")) + " --no-eval --threads 2");
   ASSERT_EQ(r.code, 0) << r.err;
+  const std::string readme = kvb::read_file(tmp.path("m/README.md"));
+  EXPECT_EQ(readme.find("old curve"), std::string::npos) << readme;
+  EXPECT_NE(readme.find("## Loss curve"), std::string::npos) << readme;
+  EXPECT_EQ(readme.substr(readme.find("## Recipe history")),
+            "## Recipe history\n\nv1 tried first.\n");
   // The CLI runs the first phase in a child process and the second in a fresh one, resumed from
   // the phase-boundary checkpoint; the curve must not notice.
   EXPECT_NE(r.out.find("stopped at step 150 of 200"), std::string::npos) << r.out;

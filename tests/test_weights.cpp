@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "harness/model/safetensors.h"
 #include "harness/model/weights.h"
 

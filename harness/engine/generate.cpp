@@ -5,7 +5,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 

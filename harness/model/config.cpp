@@ -2,8 +2,8 @@
 
 #include <filesystem>
 
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 
 namespace kvb {
 namespace {

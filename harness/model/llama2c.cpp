@@ -3,8 +3,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 #include "harness/tokenizer/llama2c_tokenizer.h"
 
 namespace kvb {

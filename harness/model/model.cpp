@@ -6,8 +6,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 #include "harness/model/safetensors.h"
 #include "harness/model/weights.h"
 

@@ -23,7 +23,7 @@
 #include <sstream>
 #include <utility>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 

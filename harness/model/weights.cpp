@@ -4,7 +4,7 @@
 #include <limits>
 #include <sstream>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 

@@ -2,7 +2,7 @@
 // EOS.
 #include <cstdio>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "harness/tokenizer/tokenizer.h"
 
 namespace kvb {

@@ -1,6 +1,6 @@
 #include "harness/tokenizer/json_fields.h"
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb::tok {
 namespace {

@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <unordered_map>
 
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 #include "harness/tokenizer/utf8.h"
 
 namespace kvb {

@@ -5,7 +5,7 @@
 
 #include <memory>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb::tok {
 namespace {

@@ -10,7 +10,7 @@
 #include <emmintrin.h>
 #endif
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb::kernels {
 namespace {

@@ -1,4 +1,4 @@
-#include "results/provenance.h"
+#include "harness/provenance.h"
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
@@ -11,7 +11,7 @@
 #include <fstream>
 #include <string>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 #ifdef KVB_HAVE_CUDA_KERNELS
 #include "kernels/cuda/dequant.h"

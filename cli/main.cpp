@@ -13,12 +13,12 @@
 
 #include <c10/util/Exception.h>
 
-#include "harness/cli/commands.h"
-#include "harness/cli/methods_cmd.h"
-#include "harness/cli/results_cmd.h"
-#include "harness/cli/run_cmd.h"
-#include "harness/common/check.h"
-#include "harness/train/trainer.h"
+#include "cli/commands.h"
+#include "cli/methods_cmd.h"
+#include "cli/results_cmd.h"
+#include "cli/run_cmd.h"
+#include "common/check.h"
+#include "trainer/trainer.h"
 
 int main(int argc, char** argv) {
 #if defined(__linux__)

@@ -1,4 +1,4 @@
-#include "harness/train/trainer.h"
+#include "trainer/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -24,8 +24,8 @@
 
 #include "datasets/prose.h"
 #include "datasets/rng.h"
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 #include "methods/registry.h"
 
 namespace kvb {
@@ -560,6 +560,17 @@ json evaluate_reference_model(const std::string& model_dir, const TrainConfig& c
   return out;
 }
 
+std::string readme_keeping_history(const std::string& generated, const std::string& existing) {
+  const std::string heading = "## Recipe history\n";
+  size_t at = existing.rfind("\n" + heading);
+  if (at != std::string::npos) ++at;
+  else if (existing.rfind(heading, 0) == 0) at = 0;
+  if (at == std::string::npos) return generated;
+  std::string out = generated;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out + "\n\n" + existing.substr(at);
+}
+
 // ---- training loop -------------------------------------------------------------------------
 
 namespace {
@@ -757,7 +768,12 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
                      {"params", n_params}, {"final_loss", lines.empty() ? json() : lines.back()["loss"]}};
     write_file((out / "eval.json").string(), eval.dump(2) + "\n");
   }
-  write_file((out / "README.md").string(), readme_text(cfg, eval, lines, elapsed, n_params));
+  {
+    const fs::path readme = out / "README.md";
+    const std::string old = fs::exists(readme) ? read_file(readme.string()) : std::string();
+    write_file(readme.string(),
+               readme_keeping_history(readme_text(cfg, eval, lines, elapsed, n_params), old));
+  }
   fs::remove_all(ck);
   if (!opt.quiet) std::printf("trained %s: %lld steps in %.0f s -> %s\n", cfg.name.c_str(),
                               static_cast<long long>(total), elapsed, out_dir.c_str());

@@ -1,8 +1,8 @@
-#include "results/kernel_timing.h"
+#include "common/timing.h"
 
 #include <algorithm>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 

@@ -77,7 +77,7 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
 
 // train_model, with every phase but the last run in a child process of its own (fork, resume
 // from the checkpoint at each phase boundary: the same numbers, bitwise). Measured on 2 cores,
-// before `kvbench train` set OMP_WAIT_POLICY=PASSIVE (harness/cli/main.cpp): after 50 steps at
+// before `kvbench train` set OMP_WAIT_POLICY=PASSIVE (cli/main.cpp): after 50 steps at
 // 256 bytes in the same process, a kvb-ref-s step at 2048 bytes took ~4.6 s; in a fresh process
 // ~2.8 s (passive and fresh: ~2.3 s; passive in the same process was not measured). What the
 // earlier phase leaves behind was not found (malloc_trim at the phase boundary and
@@ -105,5 +105,10 @@ nlohmann::json evaluate_reference_model(const std::string& model_dir, const Trai
 // tokenizer.json of the byte tokenizer: ids 0..255 are the bytes (<0x00>..<0xFF>, BPE with
 // byte fallback and no merges), 256 = <s> (added at the start), 257 = </s>.
 std::string byte_tokenizer_json();
+
+// The README a run writes: `generated`, followed by the part of the README already in the output
+// directory (`existing`, "" when there is none) that starts at a line "## Recipe history", so a
+// retrain keeps the hand-written history of its recipes.
+std::string readme_keeping_history(const std::string& generated, const std::string& existing);
 
 }  // namespace kvb

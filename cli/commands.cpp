@@ -1,4 +1,4 @@
-#include "harness/cli/commands.h"
+#include "cli/commands.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -11,8 +11,9 @@
 #include <torch/cuda.h>
 
 #include "datasets/mixture.h"
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/dtype.h"
+#include "common/json_io.h"
 #include "harness/engine/generate.h"
 #include "harness/model/llama2c.h"
 #include "harness/model/model.h"
@@ -24,12 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-torch::ScalarType parse_dtype(const std::string& s) {
-  if (s == "fp32" || s == "float32") return torch::kFloat32;
-  if (s == "bf16" || s == "bfloat16") return torch::kBFloat16;
-  if (s == "fp16" || s == "float16") return torch::kFloat16;
-  throw InputError("--dtype '" + s + "': expected fp32, bf16 or fp16");
-}
 
 std::string human_bytes(double b) {
   char buf[64];
@@ -51,7 +46,7 @@ int run_generate(const GenerateArgs& a) {
   } else {
     KVB_INPUT_CHECK(a.device == "cpu", "--device '", a.device, "': expected cpu or cuda");
   }
-  const torch::ScalarType dtype = parse_dtype(a.dtype);
+  const torch::ScalarType dtype = parse_dtype(a.dtype, "--dtype");
   try {  // libtorch 1.13 on CPU has no fp16 matmul: say so before loading anything
     torch::matmul(torch::ones({2, 2}, torch::TensorOptions().dtype(dtype).device(device)),
                   torch::ones({2, 2}, torch::TensorOptions().dtype(dtype).device(device)));

@@ -1,11 +1,11 @@
-#include "harness/common/json_io.h"
+#include "common/json_io.h"
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 

@@ -6,8 +6,8 @@
 #include <map>
 #include <optional>
 
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 
 namespace kvb {
 namespace {

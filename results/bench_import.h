@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "results/kernel_timing.h"
+#include "common/timing.h"
 
 namespace kvb {
 

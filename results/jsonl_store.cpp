@@ -7,8 +7,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 
 namespace kvb {
 namespace fs = std::filesystem;
@@ -68,6 +68,11 @@ void JsonlStore::write_cell(const nlohmann::json& record) {
   ::close(fd);
   index_[record["key"].get<std::string>()] = records_.size();
   records_.push_back(record);
+}
+
+StoreOpener store_opener(const SuiteRunOptions& opt) {
+  if (!opt.db_path.empty()) return open_sqlite_store;
+  return open_result_store;
 }
 
 std::unique_ptr<ResultStore> open_result_store(const std::string& path) {

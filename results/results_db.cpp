@@ -4,7 +4,7 @@
 
 #include <filesystem>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "results/sqlite_store.h"
 
 namespace kvb {

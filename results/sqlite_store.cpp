@@ -9,9 +9,10 @@
 #include <fstream>
 #include <optional>
 
-#include "datasets/rng.h"
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/hash.h"
+#include "common/time.h"
+#include "common/json_io.h"
 
 namespace kvb {
 namespace fs = std::filesystem;
@@ -21,11 +22,6 @@ namespace {
 
 constexpr int kApplicationId = 0x4b564231;  // "KVB1"
 
-std::string hex64(uint64_t v) {
-  char b[17];
-  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
-  return b;
-}
 
 // One prepared statement; binds by 1-based position.
 class Stmt {
@@ -104,12 +100,6 @@ int64_t pragma_int(sqlite3* db, const std::string& path, const char* sql) {
   return v;
 }
 
-std::string now_utc() {
-  std::time_t t = std::time(nullptr);
-  char b[32];
-  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return b;
-}
 
 void bind_optional(Stmt& s, int i, const std::optional<double>& v) {
   if (v)

@@ -14,7 +14,7 @@
 
 #include <functional>
 
-#include "results/kernel_timing.h"
+#include "common/timing.h"
 #include "results/store.h"
 
 struct sqlite3;

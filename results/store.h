@@ -1,33 +1,13 @@
-// Where finished suite cells go: JSON Lines (jsonl_store.h) or SQLite (sqlite_store.h).
-//
-// A cell record is one JSON object with a string "key" (model + canonical method spec + dataset +
-// suite-parameter hash, built by the suite runner). write_cell() makes the record durable before
-// it returns, so an interrupted run loses at most the cell in flight; has_cell() is how a
-// resumed run skips finished cells.
+// Opening the stores of suites/cell_store.h: JSON Lines (jsonl_store.h) or SQLite (sqlite_store.h).
 #pragma once
 
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
-#include <vector>
+
+#include "suites/cell_store.h"
+#include "suites/runner.h"
 
 namespace kvb {
-
-class ResultStore {
- public:
-  virtual ~ResultStore() = default;
-  virtual bool has_cell(const std::string& key) const = 0;
-  // Appends `record` (an object with a string "key"); flushed to disk before returning.
-  virtual void write_cell(const nlohmann::json& record) = 0;
-  // Every record held, in the order written.
-  virtual std::vector<nlohmann::json> cells() const = 0;
-  virtual std::string path() const = 0;
-  // A run's provenance and config (keys: name, config_hash, suite_name, seed, config, started_at and
-  // those of run_provenance()); the SQLite store records it, JSON Lines has nowhere to.
-  virtual void begin_run(const nlohmann::json& run) {}
-  // Every cell of the run is finished.
-  virtual void end_run() {}
-};
 
 // Opens (creating when absent) the JSON Lines store at `path`.
 // kvb::InputError "<path>:<line>: ..." when an existing file holds something that is not a record.
@@ -35,5 +15,8 @@ std::unique_ptr<ResultStore> open_result_store(const std::string& path);
 // Opens (creating when absent) the SQLite store at `path`; kvb::InputError "<path>: ..." when an
 // existing file is not a kvbench database this build can use.
 std::unique_ptr<ResultStore> open_sqlite_store(const std::string& path);
+
+// The store `kvbench run` writes to: SQLite when opt.db_path is set, JSON Lines otherwise.
+StoreOpener store_opener(const SuiteRunOptions& opt);
 
 }  // namespace kvb

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb::svg {
 namespace {

@@ -5,7 +5,7 @@
 #include <regex>
 #include <set>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 namespace {

@@ -5,9 +5,9 @@
 #include <map>
 
 #include "datasets/rng.h"
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "harness/engine/generate.h"
-#include "results/kernel_timing.h"
+#include "common/timing.h"
 #include "suites/perplexity.h"
 
 namespace kvb {

@@ -4,7 +4,7 @@
 #include <chrono>
 #include <cmath>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 

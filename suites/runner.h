@@ -10,9 +10,13 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "suites/cell_store.h"
 
 namespace kvb {
 
@@ -40,8 +44,13 @@ struct SuiteRunSummary {
       records;  // of every cell of the config (earlier runs included), in order
 };
 
-// Config and datasets are validated before anything is written; kvb::InputError on bad input.
-SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, std::FILE* progress_out);
+// Opens the store a run writes to (`path`: opt.db_path, or the JSON Lines file); called once the
+// config and every dataset have passed their checks.
+using StoreOpener = std::function<std::unique_ptr<ResultStore>(const std::string& path)>;
+
+// Config and datasets are validated before the store is opened; kvb::InputError on bad input.
+SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& open_store,
+                               std::FILE* progress_out);
 
 // A fixed-width table: suite, dataset, method, the headline metric and its companions.
 std::string summary_table(const std::vector<nlohmann::json>& records);

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "suites/niah.h"
 #include "suites/perplexity.h"
 #include "suites/session.h"

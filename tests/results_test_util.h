@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/common/json_io.h"
+#include "common/json_io.h"
 #include "results/sqlite_store.h"
 #include "tests/test_util.h"
 

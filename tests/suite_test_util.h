@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/common/json_io.h"
+#include "common/json_io.h"
 #include "harness/model/llama2c.h"
 #include "harness/model/model.h"
 #include "tests/test_util.h"

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "harness/common/json_io.h"
+#include "common/json_io.h"
 #include "tests/results_test_util.h"
 
 namespace kvb {

@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "harness/common/json_io.h"
+#include "common/json_io.h"
 #include "tests/suite_test_util.h"
 
 namespace kvb {

@@ -10,7 +10,7 @@
 #include <regex>
 #include <set>
 
-#include "harness/common/json_io.h"
+#include "common/json_io.h"
 #include "tests/results_test_util.h"
 #include "tests/suite_test_util.h"
 

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
-#include "harness/common/json_io.h"
+#include "common/json_io.h"
 #include "results/sqlite_store.h"
 #include "tests/results_test_util.h"
 #include "tests/suite_test_util.h"

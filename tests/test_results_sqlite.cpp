@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "harness/common/json_io.h"
+#include "common/json_io.h"
 #include "results/sqlite_store.h"
 #include "tests/results_test_util.h"
 #include "tests/suite_test_util.h"

@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <functional>
 
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 #include "suites/config.h"
 #include "suites/json_schema.h"
 #include "tests/suite_test_util.h"

@@ -6,7 +6,7 @@
 
 #include "datasets/prose.h"
 #include "datasets/text.h"
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "harness/model/model.h"
 #include "harness/tokenizer/tokenizer.h"
 #include "methods/registry.h"

@@ -1,8 +1,8 @@
 // The JSONL result store: durable appends, reopen, half-written last lines, foreign files.
 #include <gtest/gtest.h>
 
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/json_io.h"
 #include "results/jsonl_store.h"
 #include "tests/test_util.h"
 

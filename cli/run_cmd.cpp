@@ -1,9 +1,10 @@
-#include "harness/cli/run_cmd.h"
+#include "cli/run_cmd.h"
 
 #include <cstdio>
 #include <iostream>
 
-#include "harness/common/check.h"
+#include "common/check.h"
+#include "results/store.h"
 #include "suites/runner.h"
 
 namespace kvb::cli {
@@ -24,7 +25,7 @@ int run_suite(const RunArgs& a) {
   else
     KVB_INPUT_CHECK(a.progress == "auto", "--progress '", a.progress,
                     "': expected auto, bar or lines");
-  SuiteRunSummary s = run_suite_file(o, stderr);
+  SuiteRunSummary s = run_suite_file(o, store_opener(o), stderr);
   std::cout << "results: " << s.out_path << " (" << s.ran << " cells computed, " << s.skipped
             << " finished earlier, " << s.cells - s.ran - s.skipped << " left)\n";
   if (!s.records.empty()) std::cout << "\n" << summary_table(s.records);

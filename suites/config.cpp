@@ -2,15 +2,13 @@
 
 #include <filesystem>
 
+#include "common/check.h"
+#include "common/json_io.h"
 #include "datasets/loader.h"
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
 #include "harness/model/config.h"
 #include "methods/registry.h"
 #include "suites/json_schema.h"
-#include "suites/niah.h"
-#include "suites/perplexity.h"
-#include "suites/scbench.h"
+#include "suites/registry.h"
 
 namespace kvb {
 namespace fs = std::filesystem;
@@ -80,6 +78,10 @@ SuiteConfig load_suite_config(const std::string& path,
     RunConfig rc;
     rc.where = json_path_index("$.runs", r);
     rc.suite = runs[r]["suite"].get<std::string>();
+    const Suite* suite = find_suite(rc.suite);
+    if (!suite)
+      throw fail(rc.where + ".suite",
+                 "unknown suite \"" + rc.suite + "\" (known: " + suite_names() + ")");
     rc.datasets = runs[r]["datasets"].get<std::vector<std::string>>();
     const nlohmann::json params = runs[r].value("params", nlohmann::json::object());
     for (size_t d = 0; d < rc.datasets.size(); ++d) {
@@ -89,28 +91,16 @@ SuiteConfig load_suite_config(const std::string& path,
         throw fail(where, "unknown dataset \"" + rc.datasets[d] +
                               "\" (defined in $.datasets: " + join_keys(c.datasets) + ")");
       const std::string type = it->second["type"].get<std::string>();
-      const bool text = is_text_dataset_type(type);
-      if (rc.suite == "scbench" && text)
-        throw fail(where, "dataset \"" + rc.datasets[d] + "\" is " + type +
-                              "; the scbench suite needs a shared-context dataset (scbench_*, mixture)");
-      if (rc.suite != "scbench" && !text)
+      const DatasetKind kind =
+          is_text_dataset_type(type) ? DatasetKind::kText : DatasetKind::kSharedContext;
+      if (kind != suite->dataset_kind())
         throw fail(where, "dataset \"" + rc.datasets[d] + "\" is " + type + "; the " + rc.suite +
-                              " suite needs a text dataset (text, wikitext2, text_dir, prose)");
+                              " suite needs " + describe_dataset_kind(suite->dataset_kind()));
     }
-    const std::string pw = rc.where + ".params";
-    if (rc.suite == "perplexity") {
-      PerplexityParams p = parse_perplexity_params(params);
-      if (p.stride > p.ctx)
-        throw fail(pw + ".stride", "must not exceed ctx (" + std::to_string(p.ctx) + ")");
-      rc.params = perplexity_params_json(p);
-    } else if (rc.suite == "niah") {
-      try {
-        rc.params = niah_params_json(parse_niah_params(params, pw));
-      } catch (const InputError& e) {
-        throw InputError(path + ": " + e.what());
-      }
-    } else {
-      rc.params = scbench_params_json(parse_scbench_params(params));
+    try {
+      rc.params = suite->canonical_params(params, rc.where + ".params");
+    } catch (const InputError& e) {
+      throw InputError(path + ": " + e.what());
     }
     c.runs.push_back(std::move(rc));
   }

@@ -13,7 +13,7 @@
 namespace kvb {
 
 struct RunConfig {
-  std::string suite;                  // perplexity | niah | scbench
+  std::string suite;                  // a name in suite_registry() (suites/registry.h)
   std::vector<std::string> datasets;  // names in SuiteConfig::datasets
   nlohmann::json params;              // canonical: every default filled
   std::string where;                  // "$.runs[i]"

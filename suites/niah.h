@@ -54,4 +54,8 @@ nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod
 // Stop ids for generation: the tokenizer's EOS and the model config's eos ids.
 std::vector<int64_t> stop_ids_for(const Model& model, const Tokenizer& tok);
 
+// The niah suite of suites/suite.h, over run_niah(); listed in suites/registry.cpp.
+class Suite;
+const Suite& niah_suite();
+
 }  // namespace kvb

@@ -62,4 +62,8 @@ PerplexityResult run_perplexity(const Model& model, const KVMethod& method,
                                 const PerplexityParams& p,
                                 const std::function<void(double)>& progress = {});
 
+// The perplexity suite of suites/suite.h, over run_perplexity(); listed in suites/registry.cpp.
+class Suite;
+const Suite& perplexity_suite();
+
 }  // namespace kvb

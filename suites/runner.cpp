@@ -8,74 +8,39 @@
 #include <map>
 #include <memory>
 
+#include "common/check.h"
+#include "common/dtype.h"
+#include "common/hash.h"
+#include "common/json_io.h"
+#include "common/time.h"
 #include "datasets/loader.h"
-#include "datasets/needle.h"
-#include "datasets/rng.h"
-#include "harness/common/check.h"
 #include "harness/model/model.h"
+#include "harness/provenance.h"
 #include "harness/tokenizer/tokenizer.h"
 #include "methods/registry.h"
-#include "harness/common/json_io.h"
-#include "results/provenance.h"
-#include "results/store.h"
 #include "suites/config.h"
-#include "suites/niah.h"
-#include "suites/perplexity.h"
 #include "suites/progress.h"
-#include "suites/scbench.h"
+#include "suites/registry.h"
 
 namespace kvb {
 namespace fs = std::filesystem;
 
 namespace {
 
-torch::ScalarType dtype_of(const std::string& s) {
-  if (s == "bf16") return torch::kBFloat16;
-  if (s == "fp16") return torch::kFloat16;
-  return torch::kFloat32;
-}
-
 struct Cell {
   size_t model, run, dataset, method;
   std::string key;
 };
 
-std::string hex64(uint64_t v) {
-  char b[17];
-  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
-  return b;
-}
-
-std::string now_utc() {
-  std::time_t t = std::time(nullptr);
-  char b[32];
-  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return b;
-}
-
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
+// The suite of a run or a record; load_suite_config() has checked the name.
+const Suite& suite_of(const std::string& name) {
+  const Suite* s = find_suite(name);
+  KVB_CHECK(s != nullptr, "no suite '", name, "'");
+  return *s;
 }
 
 std::string headline(const nlohmann::json& r) {
-  const auto& m = r["metrics"];
-  const std::string s = r["suite"].get<std::string>();
-  if (s == "perplexity")
-    return "ppl " + fmt("%.4g", m["ppl"].get<double>()) + " ± " +
-           fmt("%.2g", m["ppl_se"].get<double>()) + "  KL " +
-           fmt("%.3g", m["kl_mean"].get<double>()) + " (p99 " +
-           fmt("%.3g", m["kl_p99"].get<double>()) + ")  top1 " +
-           fmt("%.1f%%", 100.0 * m["top1_agreement"].get<double>());
-  std::string t = "score " + fmt("%.3f", m["score"].get<double>());
-  if (s == "scbench") {
-    t += "  turns [";
-    for (size_t i = 0; i < m["turn_scores"].size(); ++i)
-      t += (i ? " " : "") + fmt("%.2f", m["turn_scores"][i].get<double>());
-    t += "]";
-  }
-  return t;
+  return suite_of(r["suite"].get<std::string>()).summary(r["metrics"]);
 }
 
 // Every cell of the config in run order; with shard_count > 1 only those at positions
@@ -145,7 +110,8 @@ std::vector<std::string> plan_suite_file(const SuiteRunOptions& opt) {
   return keys;
 }
 
-SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, std::FILE* progress_out) {
+SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& open_store,
+                               std::FILE* progress_out) {
   const SuiteConfig cfg = load_suite_config(opt.config_path, opt.models);
   // Datasets first: a broken one fails the run before anything is written.
   std::map<std::string, Dataset> data;
@@ -159,14 +125,11 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, std::FILE* progress_o
       }
     }
   SuiteRunSummary sum;
-  std::unique_ptr<ResultStore> store;
-  if (!opt.db_path.empty()) {
+  if (!opt.db_path.empty())
     sum.out_path = opt.db_path;
-    store = open_sqlite_store(sum.out_path);
-  } else {
+  else
     sum.out_path = opt.out_path.empty() ? "out/" + cfg.name + ".jsonl" : opt.out_path;
-    store = open_result_store(sum.out_path);
-  }
+  std::unique_ptr<ResultStore> store = open_store(sum.out_path);
   if (cfg.threads > 0) at::set_num_threads(cfg.threads);
   {
     nlohmann::json config = nlohmann::json::parse(read_file(cfg.path), nullptr, true, true);
@@ -189,11 +152,11 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, std::FILE* progress_o
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tok;
   size_t model_idx = static_cast<size_t>(-1);
-  std::map<std::string, PerplexityText> ppl_text;  // by run/dataset (one model at a time)
-  std::map<std::string, std::vector<NiahPoint>> niah_grid;
-  const auto reference = make_method("full");
+  // By run/dataset, prepared when first needed and shared by every method (one model at a time).
+  std::map<std::string, std::unique_ptr<PreparedRun>> prepared;
   for (const Cell& c : cells) {
     const RunConfig& run = cfg.runs[c.run];
+    const Suite& suite = suite_of(run.suite);
     const std::string& ds = run.datasets[c.dataset];
     const std::string label = run.suite + " | " +
                               fs::path(cfg.models[c.model]).filename().string() + " | " +
@@ -206,74 +169,51 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, std::FILE* progress_o
     if (opt.max_cells > 0 && sum.ran >= opt.max_cells) break;
     prog.start_cell(label);
     if (model_idx != c.model) {
-      model = std::make_unique<Model>(Model::load(cfg.models[c.model], dtype_of(cfg.dtype)));
+      prepared.clear();  // it refers to the model and tokenizer replaced here
+      model = std::make_unique<Model>(Model::load(cfg.models[c.model], parse_dtype(cfg.dtype)));
       tok = load_tokenizer((fs::path(cfg.models[c.model]) / "tokenizer.json").string());
       model_idx = c.model;
       if (!model_hash.count(cfg.models[c.model]))
         model_hash[cfg.models[c.model]] = model_weights_hash(cfg.models[c.model]);
-      ppl_text.clear();
-      niah_grid.clear();
     }
     const auto method = make_method(cfg.methods[c.method]);
-    const Dataset& d = data.at(ds);
     const std::string prep_key = std::to_string(c.run) + "/" + ds;
     auto on_progress = [&](double f) { prog.update(f); };
-    nlohmann::json metrics;
+    CellResult result;
     try {
-      if (run.suite == "perplexity") {
-        const PerplexityParams p = parse_perplexity_params(run.params);
-        if (!ppl_text.count(prep_key))
-          ppl_text[prep_key] = tokenize_for_perplexity(*tok, d.text, p);
-        const PerplexityResult r =
-            run_perplexity(*model, *method, *reference, ppl_text[prep_key], p, on_progress);
-        metrics = r.metrics_json();
-        metrics["protocol"] = {{"ctx", p.ctx},
-                               {"stride", r.stride},
-                               {"chunk", p.chunk},
-                               {"tokens", r.tokens},
-                               {"windows", r.windows},
-                               {"normalisation", "token"},
-                               {"mode", "decode"},
-                               {"reference", reference->spec()},
-                               {"bos", !ppl_text[prep_key].prefix.empty()}};
-      } else if (run.suite == "niah") {
-        const NiahParams p = parse_niah_params(run.params, run.where + ".params");
-        if (!niah_grid.count(prep_key))
-          niah_grid[prep_key] = build_niah_grid(*tok, make_haystack(*tok, d.text), p, cfg.seed);
-        metrics = run_niah(*model, *tok, *method, niah_grid[prep_key], p, on_progress);
-      } else {
-        metrics = run_scbench(*model, *tok, *method, d.task, parse_scbench_params(run.params),
-                              on_progress);
-      }
+      auto& prep = prepared[prep_key];
+      if (!prep)
+        prep =
+            suite.prepare({*model, *tok, data.at(ds), run.params, run.where + ".params", cfg.seed});
+      result = prep->run_cell(*method, on_progress);
     } catch (const InputError& e) {
       throw InputError(cfg.path + ": " + run.where + " (" + ds + ", " + cfg.methods[c.method] +
                        "): " + e.what());
     }
+    nlohmann::json& metrics = result.metrics;
     // What the method promised for the tokens its state had seen, next to what it held.
     if (metrics.contains("memory"))
       if (const auto promise = method->promised_memory(
-              model->shape(), metrics["memory"]["tokens_seen"].get<int64_t>(), dtype_of(cfg.dtype)))
+              model->shape(), metrics["memory"]["tokens_seen"].get<int64_t>(),
+              parse_dtype(cfg.dtype)))
         metrics["memory"]["promised_bytes"] = promise->payload_bytes + promise->metadata_bytes;
-    nlohmann::json rec{{"key", c.key},
-                       {"suite", run.suite},
-                       {"config", cfg.path},
-                       {"suite_name", cfg.name},
-                       {"model", cfg.models[c.model]},
-                       {"model_hash", model_hash.at(cfg.models[c.model])},
-                       {"method", cfg.canonical[c.method]},
-                       {"method_spec", cfg.methods[c.method]},
-                       {"dataset", ds},
-                       {"dataset_spec", cfg.datasets.at(ds)},
-                       {"dataset_hash", dataset_content_hash(cfg.datasets.at(ds),
-                                                             static_cast<int64_t>(cfg.seed))},
-                       {"params", run.params},
-                       {"seed", cfg.seed},
-                       {"dtype", cfg.dtype},
-                       {"finished_at", now_utc()}};
-    if (metrics.contains("protocol")) {
-      rec["protocol"] = metrics["protocol"];
-      metrics.erase("protocol");
-    }
+    nlohmann::json rec{
+        {"key", c.key},
+        {"suite", run.suite},
+        {"config", cfg.path},
+        {"suite_name", cfg.name},
+        {"model", cfg.models[c.model]},
+        {"model_hash", model_hash.at(cfg.models[c.model])},
+        {"method", cfg.canonical[c.method]},
+        {"method_spec", cfg.methods[c.method]},
+        {"dataset", ds},
+        {"dataset_spec", cfg.datasets.at(ds)},
+        {"dataset_hash", dataset_content_hash(cfg.datasets.at(ds), static_cast<int64_t>(cfg.seed))},
+        {"params", run.params},
+        {"seed", cfg.seed},
+        {"dtype", cfg.dtype},
+        {"finished_at", now_utc()}};
+    if (!result.protocol.is_null()) rec["protocol"] = result.protocol;
     rec["metrics"] = metrics;
     store->write_cell(rec);
     ++sum.ran;

@@ -47,4 +47,8 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
                            const std::function<void(double)>& progress = {},
                            const ScbenchHooks& hooks = {});
 
+// The scbench suite of suites/suite.h, over run_scbench(); listed in suites/registry.cpp.
+class Suite;
+const Suite& scbench_suite();
+
 }  // namespace kvb

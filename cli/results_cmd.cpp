@@ -1,24 +1,21 @@
-#include "harness/cli/results_cmd.h"
+#include "cli/results_cmd.h"
 
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <random>
-#include <tuple>
 #include <vector>
 
-#include "datasets/rng.h"
-#include "harness/common/check.h"
-#include "harness/common/json_io.h"
+#include "common/check.h"
+#include "common/hash.h"
+#include "common/json_io.h"
+#include "common/time.h"
+#include "harness/provenance.h"
 #include "methods/registry.h"
 #include "results/bench_import.h"
+#include "results/compare.h"
 #include "results/leaderboard.h"
-#include "results/provenance.h"
 #include "results/results_db.h"
 #include "results/sqlite_store.h"
 #include "suites/runner.h"
@@ -28,54 +25,6 @@ namespace {
 
 using json = nlohmann::json;
 namespace fs = std::filesystem;
-
-struct CellRow {
-  std::string suite, model, spec, dataset;
-  json record;
-  std::map<std::string, double> samples;  // "idx/turn/input hash" -> score
-};
-
-// The run's cells by match key.
-std::map<std::string, CellRow> load_cells(const ResultsDb& db, const std::string& run_id,
-                                          const std::string& only_spec) {
-  std::map<std::string, CellRow> out;
-  for (auto& r : db.query(
-           "SELECT c.id, c.suite, m.weights_hash, me.spec, d.content_hash, c.params, c.record "
-           "FROM cells c JOIN models m ON m.id = c.model_id JOIN methods me ON me.id = "
-           "c.method_id JOIN datasets d ON d.id = c.dataset_id WHERE c.run_id = ? ORDER BY c.id",
-           {run_id})) {
-    if (!only_spec.empty() && r[3] != only_spec) continue;
-    CellRow c{r[1], r[2], r[3], r[4], json::parse(r[6]), {}};
-    for (auto& s :
-         db.query("SELECT idx, turn, input_hash, score FROM samples WHERE cell_id = ?", {r[0]}))
-      c.samples[s[0] + "/" + s[1] + "/" + s[2]] = std::stod(s[3]);
-    const std::string key =
-        r[1] + "|" + r[2] + "|" + (only_spec.empty() ? r[3] : "*") + "|" + r[4] + "|" + r[5];
-    out[key] = std::move(c);
-  }
-  return out;
-}
-
-struct Row {
-  std::string suite, model, dataset, method, metric;
-  double base = 0, cand = 0, lo = 0, hi = 0;
-  bool regressed = false;
-};
-
-// Paired bootstrap of mean(cand - base): 95% percentile interval.
-std::pair<double, double> bootstrap(const std::vector<double>& d, uint64_t seed) {
-  if (d.empty()) return {0.0, 0.0};
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<size_t> pick(0, d.size() - 1);
-  std::vector<double> means(1000);
-  for (double& m : means) {
-    double s = 0;
-    for (size_t i = 0; i < d.size(); ++i) s += d[pick(rng)];
-    m = s / static_cast<double>(d.size());
-  }
-  std::sort(means.begin(), means.end());
-  return {means[24], means[974]};
-}
 
 std::string fmt(double v) {
   char b[32];
@@ -95,61 +44,10 @@ int run_compare(const CompareArgs& a) {
   KVB_INPUT_CHECK(a.threshold >= 0, "--threshold: must be >= 0");
   const ResultsDb db(a.db);
   const std::string base_id = db.resolve_run(a.baseline), cand_id = db.resolve_run(a.candidate);
-  const auto base = load_cells(db, base_id, canonical(a.baseline_method));
-  const auto cand = load_cells(db, cand_id, canonical(a.candidate_method));
-  std::vector<Row> rows;
-  size_t unmatched = 0;
-  for (const auto& [key, c] : cand) {
-    auto it = base.find(key);
-    if (it == base.end()) {
-      ++unmatched;
-      continue;
-    }
-    const CellRow& b = it->second;
-    const json& bm = b.record["metrics"];
-    const json& cm = c.record["metrics"];
-    const std::string dataset = c.record.value("dataset", std::string());
-    const std::string model = fs::path(c.record.value("model", std::string())).filename().string();
-    const std::string method = b.spec == c.spec ? c.spec : b.spec + " → " + c.spec;
-    auto make_row = [&](const std::string& suite, const char* metric, double bv, double cv) {
-      Row r;
-      r.suite = suite;
-      r.model = model;
-      r.dataset = dataset;
-      r.method = method;
-      r.metric = metric;
-      r.base = bv;
-      r.cand = cv;
-      return r;
-    };
-    if (c.suite == "perplexity") {
-      Row nll = make_row(c.suite, "nll", bm["nll"].get<double>(), cm["nll"].get<double>());
-      const double se = std::hypot(bm.value("nll_se", 0.0), cm.value("nll_se", 0.0));
-      nll.lo = nll.cand - nll.base - 1.96 * se;
-      nll.hi = nll.cand - nll.base + 1.96 * se;
-      nll.regressed = nll.lo > a.threshold;
-      rows.push_back(nll);
-      Row kl =
-          make_row(c.suite, "kl_mean", bm["kl_mean"].get<double>(), cm["kl_mean"].get<double>());
-      kl.lo = kl.hi = kl.cand - kl.base;
-      kl.regressed = kl.lo > a.threshold + 1e-12;
-      rows.push_back(kl);
-    } else {
-      std::vector<double> diff;
-      double sb = 0, sc = 0;
-      for (const auto& [sk, score] : c.samples)
-        if (auto bs = b.samples.find(sk); bs != b.samples.end()) {
-          diff.push_back(score - bs->second);
-          sb += bs->second;
-          sc += score;
-        }
-      const double n = std::max<double>(1.0, static_cast<double>(diff.size()));
-      Row r = make_row(c.suite, "score", sb / n, sc / n);
-      std::tie(r.lo, r.hi) = bootstrap(diff, fnv1a64(key));
-      r.regressed = r.hi < -a.threshold;
-      rows.push_back(r);
-    }
-  }
+  const Comparison cmp =
+      compare_cells(load_compare_cells(db, base_id, canonical(a.baseline_method)),
+                    load_compare_cells(db, cand_id, canonical(a.candidate_method)), a.threshold);
+  const std::vector<CompareRow>& rows = cmp.rows;
   KVB_INPUT_CHECK(!rows.empty(), a.db, ": runs '", a.baseline, "' and '", a.candidate,
                   "' have no cells in common");
   size_t regressed = 0;
@@ -157,11 +55,11 @@ int run_compare(const CompareArgs& a) {
       << "| suite | model | dataset | method | metric | baseline | candidate | Δ | 95% CI of Δ "
          "| verdict |\n|---|---|---|---|---|---|---|---|---|---|\n";
   json out = json::array();
-  for (const Row& r : rows) {
+  for (const CompareRow& r : rows) {
     regressed += r.regressed;
     std::cout << "| " << r.suite << " | " << r.model << " | " << r.dataset << " | " << r.method
               << " | " << r.metric << " | " << fmt(r.base) << " | " << fmt(r.cand) << " | "
-              << fmt(r.cand - r.base) << " | [" << fmt(r.lo) << ", " << fmt(r.hi) << "] | "
+              << fmt(r.cand - r.base) << " | [" << fmt(r.ci.lo) << ", " << fmt(r.ci.hi) << "] | "
               << (r.regressed ? "**REGRESSED**" : "ok") << " |\n";
     out.push_back({{"suite", r.suite},
                    {"model", r.model},
@@ -170,11 +68,11 @@ int run_compare(const CompareArgs& a) {
                    {"metric", r.metric},
                    {"baseline", r.base},
                    {"candidate", r.cand},
-                   {"ci", {r.lo, r.hi}},
+                   {"ci", {r.ci.lo, r.ci.hi}},
                    {"regressed", r.regressed}});
   }
   std::cout << "\n" << rows.size() << " comparisons, " << regressed << " regressed";
-  if (unmatched) std::cout << ", " << unmatched << " candidate cells without a baseline";
+  if (cmp.unmatched) std::cout << ", " << cmp.unmatched << " candidate cells without a baseline";
   std::cout << "\n";
   if (!a.json_out.empty())
     write_file(a.json_out, json{{"baseline", base_id},
@@ -197,13 +95,6 @@ int run_plan(const RunArgs& a) {
 }
 
 namespace {
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  char b[32];
-  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return b;
-}
 
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
@@ -298,7 +189,7 @@ int run_import_bench(const ImportBenchArgs& a) {
       run["config"] = b.context;
       run["started_at"] = b.context.contains("date") && b.context["date"].is_string()
                               ? b.context["date"].get<std::string>()
-                              : utc_now();
+                              : now_utc();
       store.begin_run(run);
     }
     for (const KernelTiming& t : b.timings) store.add_kernel_timing(t);

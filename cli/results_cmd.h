@@ -37,7 +37,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/cli/run_cmd.h"
+#include "cli/run_cmd.h"
 
 namespace kvb::cli {
 

@@ -1,0 +1,134 @@
+#include "results/compare.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "common/check.h"
+#include "common/hash.h"
+#include "results/results_db.h"
+#include "suites/registry.h"
+
+namespace kvb {
+namespace {
+
+using json = nlohmann::json;
+
+// Exact differences this small are rounding, not a change.
+constexpr double kExactTolerance = 1e-12;
+
+std::vector<CompareRule> rules_of(const std::string& suite) {
+  if (const Suite* s = find_suite(suite)) return s->compare_rules();
+  return {{"score", Better::kHigher, CompareTest::kPairedBootstrap}};
+}
+
+double metric_of(const CompareCell& c, const std::string& name) {
+  const json& m = c.record.at("metrics");
+  KVB_INPUT_CHECK(m.contains(name) && m[name].is_number(), "cell of ", c.suite, ", ", c.spec,
+                  ": no metric '", name, "'");
+  return m[name].get<double>();
+}
+
+}  // namespace
+
+CompareCells load_compare_cells(const ResultsDb& db, const std::string& run_id,
+                                const std::string& only_spec) {
+  CompareCells out;
+  for (auto& r : db.query(
+           "SELECT c.id, c.suite, m.weights_hash, me.spec, d.content_hash, c.params, c.record "
+           "FROM cells c JOIN models m ON m.id = c.model_id JOIN methods me ON me.id = "
+           "c.method_id JOIN datasets d ON d.id = c.dataset_id WHERE c.run_id = ? ORDER BY c.id",
+           {run_id})) {
+    if (!only_spec.empty() && r[3] != only_spec) continue;
+    CompareCell c{r[1], r[3], json::parse(r[6]), {}};
+    for (auto& s :
+         db.query("SELECT idx, turn, input_hash, score FROM samples WHERE cell_id = ?", {r[0]}))
+      c.samples[s[0] + "/" + s[1] + "/" + s[2]] = std::stod(s[3]);
+    const std::string key =
+        r[1] + "|" + r[2] + "|" + (only_spec.empty() ? r[3] : "*") + "|" + r[4] + "|" + r[5];
+    out[key] = std::move(c);
+  }
+  return out;
+}
+
+CompareInterval bootstrap_interval(const std::vector<double>& d, uint64_t seed) {
+  if (d.empty()) return {0.0, 0.0};
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<size_t> pick(0, d.size() - 1);
+  std::vector<double> means(1000);
+  for (double& m : means) {
+    double s = 0;
+    for (size_t i = 0; i < d.size(); ++i) s += d[pick(rng)];
+    m = s / static_cast<double>(d.size());
+  }
+  std::sort(means.begin(), means.end());
+  return {means[24], means[974]};
+}
+
+bool is_regression(const CompareRule& rule, const CompareInterval& ci, double threshold) {
+  const double t = threshold + (rule.test == CompareTest::kExact ? kExactTolerance : 0.0);
+  return rule.better == Better::kLower ? ci.lo > t : ci.hi < -t;
+}
+
+CompareRow compare_metric(const CompareRule& rule, const CompareCell& base, const CompareCell& cand,
+                          double threshold, uint64_t seed) {
+  CompareRow r;
+  r.metric = rule.metric;
+  switch (rule.test) {
+    case CompareTest::kStandardError: {
+      r.base = metric_of(base, rule.metric);
+      r.cand = metric_of(cand, rule.metric);
+      const std::string se = rule.metric + "_se";
+      const double half = 1.96 * std::hypot(base.record["metrics"].value(se, 0.0),
+                                            cand.record["metrics"].value(se, 0.0));
+      r.ci = {r.cand - r.base - half, r.cand - r.base + half};
+      break;
+    }
+    case CompareTest::kExact:
+      r.base = metric_of(base, rule.metric);
+      r.cand = metric_of(cand, rule.metric);
+      r.ci.lo = r.ci.hi = r.cand - r.base;
+      break;
+    case CompareTest::kPairedBootstrap: {
+      std::vector<double> diff;
+      double sb = 0, sc = 0;
+      for (const auto& [key, score] : cand.samples)
+        if (auto b = base.samples.find(key); b != base.samples.end()) {
+          diff.push_back(score - b->second);
+          sb += b->second;
+          sc += score;
+        }
+      const double n = std::max<double>(1.0, static_cast<double>(diff.size()));
+      r.base = sb / n;
+      r.cand = sc / n;
+      r.ci = bootstrap_interval(diff, seed);
+      break;
+    }
+  }
+  r.regressed = is_regression(rule, r.ci, threshold);
+  return r;
+}
+
+Comparison compare_cells(const CompareCells& base, const CompareCells& cand, double threshold) {
+  Comparison out;
+  for (const auto& [key, c] : cand) {
+    const auto it = base.find(key);
+    if (it == base.end()) {
+      ++out.unmatched;
+      continue;
+    }
+    const CompareCell& b = it->second;
+    for (const CompareRule& rule : rules_of(c.suite)) {
+      CompareRow r = compare_metric(rule, b, c, threshold, fnv1a64(key));
+      r.suite = c.suite;
+      r.model = std::filesystem::path(c.record.value("model", std::string())).filename().string();
+      r.dataset = c.record.value("dataset", std::string());
+      r.method = b.spec == c.spec ? c.spec : b.spec + " → " + c.spec;
+      out.rows.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+}  // namespace kvb

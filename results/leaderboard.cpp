@@ -10,10 +10,11 @@
 #include <set>
 #include <tuple>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "methods/registry.h"
 #include "results/results_db.h"
 #include "results/svg_chart.h"
+#include "suites/registry.h"
 
 namespace kvb {
 namespace {
@@ -32,6 +33,23 @@ struct Section {
   std::string suite, dataset, id;
   std::vector<Cell> cells;
 };
+
+// What a section shows: its suite's layout, or for a suite this build does not know, its mean
+// score (higher is better) and no charts beyond the Pareto plot.
+struct Layout {
+  MetricRef rank;  // best first
+  BoardLayout board;
+};
+
+Layout layout_of(const std::string& suite) {
+  if (const Suite* s = find_suite(suite)) return {s->headline(), s->board()};
+  Layout l{{"score", Better::kHigher}, {}};
+  l.board.columns = {{"score", "score", BoardColumn::Format::kNumber, "%.3f"}};
+  l.board.pareto = {"score", Better::kHigher};
+  l.board.pareto_title = l.board.pareto_axis = "mean score";
+  l.board.pareto_y_max = 1.0;
+  return l;
+}
 
 // A table cell: its text, the number it sorts by (absent: it sorts by its text), shown as code.
 struct TCell {
@@ -58,7 +76,7 @@ std::optional<double> number(const std::string& s) {
   return s.empty() ? std::nullopt : std::optional<double>(std::stod(s));
 }
 
-std::optional<double> metric(const Cell& c, const char* name) {
+std::optional<double> metric(const Cell& c, const std::string& name) {
   const json& m = c.metrics;
   return m.contains(name) && m[name].is_number() ? std::optional<double>(m[name].get<double>())
                                                  : std::nullopt;
@@ -80,16 +98,35 @@ std::string run_label(const std::string& id, const std::string& name) {
   return name.empty() ? id : id + " (" + name + ")";
 }
 
-Table section_table(const Section& s) {
-  const bool ppl = s.suite == "perplexity", sc = s.suite == "scbench";
+TCell column_cell(const Cell& c, const BoardColumn& col) {
+  const char* f = col.printf.c_str();
+  switch (col.format) {
+    case BoardColumn::Format::kNumber:
+      return num_cell(metric(c, col.metric), f);
+    case BoardColumn::Format::kWithSe: {
+      const auto v = metric(c, col.metric), se = metric(c, col.metric + "_se");
+      return v ? TCell{fmt(f, *v) + (se ? " ± " + fmt("%.2g", *se) : ""), v} : TCell{"–"};
+    }
+    case BoardColumn::Format::kPercent: {
+      const auto v = metric(c, col.metric);
+      return v ? TCell{fmt(f, 100 * *v), v} : TCell{"–"};
+    }
+    case BoardColumn::Format::kSeries: {
+      std::string text;
+      if (c.metrics.contains(col.metric))
+        for (const json& v : c.metrics[col.metric])
+          text += (text.empty() ? "" : " · ") + fmt(f, v.get<double>());
+      return {text.empty() ? "–" : text};
+    }
+  }
+  return {"–"};
+}
+
+Table section_table(const Section& s, const BoardLayout& board) {
   Table t;
   t.id = s.id;
   t.head = {"#", "run", "model", "method"};
-  if (ppl)
-    t.head.insert(t.head.end(), {"ppl ± se", "KL vs full", "top-1 agreement"});
-  else
-    t.head.push_back("score");
-  if (sc) t.head.push_back("score per turn");
+  for (const BoardColumn& col : board.columns) t.head.push_back(col.title);
   t.head.insert(t.head.end(), {"bits/token", "promised bits/token"});
   for (size_t i = 0; i < s.cells.size(); ++i) {
     const Cell& c = s.cells[i];
@@ -97,23 +134,7 @@ Table section_table(const Section& s) {
                               {c.run},
                               {c.model},
                               {c.method, std::nullopt, true}};
-    if (ppl) {
-      const auto p = metric(c, "ppl"), se = metric(c, "ppl_se");
-      row.push_back(p ? TCell{fmt("%.4g", *p) + (se ? " ± " + fmt("%.2g", *se) : ""), p}
-                      : TCell{"–"});
-      row.push_back(num_cell(metric(c, "kl_mean"), "%.3g"));
-      const auto top1 = metric(c, "top1_agreement");
-      row.push_back(top1 ? TCell{fmt("%.1f%%", 100 * *top1), top1} : TCell{"–"});
-    } else {
-      row.push_back(num_cell(metric(c, "score"), "%.3f"));
-    }
-    if (sc) {
-      std::string turns;
-      if (c.metrics.contains("turn_scores"))
-        for (const json& v : c.metrics["turn_scores"])
-          turns += (turns.empty() ? "" : " · ") + fmt("%.2f", v.get<double>());
-      row.push_back({turns.empty() ? "–" : turns});
-    }
+    for (const BoardColumn& col : board.columns) row.push_back(column_cell(c, col));
     row.push_back(num_cell(c.bits, "%.1f"));
     row.push_back(num_cell(c.promised_bits, "%.1f"));
     t.rows.push_back(std::move(row));
@@ -172,9 +193,54 @@ std::string figure(const std::string& svg, const std::string& caption) {
   return "<figure>\n" + svg + "<figcaption>" + svg::escape(caption) + "</figcaption>\n</figure>\n";
 }
 
+// A heatmap per method of metrics[chart.metric] = {context_lengths, depths, scores}: depth rows,
+// context length columns.
+std::string heatmap_charts(const BoardChart& chart,
+                           const std::map<std::string, const Cell*>& latest,
+                           const std::string& where, const svg::Attrs& attrs) {
+  std::string h;
+  for (const auto& [method, c] : latest) {
+    if (!c->metrics.contains(chart.metric)) continue;
+    const json& hm = c->metrics[chart.metric];
+    svg::Grid g;
+    g.name = method;
+    for (const json& d : hm["depths"]) g.rows.push_back(fmt("%.2g", d.get<double>()));
+    for (const json& l : hm["context_lengths"]) g.cols.push_back(std::to_string(l.get<int64_t>()));
+    g.values.assign(g.rows.size(), std::vector<double>(g.cols.size(), 0.0));
+    for (size_t ci = 0; ci < g.cols.size(); ++ci)
+      for (size_t di = 0; di < g.rows.size(); ++di)
+        g.values[di][ci] = hm["scores"][ci][di].get<double>();
+    svg::Attrs a = attrs;
+    a.push_back({"data-series", method});
+    h += figure(svg::heatmap_chart(a, {where + ": " + method, chart.x, chart.y, chart.y_max}, g),
+                method);
+  }
+  return h;
+}
+
+// One line per method through the array metrics[chart.metric], at x = 1, 2, ...
+std::string line_charts(const BoardChart& chart, const std::map<std::string, const Cell*>& latest,
+                        const std::string& where, const svg::Attrs& attrs,
+                        const std::map<std::string, size_t>& colour) {
+  std::vector<svg::Series> series;
+  for (const auto& [method, c] : latest) {
+    if (!c->metrics.contains(chart.metric)) continue;
+    svg::Series se{method, colour.at(method), {}};
+    const json& ys = c->metrics[chart.metric];
+    for (size_t i = 0; i < ys.size(); ++i)
+      se.points.push_back({static_cast<double>(i + 1), ys[i].get<double>()});
+    series.push_back(std::move(se));
+  }
+  if (series.empty()) return "";
+  return figure(
+      svg::line_chart(attrs, {where + ": " + chart.title, chart.x, chart.y, chart.y_max}, series),
+      where + ": " + chart.caption);
+}
+
 // The charts of a section for one model; `colour` gives each method its palette index.
-std::string section_charts(const Section& s, const std::string& model_path,
-                           const std::string& model, const std::map<std::string, size_t>& colour) {
+std::string section_charts(const Section& s, const BoardLayout& board,
+                           const std::string& model_path, const std::string& model,
+                           const std::map<std::string, size_t>& colour) {
   const auto latest = latest_by_method(s, model_path);
   const svg::Attrs base = {
       {"data-suite", s.suite}, {"data-dataset", s.dataset}, {"data-model", model}};
@@ -184,62 +250,27 @@ std::string section_charts(const Section& s, const std::string& model_path,
     return a;
   };
   const std::string where = s.suite + " · " + s.dataset + " · " + model;
-  const bool ppl = s.suite == "perplexity";
+  const bool lower = board.pareto.better == Better::kLower;
   std::string h;
   std::vector<svg::Series> points;
   for (const auto& [method, c] : latest) {
-    const auto y = metric(*c, ppl ? "kl_mean" : "score");
+    const auto y = metric(*c, board.pareto.name);
     if (c->bits && y) points.push_back({method, colour.at(method), {{*c->bits, *y}}});
   }
   if (points.empty()) {
     h += "<p class=\"kvb-note\">" + svg::escape(where) +
          ": no memory recorded, no Pareto plot.</p>\n";
   } else {
-    svg::Labels l{
-        where + ": " + (ppl ? "KL from the full cache" : "mean score") + " against bits per token",
-        "bits per token held", ppl ? "KL(full ‖ method), nats/token" : "mean score",
-        ppl ? 0.0 : 1.0};
-    h += figure(svg::pareto_chart(attrs("pareto"), l, points, !ppl),
+    svg::Labels l{where + ": " + board.pareto_title + " against bits per token",
+                  "bits per token held", board.pareto_axis, board.pareto_y_max};
+    h += figure(svg::pareto_chart(attrs("pareto"), l, points, !lower),
                 where + ": each method's latest cell; the line joins the Pareto front (" +
-                    (ppl ? "lower" : "higher") + " and further left is better).");
+                    (lower ? "lower" : "higher") + " and further left is better).");
   }
-  if (s.suite == "niah") {
-    for (const auto& [method, c] : latest) {
-      if (!c->metrics.contains("heatmap")) continue;
-      const json& hm = c->metrics["heatmap"];
-      svg::Grid g;
-      g.name = method;
-      for (const json& d : hm["depths"]) g.rows.push_back(fmt("%.2g", d.get<double>()));
-      for (const json& l : hm["context_lengths"])
-        g.cols.push_back(std::to_string(l.get<int64_t>()));
-      g.values.assign(g.rows.size(), std::vector<double>(g.cols.size(), 0.0));
-      for (size_t ci = 0; ci < g.cols.size(); ++ci)
-        for (size_t di = 0; di < g.rows.size(); ++di)
-          g.values[di][ci] = hm["scores"][ci][di].get<double>();
-      svg::Attrs a = attrs("niah-heatmap");
-      a.push_back({"data-series", method});
-      h +=
-          figure(svg::heatmap_chart(
-                     a, {where + ": " + method, "context length (tokens)", "needle depth", 1.0}, g),
-                 method);
-    }
-  }
-  if (s.suite == "scbench") {
-    std::vector<svg::Series> series;
-    for (const auto& [method, c] : latest) {
-      if (!c->metrics.contains("turn_scores")) continue;
-      svg::Series se{method, colour.at(method), {}};
-      const json& ts = c->metrics["turn_scores"];
-      for (size_t i = 0; i < ts.size(); ++i)
-        se.points.push_back({static_cast<double>(i + 1), ts[i].get<double>()});
-      series.push_back(std::move(se));
-    }
-    if (!series.empty())
-      h += figure(
-          svg::line_chart(attrs("scbench-turns"),
-                          {where + ": mean score by turn", "turn", "mean score", 1.0}, series),
-          where + ": mean score of each turn over the samples, each method's latest cell.");
-  }
+  for (const BoardChart& chart : board.charts)
+    h += chart.kind == BoardChart::Kind::kHeatmap
+             ? heatmap_charts(chart, latest, where, attrs(chart.chart))
+             : line_charts(chart, latest, where, attrs(chart.chart), colour);
   return h;
 }
 
@@ -346,11 +377,13 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
         opt.db, ": no cells of method '", m, "'",
         opt.run.empty() ? "" : " in run '" + opt.run + "'");
 
-  // Sections: perplexity, niah, scbench (then any other suite), each by dataset.
+  // Sections: the suites in registry order (then any other suite), each by dataset.
   auto suite_rank = [](const std::string& s) {
-    return s == "perplexity" ? 0 : s == "niah" ? 1 : s == "scbench" ? 2 : 3;
+    const auto& all = suite_registry();
+    return std::find_if(all.begin(), all.end(), [&](const Suite* x) { return x->name() == s; }) -
+           all.begin();
   };
-  std::map<std::tuple<int, std::string, std::string>, Section> by_board;
+  std::map<std::tuple<std::ptrdiff_t, std::string, std::string>, Section> by_board;
   std::set<std::string> methods;
   for (Cell& c : cells) {
     methods.insert(c.method);
@@ -363,17 +396,20 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
   for (const auto& m : methods) colour.emplace(m, colour.size());
   std::set<std::string> ids;
   std::vector<Section> sections;
+  std::vector<Layout> layouts;
   for (auto& [board, s] : by_board) {
-    const bool ppl = s.suite == "perplexity";
+    const Layout layout = layout_of(s.suite);
+    const bool lower = layout.rank.better == Better::kLower;
     std::stable_sort(s.cells.begin(), s.cells.end(), [&](const Cell& a, const Cell& b) {
-      // Best first: lowest perplexity, highest score; cells without the metric last.
-      const auto x = metric(a, ppl ? "ppl" : "score"), y = metric(b, ppl ? "ppl" : "score");
+      // Best first by the suite's headline metric; cells without it last.
+      const auto x = metric(a, layout.rank.name), y = metric(b, layout.rank.name);
       if (!x || !y) return x.has_value() && !y.has_value();
-      return ppl ? *x < *y : *x > *y;
+      return lower ? *x < *y : *x > *y;
     });
     s.id = "t-" + slug(s.suite) + "-" + slug(s.dataset);
     while (!ids.insert(s.id).second) s.id += "-";
     sections.push_back(std::move(s));
+    layouts.push_back(layout);
   }
 
   Table timings;
@@ -422,9 +458,11 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
            svg::escape(scope) + "</p>\n<pre id=\"kvb-errors\"></pre>\n";
   p.markdown = "# kvbench leaderboard\n\n" + md_escape(scope) +
                ". Charts: `index.html` (`kvbench leaderboard`) or `kvbench report`.\n";
-  for (const Section& s : sections) {
+  for (size_t k = 0; k < sections.size(); ++k) {
+    const Section& s = sections[k];
+    const BoardLayout& board = layouts[k].board;
     const std::string title = s.suite + " · " + s.dataset;
-    const Table t = section_table(s);
+    const Table t = section_table(s, board);
     p.html += "<section class=\"kvb-suite\" data-suite=\"" + svg::escape(s.suite) +
               "\" data-dataset=\"" + svg::escape(s.dataset) + "\">\n<h2>" + svg::escape(title) +
               "</h2>\n" + html_table(t);
@@ -433,7 +471,7 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
       if (std::find(models.begin(), models.end(), c.model_path) == models.end())
         models.push_back(c.model_path);
     for (const auto& m : models)
-      p.html += section_charts(s, m, std::filesystem::path(m).filename().string(), colour);
+      p.html += section_charts(s, board, m, std::filesystem::path(m).filename().string(), colour);
     p.html += "</section>\n";
     p.markdown += "\n## " + md_escape(title) + "\n\n" + md_table(t);
   }

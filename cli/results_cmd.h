@@ -31,7 +31,8 @@
 // interval entirely below -threshold. Perplexity compares the mean NLL (interval from the
 // recorded standard errors; regression when entirely above +threshold) and the KL divergence from
 // the full-cache reference (deterministic; regression when it grew by more than threshold).
-// Markdown on stdout; exit 1 when anything regressed, 0 otherwise.
+// Markdown on stdout; exit 1 when anything regressed, 0 otherwise. The statistics are
+// results/compare.h's; which metrics and which test, each suite's compare_rules().
 #pragma once
 
 #include <string>

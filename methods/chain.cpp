@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 namespace {
@@ -109,16 +109,17 @@ class ChainState : public KVCacheState {
 }  // namespace
 
 ChainMethod::ChainMethod(std::vector<std::shared_ptr<const SelectorMethod>> selectors,
-                         std::shared_ptr<const StorageMethod> storage)
-    : selectors_(std::move(selectors)), storage_(std::move(storage)) {
+                         std::shared_ptr<const StorageMethod> storage, bool storage_implicit)
+    : selectors_(std::move(selectors)), storage_(std::move(storage)),
+      storage_implicit_(storage_implicit) {
   KVB_CHECK(!selectors_.empty() && storage_, "ChainMethod: needs selectors and a storage");
 }
 
 std::string ChainMethod::spec() const {
-  std::string s;
-  for (const auto& sel : selectors_) s += (s.empty() ? "" : "+") + sel->spec();
-  if (!storage_implicit_) s += "+" + storage_->spec();
-  return s;
+  std::vector<StageSpec> stages;
+  for (const auto& sel : selectors_) stages.push_back(sel->stage());
+  if (!storage_implicit_) stages.push_back(storage_->stage());
+  return join_spec(stages);
 }
 
 std::unique_ptr<KVCacheState> ChainMethod::make_state(const ModelShape& shape) const {

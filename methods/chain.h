@@ -12,9 +12,11 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "methods/slot_store.h"
+#include "methods/spec.h"
 
 namespace kvb {
 
@@ -48,34 +50,40 @@ class SelectorState {
   virtual std::unique_ptr<SelectorState> clone() const = 0;
 };
 
+// A selecting stage. It keeps the default-filled stage spec it was built from; spec() prints it.
 class SelectorMethod {
  public:
+  explicit SelectorMethod(StageSpec stage) : stage_(std::move(stage)) {}
   virtual ~SelectorMethod() = default;
-  virtual std::string spec() const = 0;
+  std::string spec() const { return stage_.str(); }
+  const StageSpec& stage() const { return stage_; }
   virtual std::unique_ptr<SelectorState> make_selector(const ModelShape& shape) const = 0;
   // Slots per KV head kept after `tokens` tokens and end_prefill().
   virtual int64_t promised_slots(int64_t tokens) const = 0;
   // Selector bookkeeping bytes per layer (batch 1) with `slots` slots held.
   virtual int64_t promised_metadata(const ModelShape& shape, int64_t slots) const { return 0; }
+
+ private:
+  StageSpec stage_;
 };
 
-// The KVMethod of a chain (also of a selector used alone).
+// The KVMethod of a chain (also of a selector used alone). Its spec joins its stages' specs; an
+// implicit storage (a selector used alone) is left out.
 class ChainMethod : public KVMethod {
  public:
   ChainMethod(std::vector<std::shared_ptr<const SelectorMethod>> selectors,
-              std::shared_ptr<const StorageMethod> storage);
+              std::shared_ptr<const StorageMethod> storage, bool storage_implicit);
   std::string spec() const override;
   std::unique_ptr<KVCacheState> make_state(const ModelShape& shape) const override;
   std::optional<MemoryUse> promised_memory(const ModelShape& shape, int64_t tokens,
                                            torch::ScalarType compute = torch::kFloat32) const override;
   const StorageMethod& storage() const { return *storage_; }
-  bool storage_implicit() const { return storage_implicit_; }  // alone: spec omits the storage
-  void set_storage_implicit(bool v) { storage_implicit_ = v; }
+  bool storage_implicit() const { return storage_implicit_; }
 
  private:
   std::vector<std::shared_ptr<const SelectorMethod>> selectors_;
   std::shared_ptr<const StorageMethod> storage_;
-  bool storage_implicit_ = false;
+  bool storage_implicit_;
 };
 
 }  // namespace kvb

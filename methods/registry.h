@@ -1,10 +1,13 @@
-// The explicit list of KV-cache methods, each with help text and a parameter schema.
+// The explicit list of KV-cache methods (methods/registry.cpp, one line per method). Each entry is
+// defined in its method's own file (methods/registry_entries.h names them): help text, parameter
+// schema, one typed factory, the optional cross-parameter checks, and what the contract test
+// (tests/test_methods_contract.cpp) checks the method on.
 #pragma once
 
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "methods/chain.h"
@@ -16,9 +19,9 @@ namespace kvb {
 
 struct ParamSchema {
   std::string name;
-  std::string type;                  // "int", "float", "enum"
-  std::string default_value;         // filled into the canonical spec when absent; "" = required;
-                                     // "auto" = derived from other parameters (MethodEntry::finalize)
+  std::string type;           // "int", "float", "enum"
+  std::string default_value;  // filled into the canonical spec when absent; "" = required;
+                              // "auto" = derived from other parameters (MethodEntry::finalize)
   std::vector<std::string> choices;  // for enum, and the allowed values of an int when non-empty
   double min = 0, max = 0;           // for int/float (inclusive; max 0 = unbounded)
   std::string help;
@@ -26,20 +29,43 @@ struct ParamSchema {
 
 enum class StageKind { kStorage, kSelector };
 
+// Factories build a stage from its validated, default-filled spec (the method keeps that spec and
+// prints it as its canonical spec()).
+using StorageFactory = std::function<std::unique_ptr<StorageMethod>(const StageSpec&)>;
+using SelectorFactory = std::function<std::unique_ptr<SelectorMethod>(const StageSpec&)>;
+
+// The contract test's logits check runs a kContractTokens-token sequence whose first
+// kContractPrompt tokens are the prompt (chunks of 30, 8 and 1), then end_prefill(), then the
+// rest one token at a time, on a 3-layer random model with 2 KV heads of dim 16.
+inline constexpr int64_t kContractTokens = 37, kContractPrompt = 30;
+
+// What the contract test checks a method on; adding a method adds its cases, no test edit.
+struct ContractCases {
+  std::vector<std::string> examples;  // specs every contract check instantiates (at least one)
+  // Mean |view - appended| allowed per key/value element of a stage with this spec (the test
+  // takes the largest over a chain's stages). Selectors never change what they keep: exact_view.
+  std::function<double(const StageSpec&)> view_tolerance;
+  std::vector<std::string> lossless;     // must reproduce the full cache's logits (1e-5)
+  std::vector<std::string> compressing;  // must change them (by more than 1e-4)
+};
+
+inline double exact_view(const StageSpec&) { return 0.0; }
+
 struct MethodEntry {
   std::string name;
   std::string family;  // quant | evict | merge | lowrank | baseline
-  StageKind kind;
   std::string help;
   std::vector<ParamSchema> params;
-  // Builds the method from a validated, default-filled stage spec.
-  std::function<std::unique_ptr<KVMethod>(const StageSpec&)> make;
-  // kStorage: the same method as the last stage of a chain. kSelector: the selecting stage.
-  std::function<std::unique_ptr<StorageMethod>(const StageSpec&)> make_storage;
-  std::function<std::unique_ptr<SelectorMethod>(const StageSpec&)> make_selector;
+  std::variant<StorageFactory, SelectorFactory> make;
   // Fills "auto" parameters and checks constraints between parameters; throws
-  // InputError("spec '<text>': <stage>: <problem>").
+  // InputError("spec '<text>': <stage>: <problem>") (stage_fail). Optional.
   std::function<void(const std::string& text, StageSpec&)> finalize;
+  ContractCases contract;
+
+  StageKind kind() const {
+    return std::holds_alternative<StorageFactory>(make) ? StageKind::kStorage
+                                                        : StageKind::kSelector;
+  }
 };
 
 const std::vector<MethodEntry>& method_registry();
@@ -51,9 +77,14 @@ std::string describe_param(const ParamSchema& p);
 // Validates names, keys and values against the schema and fills defaults.
 // Throws kvb::InputError "spec '<text>': <problem>" listing what exists.
 std::vector<StageSpec> canonicalize(const std::string& text);
+// A lone storage stage is that method; otherwise a chain. A chain without a storage stage (a
+// selector alone) stores into full(dtype=fp32) and its spec omits it.
 std::unique_ptr<KVMethod> make_method(const std::string& text);
 
 int64_t spec_int(const StageSpec& s, const std::string& key);
 double spec_float(const StageSpec& s, const std::string& key);
+
+// For finalize: throws InputError "spec '<text>': <stage>: <why>".
+[[noreturn]] void stage_fail(const std::string& text, const StageSpec& st, const std::string& why);
 
 }  // namespace kvb

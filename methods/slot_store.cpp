@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 
@@ -40,6 +40,7 @@ void SlotPositions::append(const torch::Tensor& pos, int64_t batch, int64_t head
     if (len_ == 0) first_ = p0;
     len_ += t;
     last_ = pl;
+    extend_implicit();
     return;
   }
   materialize();
@@ -51,6 +52,14 @@ void SlotPositions::append(const torch::Tensor& pos, int64_t batch, int64_t head
   pos_.narrow(2, len_, t).copy_(pos.to(opts_.device(), torch::kLong).view({1, 1, t}).expand({b_, h_, t}));
   len_ += t;
   last_ = pl;
+}
+
+void SlotPositions::extend_implicit() {
+  const int64_t cap = seq_.defined() ? seq_.size(0) : 0;
+  if (cap >= len_ && seq_first_ == first_ && seq_.device() == opts_.device()) return;
+  const int64_t grown = std::max<int64_t>(len_, std::max<int64_t>(64, 2 * cap));
+  seq_ = torch::arange(first_, first_ + grown, opts_);
+  seq_first_ = first_;
 }
 
 void SlotPositions::materialize() {
@@ -73,7 +82,8 @@ void SlotPositions::set(const torch::Tensor& pos) {
 
 torch::Tensor SlotPositions::view() const {
   if (explicit_) return pos_.narrow(2, 0, len_);
-  return torch::arange(first_, first_ + len_, opts_).view({1, 1, len_}).expand({b_, h_, len_});
+  if (len_ == 0) return torch::empty({b_, h_, 0}, opts_);
+  return seq_.narrow(0, 0, len_).view({1, 1, len_}).expand({b_, h_, len_});
 }
 
 void SlotPositions::keep(const torch::Tensor& idx) {

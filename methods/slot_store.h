@@ -8,11 +8,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include <torch/types.h>
 
 #include "methods/kv_method.h"
+#include "methods/spec.h"
 
 namespace kvb {
 
@@ -34,9 +36,13 @@ class SlotStore : public KVCacheState {
   virtual int n_layers() const = 0;
 };
 
-// A method that can store a chain's slots. Its own make_state() is the store.
+// A method that can store a chain's slots. Its own make_state() is the store. It keeps the
+// default-filled stage spec it was built from; spec() prints it.
 class StorageMethod : public KVMethod {
  public:
+  explicit StorageMethod(StageSpec stage) : stage_(std::move(stage)) {}
+  std::string spec() const final { return stage_.str(); }
+  const StageSpec& stage() const { return stage_; }
   std::unique_ptr<KVCacheState> make_state(const ModelShape& shape) const override {
     return make_store(shape);
   }
@@ -46,10 +52,14 @@ class StorageMethod : public KVMethod {
                                   torch::ScalarType compute) const = 0;
   std::optional<MemoryUse> promised_memory(const ModelShape& shape, int64_t tokens,
                                            torch::ScalarType compute = torch::kFloat32) const override;
+
+ private:
+  StageSpec stage_;
 };
 
 // Source positions of a store's slots. Implicit (first + arange, no bytes held) while the
 // appended positions are contiguous and nothing was dropped; explicit [B, H, S] int64 after.
+// view() of implicit positions is a narrow() of a cached first + arange row (no copy per call).
 class SlotPositions {
  public:
   void append(const torch::Tensor& pos, int64_t batch, int64_t heads);  // pos [T] int64
@@ -65,9 +75,14 @@ class SlotPositions {
 
  private:
   void materialize();
+  void extend_implicit();  // seq_ covers first_ .. first_ + len_ - 1
   bool explicit_ = false;
   int64_t b_ = 0, h_ = 0, first_ = 0, len_ = 0, last_ = -1;
   torch::Tensor pos_;  // [B, H, capacity] int64 when explicit
+  // [capacity] int64: first_ + arange while implicit, a cache of values implied by first_ (not
+  // counted by bytes(), never written in place, so copies may share it).
+  torch::Tensor seq_;
+  int64_t seq_first_ = 0;
   torch::TensorOptions opts_ = torch::TensorOptions().dtype(torch::kLong);
 };
 

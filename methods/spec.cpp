@@ -2,7 +2,7 @@
 
 #include <cctype>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 
 namespace kvb {
 namespace {

@@ -1,9 +1,10 @@
 // The contract every registered method (and a few chains) must keep: canonical spec round trip,
 // consistent views and positions, memory() equal to the promise made from the spec, and the
-// full-cache logits at lossless settings.
+// full-cache logits at lossless settings. The cases come from the registry (each entry's
+// ContractCases), so a new method is covered by registering it.
 #include <gtest/gtest.h>
 
-#include <map>
+#include <algorithm>
 #include <set>
 
 #include "harness/model/model.h"
@@ -13,51 +14,52 @@
 namespace kvb {
 namespace {
 
-// At least one spec per registered method (checked below), several parameter sets, and chains.
-const std::vector<std::string> kSpecs = {
-    "full",
-    "full(dtype=fp16)",
-    "full(dtype=bf16)",
-    "int(bits=8)",
-    "int(bits=4,group=32)",
-    "int(bits=2)",
-    "kivi",
-    "kivi(bits=4,group=16,residual=64)",
-    "streaming(window=100)",
-    "streaming(sink=0,window=64)",
-    "h2o(budget=128)",
-    "h2o(budget=100,recent=10)",
-    "snapkv(budget=128)",
-    "snapkv(budget=100,pool=5,pooling=avg,window=8)",
+// Chains checked besides every registered method's own examples (ContractCases::examples).
+const std::vector<std::string> kChains = {
     "snapkv(budget=256)+kivi(bits=2)",
     "h2o(budget=128)+int(bits=4)",
     "streaming(window=60)+full(dtype=fp16)",
     "streaming(window=96)+kivi",
     "snapkv(budget=160)+h2o(budget=128)+kivi(bits=4)",
 };
+// Chains that must reproduce the full cache's logits, besides the methods' own lossless specs.
+const std::vector<std::string> kLosslessChains = {
+    "snapkv(budget=64)+kivi(residual=64)",
+    "h2o(budget=40)+full",
+    "streaming(window=40)+h2o(budget=50)+kivi(residual=64)",
+};
 
-// Mean |view - appended| allowed for a spec's storage (dense fp32 storage must be exact).
-double mean_tolerance(const std::string& spec) {
-  auto has = [&](const char* s) { return spec.find(s) != std::string::npos; };
-  if (has("bits=2") || (has("kivi") && !has("bits=4"))) return 0.6;
-  if (has("bits=4")) return 0.15;
-  if (has("bits=8")) return 0.01;
-  if (has("bf16")) return 1e-2;
-  if (has("fp16")) return 1e-3;
-  return 0.0;
+// Every registered method's examples, then the chains.
+std::vector<std::string> contract_specs() {
+  std::vector<std::string> specs;
+  for (const MethodEntry& e : method_registry())
+    specs.insert(specs.end(), e.contract.examples.begin(), e.contract.examples.end());
+  specs.insert(specs.end(), kChains.begin(), kChains.end());
+  return specs;
+}
+
+// Mean |view - appended| allowed for a spec: the largest of its stages' tolerances (a selector
+// alone stores into full(dtype=fp32), which is exact).
+double view_tolerance(const std::string& spec) {
+  double tol = 0;
+  for (const StageSpec& st : canonicalize(spec))
+    tol = std::max(tol, find_method(st.name)->contract.view_tolerance(st));
+  return tol;
 }
 
 TEST(MethodContract, EveryRegisteredMethodIsCovered) {
   for (const MethodEntry& e : method_registry()) {
-    bool found = false;
-    for (const std::string& s : kSpecs) found |= s.rfind(e.name, 0) == 0 || s.find("+" + e.name) != std::string::npos;
-    EXPECT_TRUE(found) << e.name << " has no spec in the contract test";
-    EXPECT_FALSE(e.help.empty()) << e.name;
+    SCOPED_TRACE(e.name);
+    EXPECT_FALSE(e.help.empty());
+    EXPECT_TRUE(e.contract.view_tolerance) << "no view tolerance";
+    ASSERT_FALSE(e.contract.examples.empty()) << "no example spec";
+    for (const auto* list : {&e.contract.examples, &e.contract.lossless, &e.contract.compressing})
+      for (const std::string& s : *list) EXPECT_EQ(canonicalize(s).front().name, e.name) << s;
   }
 }
 
 TEST(MethodContract, SpecRoundTrip) {
-  for (const std::string& s : kSpecs) {
+  for (const std::string& s : contract_specs()) {
     auto m = make_method(s);
     const std::string canon = m->spec();
     EXPECT_EQ(join_spec(canonicalize(s)), canon) << s;
@@ -69,8 +71,9 @@ TEST(MethodContract, SpecRoundTrip) {
 
 TEST(MethodContract, ViewShapesAndPositionsStayConsistent) {
   const ModelShape shape = test::method_shape(2, 4, 2, 32);
-  for (const std::string& spec : kSpecs) {
+  for (const std::string& spec : contract_specs()) {
     SCOPED_TRACE(spec);
+    const double tol = view_tolerance(spec);
     auto m = make_method(spec);
     auto st = m->make_state(shape);
     test::SyntheticStream in(shape, 11);
@@ -99,8 +102,8 @@ TEST(MethodContract, ViewShapesAndPositionsStayConsistent) {
           torch::Tensor want_k = in.k[l][0][h].index_select(0, idx), want_v = in.v[l][0][h].index_select(0, idx);
           const double ek = (v.k[0][h].to(torch::kFloat32) - want_k).abs().mean().item<double>();
           const double ev = (v.v[0][h].to(torch::kFloat32) - want_v).abs().mean().item<double>();
-          EXPECT_LE(ek, mean_tolerance(spec)) << "layer " << l << " head " << h;
-          EXPECT_LE(ev, mean_tolerance(spec)) << "layer " << l << " head " << h;
+          EXPECT_LE(ek, tol) << "layer " << l << " head " << h;
+          EXPECT_LE(ev, tol) << "layer " << l << " head " << h;
         }
       }
     };
@@ -120,7 +123,7 @@ TEST(MethodContract, ViewShapesAndPositionsStayConsistent) {
 
 TEST(MethodContract, MemoryMatchesThePromiseAt1KAnd4K) {
   const ModelShape shape = test::method_shape(2, 4, 2, 64);
-  for (const std::string& spec : kSpecs) {
+  for (const std::string& spec : contract_specs()) {
     auto m = make_method(spec);
     for (int64_t tokens : {1000, 4096}) {
       SCOPED_TRACE(spec + " at " + std::to_string(tokens) + " tokens");
@@ -154,24 +157,25 @@ TEST(MethodContract, FullCacheOnlyReportsWhatItHolds) {
 TEST(MethodContract, LosslessSettingsReproduceFullCacheLogits) {
   const ModelConfig c = test::tiny_model_config();
   Model model = Model::random(c, 21);
-  torch::Tensor ids = torch::randint(0, c.vocab_size, {1, 37}, torch::kLong);
+  torch::Tensor ids = torch::randint(0, c.vocab_size, {1, kContractTokens}, torch::kLong);
+  std::vector<std::string> lossless = kLosslessChains, compressing;
+  for (const MethodEntry& e : method_registry()) {
+    lossless.insert(lossless.end(), e.contract.lossless.begin(), e.contract.lossless.end());
+    compressing.insert(compressing.end(), e.contract.compressing.begin(),
+                       e.contract.compressing.end());
+  }
   for (int64_t chunk : {30, 8, 1}) {
     auto full = make_method("full")->make_state(model.shape());
-    torch::Tensor ref = test::run_logits(model, *full, ids, 30, chunk);
-    for (const char* spec : {"full", "kivi(residual=64)", "kivi(bits=4,group=16,residual=48)",
-                             "streaming(window=64)", "streaming(sink=0,window=37)", "h2o(budget=64)",
-                             "h2o(budget=37,recent=0)", "snapkv(budget=64)", "snapkv(budget=30,window=8)",
-                             "snapkv(budget=64)+kivi(residual=64)", "h2o(budget=40)+full",
-                             "streaming(window=40)+h2o(budget=50)+kivi(residual=64)"}) {
+    torch::Tensor ref = test::run_logits(model, *full, ids, kContractPrompt, chunk);
+    for (const std::string& spec : lossless) {
       auto st = make_method(spec)->make_state(model.shape());
-      torch::Tensor got = test::run_logits(model, *st, ids, 30, chunk);
+      torch::Tensor got = test::run_logits(model, *st, ids, kContractPrompt, chunk);
       EXPECT_LT((got - ref).abs().max().item<double>(), 1e-5) << spec << " chunk " << chunk;
     }
     // The comparison is not vacuous: compressing settings change the logits.
-    for (const char* spec : {"kivi(bits=2,group=8,residual=8)", "streaming(sink=2,window=8)",
-                             "h2o(budget=12)", "snapkv(budget=12,window=4)", "int(bits=4)"}) {
+    for (const std::string& spec : compressing) {
       auto st = make_method(spec)->make_state(model.shape());
-      torch::Tensor got = test::run_logits(model, *st, ids, 30, chunk);
+      torch::Tensor got = test::run_logits(model, *st, ids, kContractPrompt, chunk);
       EXPECT_GT((got - ref).abs().max().item<double>(), 1e-4) << spec << " chunk " << chunk;
     }
   }

@@ -2,7 +2,7 @@
 // `kvbench methods` command.
 #include <gtest/gtest.h>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "methods/registry.h"
 #include "tests/test_util.h"
 
@@ -66,11 +66,27 @@ TEST(MethodSpec, ErrorsNameTheProblemAndWhatExists) {
 TEST(MethodSpec, RegistryEntriesHaveHelpAndSchemas) {
   for (const MethodEntry& e : method_registry()) {
     EXPECT_FALSE(e.help.empty()) << e.name;
-    EXPECT_TRUE(e.make) << e.name;
-    if (e.kind == StageKind::kStorage) EXPECT_TRUE(e.make_storage) << e.name;
-    else EXPECT_TRUE(e.make_selector) << e.name;
+    if (e.kind() == StageKind::kStorage) EXPECT_TRUE(std::get<StorageFactory>(e.make)) << e.name;
+    else EXPECT_TRUE(std::get<SelectorFactory>(e.make)) << e.name;
     for (const ParamSchema& p : e.params) EXPECT_FALSE(p.help.empty()) << e.name << "." << p.name;
   }
+}
+
+// The canonical spec is the stored, default-filled stage spec: the spellings of every release
+// so far, a selector alone without its implicit full(dtype=fp32), chains joined by '+'.
+TEST(MethodSpec, MethodsPrintTheStageSpecTheyWereBuiltFrom) {
+  for (const char* spec : {"full(dtype=fp32)", "full(dtype=bf16)", "int(bits=4,group=64)",
+                           "kivi(bits=2,group=32,residual=128)", "streaming(sink=4,window=1020)",
+                           "h2o(budget=256,recent=128)",
+                           "snapkv(budget=256,pool=7,pooling=max,window=32)",
+                           "snapkv(budget=256,pool=7,pooling=max,window=32)+kivi(bits=2,group=32,"
+                           "residual=128)",
+                           "streaming(sink=4,window=60)+h2o(budget=50,recent=25)+"
+                           "full(dtype=fp16)"}) {
+    EXPECT_EQ(make_method(spec)->spec(), spec);
+  }
+  EXPECT_EQ(make_method("full")->spec(), "full(dtype=fp32)");
+  EXPECT_EQ(make_method("streaming(window=8)+full")->spec(), "streaming(sink=4,window=8)");
 }
 
 TEST(MethodSpec, IntGroupMustDivideTheHeadDim) {

@@ -1,8 +1,10 @@
-#include "methods/evict/streaming.h"
-
+// `streaming(sink=4, window=N)`: StreamingLLM (Xiao et al. 2023). Keeps the first `sink` tokens
+// (attention sinks) and the `window` most recent ones; everything in between is evicted as it
+// leaves the window. Keys keep the RoPE of their original positions (no position re-assignment).
 #include <limits>
 
-#include "harness/common/check.h"
+#include "common/check.h"
+#include "methods/registry.h"
 
 namespace kvb {
 namespace {
@@ -39,14 +41,39 @@ class StreamingState : public SelectorState {
   std::vector<int64_t> first_;  // per layer: position of the first token appended
 };
 
+class StreamingSelector : public SelectorMethod {
+ public:
+  explicit StreamingSelector(const StageSpec& stage)
+      : SelectorMethod(stage), sink_(spec_int(stage, "sink")), window_(spec_int(stage, "window")) {}
+  std::unique_ptr<SelectorState> make_selector(const ModelShape& shape) const override {
+    return std::make_unique<StreamingState>(sink_, window_, shape.n_layers);
+  }
+  int64_t promised_slots(int64_t tokens) const override {
+    return std::min(tokens, sink_ + window_);
+  }
+
+ private:
+  int64_t sink_, window_;
+};
+
 }  // namespace
 
-std::string StreamingSelector::spec() const {
-  return "streaming(sink=" + std::to_string(sink_) + ",window=" + std::to_string(window_) + ")";
-}
-
-std::unique_ptr<SelectorState> StreamingSelector::make_selector(const ModelShape& shape) const {
-  return std::make_unique<StreamingState>(sink_, window_, shape.n_layers);
+MethodEntry streaming_entry() {
+  return {
+      .name = "streaming",
+      .family = "evict",
+      .help = "StreamingLLM: keep the first `sink` tokens (attention sinks) and the `window` most "
+              "recent tokens; evict the rest as they leave the window.",
+      .params = {{"sink", "int", "4", {}, 0, 0, "attention-sink tokens kept from the start"},
+                 {"window", "int", "", {}, 1, 0, "recent tokens kept (slots = sink + window)"}},
+      .make = SelectorFactory(
+          [](const StageSpec& s) { return std::make_unique<StreamingSelector>(s); }),
+      .finalize = nullptr,
+      .contract = {.examples = {"streaming(window=100)", "streaming(sink=0,window=64)"},
+                   .view_tolerance = exact_view,
+                   .lossless = {"streaming(window=64)", "streaming(sink=0,window=37)"},
+                   .compressing = {"streaming(sink=2,window=8)"}},
+  };
 }
 
 }  // namespace kvb

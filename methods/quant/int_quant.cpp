@@ -1,9 +1,12 @@
-#include "methods/quant/int_quant.h"
-
+// `int(bits=8|4|2, group=64)`: per-token asymmetric integer quantization (FlexGen style) of keys
+// and values alike. Each token's D channels split into groups of `group` consecutive channels
+// (min(group, D) when the head is narrower), each with an fp16 scale and zero point; codes are
+// packed 8/bits per byte.
 #include <algorithm>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "kernels/cpu/quant_kernels.h"
+#include "methods/registry.h"
 
 namespace kvb {
 namespace {
@@ -117,31 +120,63 @@ class IntStore : public SlotStore {
   std::vector<Layer> layers_;
 };
 
+class IntMethod : public StorageMethod {
+ public:
+  explicit IntMethod(const StageSpec& stage)
+      : StorageMethod(stage), bits_(static_cast<int>(spec_int(stage, "bits"))),
+        group_(spec_int(stage, "group")) {}
+
+  std::unique_ptr<SlotStore> make_store(const ModelShape& shape) const override {
+    return std::make_unique<IntStore>(shape, bits_, group_for(shape.head_dim));
+  }
+
+  MemoryUse layer_promise(const ModelShape& shape, int64_t slots,
+                          torch::ScalarType) const override {
+    const int64_t h = shape.n_head_kv, d = shape.head_dim, g = group_for(d);
+    MemoryUse m;
+    m.payload_bytes = 2 * h * slots * d * bits_ / 8;
+    m.metadata_bytes = 2 * 2 * h * slots * (d / g) * 2;  // K and V, scale and zero, fp16
+    m.slots = h * slots;
+    m.tokens_seen = slots;
+    return m;
+  }
+
+ private:
+  // The effective group: min(group, D); throws if it does not divide D.
+  int64_t group_for(int64_t head_dim) const {
+    const int64_t g = std::min(group_, head_dim);
+    KVB_INPUT_CHECK(head_dim % g == 0 && g % (8 / bits_) == 0, spec(), ": head_dim ", head_dim,
+                    " is not a multiple of the group (", g, ")");
+    return g;
+  }
+
+  int bits_;
+  int64_t group_;
+};
+
+double view_tolerance(const StageSpec& s) {
+  const int64_t bits = spec_int(s, "bits");
+  return bits == 2 ? 0.6 : bits == 4 ? 0.15 : 0.01;
+}
+
 }  // namespace
 
-std::string IntMethod::spec() const {
-  return "int(bits=" + std::to_string(bits_) + ",group=" + std::to_string(group_) + ")";
-}
-
-int64_t IntMethod::group_for(int64_t head_dim) const {
-  const int64_t g = std::min(group_, head_dim);
-  KVB_INPUT_CHECK(head_dim % g == 0 && g % (8 / bits_) == 0, spec(), ": head_dim ", head_dim,
-                  " is not a multiple of the group (", g, ")");
-  return g;
-}
-
-std::unique_ptr<SlotStore> IntMethod::make_store(const ModelShape& shape) const {
-  return std::make_unique<IntStore>(shape, bits_, group_for(shape.head_dim));
-}
-
-MemoryUse IntMethod::layer_promise(const ModelShape& shape, int64_t slots, torch::ScalarType) const {
-  const int64_t h = shape.n_head_kv, d = shape.head_dim, g = group_for(d);
-  MemoryUse m;
-  m.payload_bytes = 2 * h * slots * d * bits_ / 8;
-  m.metadata_bytes = 2 * 2 * h * slots * (d / g) * 2;  // K and V, scale and zero, fp16
-  m.slots = h * slots;
-  m.tokens_seen = slots;
-  return m;
+MethodEntry int_entry() {
+  return {
+      .name = "int",
+      .family = "quant",
+      .help = "Per-token asymmetric integer quantization of keys and values (FlexGen): groups of "
+              "`group` channels along the head dim, fp16 scale and zero point per group, packed "
+              "codes.",
+      .params = {{"bits", "int", "4", {"2", "4", "8"}, 0, 0, "bits per element"},
+                 {"group", "int", "64", {}, 1, 0, "channels per group (capped at head_dim)"}},
+      .make = StorageFactory([](const StageSpec& s) { return std::make_unique<IntMethod>(s); }),
+      .finalize = nullptr,
+      .contract = {.examples = {"int(bits=8)", "int(bits=4,group=32)", "int(bits=2)"},
+                   .view_tolerance = view_tolerance,
+                   .lossless = {},
+                   .compressing = {"int(bits=4)"}},
+  };
 }
 
 }  // namespace kvb

@@ -1,9 +1,24 @@
-#include "methods/quant/kivi.h"
-
+// `kivi(bits=2|4, group=32, residual=128)`: KIVI (Liu et al. 2024, jy-yuan/KIVI).
+//
+//   keys   per-channel: a group of `group` consecutive tokens shares one fp16 scale and zero
+//          point per channel. New keys wait in a full-precision residual; when it holds
+//          `residual` tokens they are quantized together (residual/group groups) and it empties.
+//   values per-token: each token's D channels split into groups of min(group, D), each with an
+//          fp16 scale and zero. The `residual` most recent values stay in full precision; older
+//          ones are quantized as they leave the residual (one per decode step).
+// Codes are packed (4 per byte at 2 bits, 2 at 4 bits) in uint8 tensors; the residual is held in
+// the compute dtype. After L tokens: floor(L/R)*R keys and max(0, L-R) values are quantized,
+// whatever the chunking. view() dequantizes with kernels/cpu/quant_kernels.h each call (no
+// dequantized copy is kept between steps).
+//
+// In a chain, keep() re-packs the kept slots into the layout KIVI has for that many tokens: kept
+// values keep their codes' values (per-token re-quantization of a dequantized row is exact up to
+// fp16 rounding); kept keys that were already quantized are quantized again in new groups.
 #include <algorithm>
 
-#include "harness/common/check.h"
+#include "common/check.h"
 #include "kernels/cpu/quant_kernels.h"
+#include "methods/registry.h"
 
 namespace kvb {
 namespace {
@@ -192,35 +207,71 @@ class KiviStore : public SlotStore {
   std::vector<Layer> layers_;
 };
 
+class KiviMethod : public StorageMethod {
+ public:
+  explicit KiviMethod(const StageSpec& stage)
+      : StorageMethod(stage), bits_(static_cast<int>(spec_int(stage, "bits"))),
+        group_(spec_int(stage, "group")), residual_(spec_int(stage, "residual")) {}
+
+  std::unique_ptr<SlotStore> make_store(const ModelShape& shape) const override {
+    return std::make_unique<KiviStore>(shape, bits_, group_, value_group(shape.head_dim),
+                                       residual_);
+  }
+
+  MemoryUse layer_promise(const ModelShape& shape, int64_t slots,
+                          torch::ScalarType compute) const override {
+    const int64_t h = shape.n_head_kv, d = shape.head_dim, gv = value_group(d);
+    const int64_t es = static_cast<int64_t>(c10::elementSize(compute));
+    const int64_t nqk = slots / residual_ * residual_, nrk = slots - nqk;
+    const int64_t nqv = std::max<int64_t>(0, slots - residual_), nrv = slots - nqv;
+    MemoryUse m;
+    m.payload_bytes = h * ((nqk + nqv) * d * bits_ / 8 + (nrk + nrv) * d * es);
+    m.metadata_bytes = h * (2 * (nqk / group_) * d * 2 + 2 * nqv * (d / gv) * 2);
+    m.slots = h * slots;
+    m.tokens_seen = slots;
+    return m;
+  }
+
+ private:
+  // min(group, D); throws if it does not divide D.
+  int64_t value_group(int64_t head_dim) const {
+    const int64_t g = std::min(group_, head_dim);
+    KVB_INPUT_CHECK(head_dim % g == 0 && g % (8 / bits_) == 0, spec(), ": head_dim ", head_dim,
+                    " is not a multiple of the value group (", g, ")");
+    return g;
+  }
+
+  int bits_;
+  int64_t group_, residual_;
+};
+
 }  // namespace
 
-std::string KiviMethod::spec() const {
-  return "kivi(bits=" + std::to_string(bits_) + ",group=" + std::to_string(group_) +
-         ",residual=" + std::to_string(residual_) + ")";
-}
-
-int64_t KiviMethod::value_group(int64_t head_dim) const {
-  const int64_t g = std::min(group_, head_dim);
-  KVB_INPUT_CHECK(head_dim % g == 0 && g % (8 / bits_) == 0, spec(), ": head_dim ", head_dim,
-                  " is not a multiple of the value group (", g, ")");
-  return g;
-}
-
-std::unique_ptr<SlotStore> KiviMethod::make_store(const ModelShape& shape) const {
-  return std::make_unique<KiviStore>(shape, bits_, group_, value_group(shape.head_dim), residual_);
-}
-
-MemoryUse KiviMethod::layer_promise(const ModelShape& shape, int64_t slots, torch::ScalarType compute) const {
-  const int64_t h = shape.n_head_kv, d = shape.head_dim, gv = value_group(d);
-  const int64_t es = static_cast<int64_t>(c10::elementSize(compute));
-  const int64_t nqk = slots / residual_ * residual_, nrk = slots - nqk;
-  const int64_t nqv = std::max<int64_t>(0, slots - residual_), nrv = slots - nqv;
-  MemoryUse m;
-  m.payload_bytes = h * ((nqk + nqv) * d * bits_ / 8 + (nrk + nrv) * d * es);
-  m.metadata_bytes = h * (2 * (nqk / group_) * d * 2 + 2 * nqv * (d / gv) * 2);
-  m.slots = h * slots;
-  m.tokens_seen = slots;
-  return m;
+MethodEntry kivi_entry() {
+  return {
+      .name = "kivi",
+      .family = "quant",
+      .help = "KIVI: keys quantized per channel over groups of `group` tokens, values per token "
+              "over groups of `group` channels, asymmetric with fp16 scale/zero; the most recent "
+              "tokens stay in full precision (keys until `residual` accumulate, values the last "
+              "`residual`).",
+      .params = {{"bits", "int", "2", {"2", "4"}, 0, 0, "bits per element"},
+                 {"group", "int", "32", {}, 1, 0, "tokens per key group; channels per value group"},
+                 {"residual", "int", "128", {}, 1, 0,
+                  "full-precision recent tokens (multiple of group)"}},
+      .make = StorageFactory([](const StageSpec& s) { return std::make_unique<KiviMethod>(s); }),
+      .finalize =
+          [](const std::string& text, StageSpec& s) {
+            if (spec_int(s, "residual") % spec_int(s, "group") != 0)
+              stage_fail(text, s, "residual must be a multiple of group");
+          },
+      .contract = {.examples = {"kivi", "kivi(bits=4,group=16,residual=64)"},
+                   .view_tolerance = [](const StageSpec& s) {
+                     return spec_int(s, "bits") == 2 ? 0.6 : 0.15;
+                   },
+                   .lossless = {"kivi(residual=64)", "kivi(bits=4,group=16,residual=48)"},
+                   .compressing = {"kivi(bits=2,group=8,residual=8)"}},
+  };
 }
 
 }  // namespace kvb

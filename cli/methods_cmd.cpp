@@ -1,24 +1,18 @@
-#include "harness/cli/methods_cmd.h"
+#include "cli/methods_cmd.h"
 
 #include <cstdio>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
 
-#include "harness/common/check.h"
+#include "common/check.h"
+#include "common/dtype.h"
 #include "methods/registry.h"
 
 namespace kvb::cli {
 namespace {
 
 const char* kind_name(StageKind k) { return k == StageKind::kStorage ? "storage" : "selector"; }
-
-torch::ScalarType compute_dtype(const std::string& s) {
-  if (s == "fp32") return torch::kFloat32;
-  if (s == "fp16") return torch::kFloat16;
-  if (s == "bf16") return torch::kBFloat16;
-  throw InputError("--dtype '" + s + "': expected fp32, fp16 or bf16");
-}
 
 int list_methods(bool json) {
   nlohmann::json all = nlohmann::json::array();
@@ -30,7 +24,7 @@ int list_methods(bool json) {
       if (!p.choices.empty()) j["choices"] = p.choices;
       params.push_back(j);
     }
-    all.push_back({{"name", e.name}, {"family", e.family}, {"kind", kind_name(e.kind)}, {"help", e.help},
+    all.push_back({{"name", e.name}, {"family", e.family}, {"kind", kind_name(e.kind())}, {"help", e.help},
                    {"params", params}});
   }
   if (json) {
@@ -63,7 +57,7 @@ int run_methods(const std::string& describe_spec, const MethodsArgs& a) {
   shape.n_head_kv = a.kv_heads;
   shape.head_dim = a.head_dim;
   shape.max_position = a.tokens;
-  const torch::ScalarType compute = compute_dtype(a.dtype);
+  const torch::ScalarType compute = parse_dtype(a.dtype);
   std::optional<MemoryUse> m = method->promised_memory(shape, a.tokens, compute);
   KVB_INPUT_CHECK(m.has_value(), "spec '", describe_spec, "': ", method->spec(), " makes no memory promise");
   std::optional<MemoryUse> ref = make_method("full(dtype=fp16)")->promised_memory(shape, a.tokens, compute);

@@ -1,0 +1,106 @@
+// The base of score-based eviction (H2O, SnapKV, knorm, random): a subclass only supplies
+// per-slot scores per KV head ([B, H_kv, S] float, higher = keep); the base does the rest —
+// budgets, protected windows, top-k, ascending kept indices, the drop-one fast path, the
+// Eviction, and keeping held scores in step with the chain's keep()/drop_swap().
+//
+// Scores come either
+//   - held per slot between decisions: appended() gives the new slots' scores, observed() adds
+//     to them from the attention weights (H2O accumulates; knorm and random score once), or
+//   - computed at the decision point: decision_scores() (SnapKV's window vote).
+// Decisions happen
+//   - ScoreRule::kOverBudget: in select() (after append, or after observe when the chain wants
+//     attention) whenever more than `budget` slots are held; one slot over drops just the
+//     lowest-ranked slot (drop_one), more keeps the top `budget`;
+//   - ScoreRule::kEndPrefill: once per layer in end_prefill(), when more than `budget` slots are
+//     held (always as a keep of the top `budget`); later tokens are never evicted.
+// Protected slots — the first `sink` tokens appended and the tokens within `recent` of the last
+// appended position — rank above every score, so they are kept while they fit in the budget.
+#pragma once
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "methods/chain.h"
+
+namespace kvb {
+
+struct ScoreRule {
+  enum When { kOverBudget, kEndPrefill };
+  int64_t budget = 0;  // slots kept per KV head
+  int64_t sink = 0;    // first tokens appended, always kept
+  int64_t recent = 0;  // slots with position > last appended - recent, always kept
+  When when = kOverBudget;
+  bool held_scores = false;  // scores live per slot between decisions (4 bytes per slot)
+};
+
+class ScoreSelectorState : public SelectorState {
+ public:
+  ScoreSelectorState(const ScoreRule& rule, const ModelShape& shape);
+
+  void on_append(int layer, const KVAppend& a, const SelectContext& ctx) final;
+  void observe(int layer, const torch::Tensor& probs, const SelectContext& ctx) final;
+  Eviction select(int layer, const SelectContext& ctx) final;
+  Eviction end_prefill(int layer, const SelectContext& ctx) final;
+  void keep(int layer, const torch::Tensor& idx) final;
+  void drop_swap(int layer, const torch::Tensor& slot, int64_t slots_before) final;
+  int64_t metadata_bytes(int layer) const final;
+  std::unique_ptr<SelectorState> clone() const final;
+
+ protected:
+  // Scores of the T slots just appended ([B, H_kv, T] float32) when the rule holds scores;
+  // anything else the subclass records from the chunk (SnapKV: its queries). Undefined when the
+  // rule computes scores at the decision point.
+  virtual torch::Tensor appended(int layer, const KVAppend& a, const SelectContext& ctx) = 0;
+  // Added to the held scores after the chunk's attention ([B, H_q, T, S + T] -> [B, H_kv, S]);
+  // only called when wants_attention(layer).
+  virtual torch::Tensor observed(int layer, const torch::Tensor& probs, const SelectContext& ctx) {
+    return {};
+  }
+  // Scores of the held slots at a decision ([B, H_kv, S] float32); `protect` is the protected
+  // slots' mask ([B, H_kv, S] bool, undefined when no window applies). Default: the held scores.
+  // Undefined: no eviction this time.
+  virtual torch::Tensor decision_scores(int layer, const SelectContext& ctx,
+                                        const torch::Tensor& protect);
+  // kEndPrefill: the layer's one decision was made (or nothing needed evicting).
+  virtual void prefill_done(int layer) {}
+  virtual int64_t extra_metadata_bytes(int layer) const { return 0; }  // beyond held scores
+  // A copy of the derived state whose own tensors are deep copies (the base copies its own).
+  virtual std::unique_ptr<ScoreSelectorState> copy() const = 0;
+
+  const ScoreRule& rule() const { return rule_; }
+  const ModelShape& shape() const { return shape_; }
+  bool decided(int layer) const { return layers_[static_cast<size_t>(layer)].decided; }
+
+ private:
+  struct Layer {
+    torch::Tensor score;  // [B, H_kv, capacity] float32 held scores, first len live
+    int64_t len = 0;
+    int64_t first = -1;    // position of the first token appended (sinks), -1 before any
+    bool decided = false;  // kEndPrefill: the one decision was made
+  };
+
+  torch::Tensor protected_mask(int layer, const SelectContext& ctx) const;  // [B, H_kv, S] or {}
+  Eviction decide(int layer, const SelectContext& ctx, bool allow_drop_one);
+
+  ScoreRule rule_;
+  ModelShape shape_;
+  std::vector<Layer> layers_;
+};
+
+// The method side: promises from the rule (top `budget` slots; held scores 4 bytes per slot).
+class ScoreSelector : public SelectorMethod {
+ public:
+  ScoreSelector(const StageSpec& stage, const ScoreRule& rule)
+      : SelectorMethod(stage), rule_(rule) {}
+  int64_t promised_slots(int64_t tokens) const final { return std::min(tokens, rule_.budget); }
+  int64_t promised_metadata(const ModelShape& shape, int64_t slots) const final {
+    return rule_.held_scores ? shape.n_head_kv * slots * 4 : 0;
+  }
+  const ScoreRule& rule() const { return rule_; }
+
+ private:
+  ScoreRule rule_;
+};
+
+}  // namespace kvb

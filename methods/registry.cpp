@@ -26,6 +26,7 @@ std::vector<MethodEntry> builtin_methods() {
       streaming_entry(),
       h2o_entry(),
       snapkv_entry(),
+      knorm_entry(),
   };
 }
 

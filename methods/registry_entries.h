@@ -11,5 +11,6 @@ MethodEntry kivi_entry();       // methods/quant/kivi.cpp
 MethodEntry streaming_entry();  // methods/evict/streaming.cpp
 MethodEntry h2o_entry();        // methods/evict/h2o.cpp
 MethodEntry snapkv_entry();     // methods/evict/snapkv.cpp
+MethodEntry knorm_entry();      // methods/evict/knorm.cpp
 
 }  // namespace kvb

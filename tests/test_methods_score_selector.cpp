@@ -1,0 +1,94 @@
+// The methods built on the score-based selector base (methods/evict/score_selector.h) that
+// score once per token: knorm keeps the lowest-norm keys outside its protected windows, checked
+// against the rule itself.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <vector>
+
+#include "methods/registry.h"
+#include "tests/methods_test_util.h"
+
+namespace kvb {
+namespace {
+
+using test::method_shape;
+
+std::set<int64_t> held_positions(const KVCacheState& st, int layer, int64_t head) {
+  KVView v = st.view(layer);
+  std::set<int64_t> s;
+  for (int64_t i = 0; i < v.slots(); ++i) s.insert(v.pos[0][head][i].item<int64_t>());
+  return s;
+}
+
+// The brute-force rule: of the n tokens seen, the first `sink` and the last `recent` are kept;
+// the rest compete for the remaining budget by key norm (lowest kept), computed in double.
+std::set<int64_t> knorm_rule(const torch::Tensor& keys,  // [N, D] one head's appended keys
+                             int64_t budget, int64_t recent, int64_t sink) {
+  const int64_t n = keys.size(0);
+  std::set<int64_t> keep;
+  for (int64_t p = 0; p < n; ++p)
+    if (n <= budget || p < sink || p > n - 1 - recent) keep.insert(p);
+  if (n <= budget) return keep;
+  torch::Tensor norm = keys.to(torch::kFloat64).pow(2).sum(-1).sqrt();
+  std::vector<std::pair<double, int64_t>> others;
+  for (int64_t p = 0; p < n; ++p)
+    if (!keep.count(p)) others.push_back({norm[p].item<double>(), p});
+  std::sort(others.begin(), others.end());
+  const size_t room = static_cast<size_t>(budget) - keep.size();
+  for (size_t i = 0; i < room; ++i) keep.insert(others[i].second);
+  return keep;
+}
+
+TEST(MethodKnorm, KeepsTheLowestNormKeysOutsideTheProtectedWindows) {
+  struct Case {
+    const char* spec;
+    int64_t budget, recent, sink;
+  };
+  const ModelShape shape = method_shape(2, 4, 2, 8);
+  for (const Case& c : {Case{"knorm(budget=16)", 16, 0, 0},
+                        Case{"knorm(budget=16,recent=4,sink=2)", 16, 4, 2},
+                        Case{"knorm(budget=24,recent=24)", 24, 24, 0}}) {
+    for (int64_t chunk : {1, 7, 64, 150}) {
+      SCOPED_TRACE(std::string(c.spec) + " chunk " + std::to_string(chunk));
+      auto st = make_method(c.spec)->make_state(shape);
+      test::SyntheticStream in(shape, 3);
+      while (in.n < 150) {
+        in.feed(*st, std::min<int64_t>(chunk, 150 - in.n));
+        for (int l = 0; l < 2; ++l) {
+          for (int64_t h = 0; h < 2; ++h) {
+            std::set<int64_t> want = knorm_rule(in.k[l][0][h], c.budget, c.recent, c.sink);
+            ASSERT_EQ(held_positions(*st, l, h), want) << "layer " << l << " head " << h
+                                                       << " after " << in.n;
+          }
+        }
+      }
+      EXPECT_EQ(st->view(1).slots(), c.budget);
+      // The slots hold those tokens' keys and values exactly.
+      KVView v = st->view(1);
+      torch::Tensor idx = v.pos[0][0];
+      EXPECT_TRUE(torch::equal(v.k[0][0], in.k[1][0][0].index_select(0, idx)));
+      EXPECT_TRUE(torch::equal(v.v[0][0], in.v[1][0][0].index_select(0, idx)));
+    }
+  }
+}
+
+// Scores come from the keys as appended, not as a quantizing storage holds them.
+TEST(MethodKnorm, ScoresTheAppendedKeysWhateverTheStorage) {
+  const ModelShape shape = method_shape(1, 4, 2, 32);
+  auto alone = make_method("knorm(budget=40,recent=8)")->make_state(shape);
+  auto packed = make_method("knorm(budget=40,recent=8)+kivi(bits=2,group=16,residual=32)")
+                    ->make_state(shape);
+  test::SyntheticStream a(shape, 6), b(shape, 6);  // same seed: same keys
+  for (int64_t chunk : {30, 1, 1, 17, 1, 50}) {
+    a.feed(*alone, chunk);
+    b.feed(*packed, chunk);
+    for (int64_t h = 0; h < 2; ++h)
+      ASSERT_EQ(held_positions(*alone, 0, h), held_positions(*packed, 0, h)) << "after " << a.n;
+  }
+}
+
+}  // namespace
+}  // namespace kvb

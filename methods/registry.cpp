@@ -27,6 +27,7 @@ std::vector<MethodEntry> builtin_methods() {
       h2o_entry(),
       snapkv_entry(),
       knorm_entry(),
+      random_entry(),
   };
 }
 

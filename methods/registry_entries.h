@@ -12,5 +12,6 @@ MethodEntry streaming_entry();  // methods/evict/streaming.cpp
 MethodEntry h2o_entry();        // methods/evict/h2o.cpp
 MethodEntry snapkv_entry();     // methods/evict/snapkv.cpp
 MethodEntry knorm_entry();      // methods/evict/knorm.cpp
+MethodEntry random_entry();     // methods/evict/random.cpp
 
 }  // namespace kvb

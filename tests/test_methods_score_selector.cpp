@@ -1,6 +1,6 @@
 // The methods built on the score-based selector base (methods/evict/score_selector.h) that
-// score once per token: knorm keeps the lowest-norm keys outside its protected windows, checked
-// against the rule itself.
+// score once per token: knorm keeps the lowest-norm keys outside its protected windows, random
+// keeps a uniformly random subset fixed by its seed. Both checked against the rule itself.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -87,6 +87,51 @@ TEST(MethodKnorm, ScoresTheAppendedKeysWhateverTheStorage) {
     b.feed(*packed, chunk);
     for (int64_t h = 0; h < 2; ++h)
       ASSERT_EQ(held_positions(*alone, 0, h), held_positions(*packed, 0, h)) << "after " << a.n;
+  }
+}
+
+TEST(MethodRandom, KeepsExactlyBudgetAndRepeatsForItsSeed) {
+  const ModelShape shape = method_shape(2, 2, 2, 8);
+  auto held = [&](const std::string& spec, int64_t chunk) {
+    auto st = make_method(spec)->make_state(shape);
+    test::SyntheticStream in(shape, 1);
+    in.feed_chunked(*st, 120, chunk);
+    std::vector<std::set<int64_t>> r;
+    for (int l = 0; l < 2; ++l) {
+      EXPECT_EQ(st->view(l).slots(), 20) << spec;
+      for (int64_t h = 0; h < 2; ++h) r.push_back(held_positions(*st, l, h));
+    }
+    return r;
+  };
+  const auto seed1 = held("random(budget=20,seed=1)", 1);
+  EXPECT_EQ(held("random(budget=20,seed=1)", 1), seed1);
+  EXPECT_EQ(held("random(budget=20,seed=1)", 37), seed1);  // whatever the chunking
+  EXPECT_NE(held("random(budget=20,seed=2)", 1), seed1);
+  EXPECT_NE(seed1[0], seed1[1]);  // heads draw independently
+  EXPECT_NE(seed1[0], seed1[2]);  // and layers
+  for (const auto& s : seed1) EXPECT_EQ(s.size(), 20u);
+}
+
+// A uniformly random subset of all tokens seen, not a recency-biased one (dropping a random slot
+// at each step would keep recent tokens far more often): over many seeds, every position is
+// kept about budget/n of the time.
+TEST(MethodRandom, KeepsEveryTokenSeenWithEqualChance) {
+  const ModelShape shape = method_shape(1, 2, 2, 4);
+  const int64_t n = 64, budget = 16, seeds = 150;
+  std::vector<int64_t> kept(static_cast<size_t>(n), 0);
+  for (int64_t seed = 0; seed < seeds; ++seed) {
+    auto st = make_method("random(budget=16,seed=" + std::to_string(seed) + ")")->make_state(shape);
+    test::SyntheticStream in(shape, 2);
+    in.feed_chunked(*st, n, 1);
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t p : held_positions(*st, 0, h)) ++kept[static_cast<size_t>(p)];
+  }
+  // Each quarter of the stream: expected seeds * 2 * budget / 4 = 1200, sd about 30.
+  const double expect = static_cast<double>(seeds * 2 * budget) / 4;
+  for (int64_t q = 0; q < 4; ++q) {
+    int64_t sum = 0;
+    for (int64_t p = q * n / 4; p < (q + 1) * n / 4; ++p) sum += kept[static_cast<size_t>(p)];
+    EXPECT_NEAR(static_cast<double>(sum), expect, 150) << "quarter " << q;
   }
 }
 

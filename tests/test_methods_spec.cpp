@@ -52,6 +52,7 @@ TEST(MethodSpec, ErrorsNameTheProblemAndWhatExists) {
                         Case{"h2o(budget=8,recent=9)", "recent must not exceed budget"},
                         Case{"knorm(budget=8,recent=6,sink=3)",
                              "recent + sink must not exceed budget"},
+                        Case{"random(budget=0)", "must be at least 1"},
                         Case{"kivi(group=32,residual=48)", "residual must be a multiple of group"},
                         Case{"full(dtype=fp16", "unbalanced parentheses"},
                         Case{"kivi(bits=2))", "unbalanced parentheses"},
@@ -81,7 +82,7 @@ TEST(MethodSpec, MethodsPrintTheStageSpecTheyWereBuiltFrom) {
                            "kivi(bits=2,group=32,residual=128)", "streaming(sink=4,window=1020)",
                            "h2o(budget=256,recent=128)",
                            "snapkv(budget=256,pool=7,pooling=max,window=32)",
-                           "knorm(budget=256,recent=0,sink=0)",
+                           "knorm(budget=256,recent=0,sink=0)", "random(budget=256,seed=0)",
                            "snapkv(budget=256,pool=7,pooling=max,window=32)+kivi(bits=2,group=32,"
                            "residual=128)",
                            "streaming(sink=4,window=60)+h2o(budget=50,recent=25)+"
@@ -91,6 +92,7 @@ TEST(MethodSpec, MethodsPrintTheStageSpecTheyWereBuiltFrom) {
   EXPECT_EQ(make_method("full")->spec(), "full(dtype=fp32)");
   EXPECT_EQ(make_method("streaming(window=8)+full")->spec(), "streaming(sink=4,window=8)");
   EXPECT_EQ(make_method("knorm(budget=8)")->spec(), "knorm(budget=8,recent=0,sink=0)");
+  EXPECT_EQ(make_method("random(seed=3,budget=8)+full")->spec(), "random(budget=8,seed=3)");
 }
 
 TEST(MethodSpec, IntGroupMustDivideTheHeadDim) {

@@ -62,7 +62,8 @@ std::vector<double> grid_depths(int64_t n, const std::string& spacing) {
 }
 
 NiahSample build_niah_sample(const Tokenizer& tok, const Haystack& hay, int64_t context_len,
-                             double depth, const NeedleOptions& opt, uint64_t seed) {
+                             double depth, const NeedleOptions& opt, uint64_t seed,
+                             int64_t first_sentence) {
   Rng rng(seed);
   const int64_t k = std::max<int64_t>(1, opt.needles);
   std::vector<std::string> pool = prose_cities();
@@ -97,15 +98,15 @@ NiahSample build_niah_sample(const Tokenizer& tok, const Haystack& hay, int64_t 
 
   // Sentences (cycling through the corpus) until the estimated budget is full.
   const int64_t n_corpus = static_cast<int64_t>(hay.sentences.size());
+  const int64_t first = ((first_sentence % n_corpus) + n_corpus) % n_corpus;
+  auto at_corpus = [&](int64_t i) { return static_cast<size_t>((first + i) % n_corpus); };
   int64_t n_sent = 0, est = overhead;
-  while (est + hay.tokens[static_cast<size_t>(n_sent % n_corpus)] <= context_len)
-    est += hay.tokens[static_cast<size_t>(n_sent++ % n_corpus)];
+  while (est + hay.tokens[at_corpus(n_sent)] <= context_len) est += hay.tokens[at_corpus(n_sent++)];
 
   for (;;) {
     std::vector<int64_t> cum(static_cast<size_t>(n_sent) + 1, 0);
     for (int64_t i = 0; i < n_sent; ++i)
-      cum[static_cast<size_t>(i) + 1] =
-          cum[static_cast<size_t>(i)] + hay.tokens[static_cast<size_t>(i % n_corpus)];
+      cum[static_cast<size_t>(i) + 1] = cum[static_cast<size_t>(i)] + hay.tokens[at_corpus(i)];
     // The boundary (0..n_sent) closest to each needle's depth.
     std::vector<int64_t> at;
     for (const auto& n : needles) {
@@ -126,8 +127,7 @@ NiahSample build_niah_sample(const Tokenizer& tok, const Haystack& hay, int64_t 
         text += (text.empty() ? "" : " ") + needles[next].text;
         ++next;
       }
-      if (b < n_sent)
-        text += (text.empty() ? "" : " ") + hay.sentences[static_cast<size_t>(b % n_corpus)];
+      if (b < n_sent) text += (text.empty() ? "" : " ") + hay.sentences[at_corpus(b)];
     }
     NiahSample s;
     s.prompt = text + "\n\n" + tail;
@@ -141,6 +141,7 @@ NiahSample build_niah_sample(const Tokenizer& tok, const Haystack& hay, int64_t 
     s.haystack_start = bos;
     s.haystack_tokens = cum.back();
     s.sentences = n_sent;
+    s.first_sentence = first;
     int64_t needle_tokens = 0;
     for (size_t j = 0; j < needles.size(); ++j) {
       PlacedNeedle n = needles[j];

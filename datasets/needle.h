@@ -43,15 +43,17 @@ struct NiahSample {
   int64_t haystack_start = 0;         // token index where the haystack begins (after BOS)
   int64_t haystack_tokens = 0;        // tokens of the haystack without the needles
   int64_t sentences = 0;              // haystack sentences used
+  int64_t first_sentence = 0;         // the corpus sentence the haystack starts at
 };
 
 // The sample for one grid point: at most `context_len` prompt tokens; needle j at depth
 // depth + j * (1 - depth) / needles, each at the sentence boundary closest to it. Needle cities
-// (distinct) and 7-digit numbers are drawn from `seed`. The haystack is the corpus from its
-// first sentence, repeated when it is too short. kvb::InputError when the templates alone
-// exceed the budget.
+// (distinct) and 7-digit numbers are drawn from `seed`. The haystack is the corpus from sentence
+// `first_sentence` (taken modulo the corpus' sentences), wrapping round to its start when it
+// runs out. kvb::InputError when the templates alone exceed the budget.
 NiahSample build_niah_sample(const Tokenizer& tok, const Haystack& hay, int64_t context_len,
-                             double depth, const NeedleOptions& opt, uint64_t seed);
+                             double depth, const NeedleOptions& opt, uint64_t seed,
+                             int64_t first_sentence = 0);
 
 // Depths for a grid: n points in [0, 1], "linear" or "sigmoid" (logistic spacing, denser near
 // both ends, as in the needle-in-a-haystack repository; end points exactly 0 and 1).

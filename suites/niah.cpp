@@ -35,6 +35,7 @@ NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where) 
   p.metric = j.value("metric", p.metric);
   p.chunk = j.value("chunk", p.chunk);
   p.samples_per_cell = j.value("samples_per_cell", p.samples_per_cell);
+  p.allow_extrapolation = j.value("allow_extrapolation", false);
   auto need = [&](const std::string& field, const std::string& text,
                   const std::vector<std::string>& keys) {
     for (const auto& k : keys)
@@ -68,6 +69,7 @@ nlohmann::json niah_params_json(const NiahParams& p) {
   // Only when set: cells recorded before the option existed keep their parameters (and key).
   if (p.samples_per_cell != 1) j["samples_per_cell"] = p.samples_per_cell;
   if (p.needle.digits != 7) j["digits"] = p.needle.digits;
+  if (p.allow_extrapolation) j["allow_extrapolation"] = true;
   return j;
 }
 
@@ -81,7 +83,11 @@ std::vector<NiahPoint> build_niah_grid(const Tokenizer& tok, const Haystack& hay
         std::string key = "niah/" + std::to_string(L) + "/" + std::to_string(di);
         if (k > 0) key += "/" + std::to_string(k);
         const uint64_t s = derive_seed(seed, key);
-        g.push_back({L, p.depths[di], li, di, build_niah_sample(tok, hay, L, p.depths[di], p.needle, s)});
+        // Sample 0 from the corpus' first sentence; the others from their own.
+        const int64_t first =
+            k == 0 ? 0 : static_cast<int64_t>(derive_seed(s, "haystack") % hay.sentences.size());
+        g.push_back({L, p.depths[di], li, di,
+                     build_niah_sample(tok, hay, L, p.depths[di], p.needle, s, first)});
       }
   return g;
 }
@@ -140,6 +146,7 @@ nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod
                        {"depth", pt.depth},
                        {"prompt_tokens", pt.sample.ids.size()},
                        {"haystack_tokens", pt.sample.haystack_tokens},
+                       {"haystack_first_sentence", pt.sample.first_sentence},
                        {"needles", needles},
                        {"output", out},
                        {"score", score},

@@ -2,7 +2,9 @@
 // needle(s) at a sentence boundary, question, answer prefix), a greedy answer from the engine's
 // generate(), and exact/substring scoring (no judge model). The grid's samples depend only on
 // the suite seed and the grid point, never on the method, so every method sees the same
-// haystacks, needles and positions.
+// haystacks, needles and positions. Sample 0 of a grid point takes its haystack from the
+// corpus' first sentence (as a one-sample grid always has); sample s > 0 from a sentence drawn
+// from its own seed, so the samples of a point differ in text, not only in their needles.
 #pragma once
 
 #include <cstdint>
@@ -26,8 +28,9 @@ struct NiahParams {
   std::string metric = "substring";
   int64_t chunk = 0;  // prefill chunk, 0 = whole prompt
   // Prompts per grid cell (own seeds, own haystack windows); the heatmap holds each cell's mean.
-  // Sample 0 of a cell keeps the seed it had before this option existed.
+  // Sample 0 of a cell keeps the seed and haystack it had before this option existed.
   int64_t samples_per_cell = 1;
+  bool allow_extrapolation = false;  // context lengths may exceed max_position_embeddings
 };
 // From a schema-validated "params" object; defaults filled. kvb::InputError "<json path>: ..."
 // for templates missing their placeholders.

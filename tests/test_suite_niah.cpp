@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <set>
 
 #include "datasets/needle.h"
 #include "datasets/prose.h"
@@ -75,6 +76,34 @@ TEST(SuiteNiah, SamplesPerCellAddPromptsAndKeepTheFirst) {
     for (const auto& c : row) heat += c.get<double>();
   EXPECT_NEAR(heat * 3, sum, 1e-9);
   EXPECT_NEAR(r["score"].get<double>(), sum / 12, 1e-12);
+}
+
+// The samples of a grid point differ in their haystack text, not only in their needles: sample
+// 0 starts at the corpus' first sentence (as a one-sample grid does), the others at sentences
+// drawn from their own seeds.
+TEST(SuiteNiah, SamplesOfACellUseTheirOwnHaystackWindows) {
+  auto tok = make_byte_tokenizer(258);
+  Haystack h = make_haystack(*tok, generate_prose(3000, 1));
+  NiahParams p = params({600}, {0.5});
+  p.samples_per_cell = 4;
+  const auto g = build_niah_grid(*tok, h, p, 42);
+  ASSERT_EQ(g.size(), 4u);
+  EXPECT_EQ(g[0].sample.first_sentence, 0);
+  std::set<int64_t> starts;
+  for (const auto& pt : g) {
+    starts.insert(pt.sample.first_sentence);
+    // The prompt begins with the sentence its haystack starts at.
+    const std::string& first = h.sentences[static_cast<size_t>(pt.sample.first_sentence)];
+    EXPECT_EQ(pt.sample.prompt.compare(0, first.size(), first), 0)
+        << pt.sample.prompt.substr(0, 80);
+  }
+  EXPECT_EQ(starts.size(), 4u);
+  // Deterministic in the seed; recorded per sample.
+  EXPECT_EQ(build_niah_grid(*tok, h, p, 42)[2].sample.ids, g[2].sample.ids);
+  Model m = Model::random(test::tiny_suite_config(258), 2);
+  const nlohmann::json r = run_niah(m, *tok, *make_method("full"), g, p);
+  for (size_t i = 0; i < g.size(); ++i)
+    EXPECT_EQ(r["samples"][i]["haystack_first_sentence"], g[i].sample.first_sentence);
 }
 
 // A pass-key needle (no city, five digits), as in pass-key retrieval.

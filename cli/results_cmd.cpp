@@ -48,8 +48,8 @@ int run_compare(const CompareArgs& a) {
       compare_cells(load_compare_cells(db, base_id, canonical(a.baseline_method)),
                     load_compare_cells(db, cand_id, canonical(a.candidate_method)), a.threshold);
   const std::vector<CompareRow>& rows = cmp.rows;
-  KVB_INPUT_CHECK(!rows.empty(), a.db, ": runs '", a.baseline, "' and '", a.candidate,
-                  "' have no cells in common");
+  KVB_INPUT_CHECK(!rows.empty() || cmp.not_applicable > 0, a.db, ": runs '", a.baseline, "' and '",
+                  a.candidate, "' have no cells in common");
   size_t regressed = 0;
   std::cout
       << "| suite | model | dataset | method | metric | baseline | candidate | Δ | 95% CI of Δ "
@@ -73,6 +73,8 @@ int run_compare(const CompareArgs& a) {
   }
   std::cout << "\n" << rows.size() << " comparisons, " << regressed << " regressed";
   if (cmp.unmatched) std::cout << ", " << cmp.unmatched << " candidate cells without a baseline";
+  if (cmp.not_applicable)
+    std::cout << ", " << cmp.not_applicable << " pairs not compared (a cell not applicable)";
   std::cout << "\n";
   if (!a.json_out.empty())
     write_file(a.json_out, json{{"baseline", base_id},

@@ -30,7 +30,26 @@ double metric_of(const CompareCell& c, const std::string& name) {
   return m[name].get<double>();
 }
 
+bool has_number(const json& m, const std::string& name) {
+  return m.contains(name) && m[name].is_number();
+}
+
 }  // namespace
+
+std::optional<CompareInterval> paired_interval(const std::string& metric, const CompareCell& base,
+                                               const CompareCell& cand) {
+  const json& b = base.record.at("metrics");
+  const json& c = cand.record.at("metrics");
+  const std::string d = "delta_" + metric, se = d + "_se", ref = "ref_" + metric;
+  for (const json* m : {&b, &c})
+    if (!has_number(*m, d) || !has_number(*m, se) || !has_number(*m, ref)) return std::nullopt;
+  // Paired differences from two references are not comparable unless the references agree.
+  const double rb = b[ref].get<double>(), rc = c[ref].get<double>();
+  if (std::abs(rb - rc) > 1e-9 * std::max(1.0, std::abs(rb))) return std::nullopt;
+  const double delta = c[d].get<double>() - b[d].get<double>();
+  const double half = 1.96 * std::hypot(b[se].get<double>(), c[se].get<double>());
+  return CompareInterval{delta - half, delta + half};
+}
 
 CompareCells load_compare_cells(const ResultsDb& db, const std::string& run_id,
                                 const std::string& only_spec) {
@@ -76,6 +95,14 @@ CompareRow compare_metric(const CompareRule& rule, const CompareCell& base, cons
   CompareRow r;
   r.metric = rule.metric;
   switch (rule.test) {
+    case CompareTest::kPairedStandardError:
+      r.base = metric_of(base, rule.metric);
+      r.cand = metric_of(cand, rule.metric);
+      if (const auto ci = paired_interval(rule.metric, base, cand)) {
+        r.ci = *ci;
+        break;
+      }
+      [[fallthrough]];  // records without the paired figures, or against another reference
     case CompareTest::kStandardError: {
       r.base = metric_of(base, rule.metric);
       r.cand = metric_of(cand, rule.metric);
@@ -119,6 +146,11 @@ Comparison compare_cells(const CompareCells& base, const CompareCells& cand, dou
       continue;
     }
     const CompareCell& b = it->second;
+    if (not_applicable_reason(b.record.value("metrics", json::object())) ||
+        not_applicable_reason(c.record.value("metrics", json::object()))) {
+      ++out.not_applicable;
+      continue;
+    }
     for (const CompareRule& rule : rules_of(c.suite)) {
       CompareRow r = compare_metric(rule, b, c, threshold, fnv1a64(key));
       r.suite = c.suite;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,7 @@ struct CompareRow {
 struct Comparison {
   std::vector<CompareRow> rows;  // by the candidate's match keys, each cell's rules in order
   size_t unmatched = 0;          // candidate cells without a baseline cell
+  size_t not_applicable = 0;     // matched pairs left out: either cell is not applicable
 };
 
 // Every candidate cell against the baseline cell of the same key. `threshold` >= 0: how far
@@ -55,6 +57,13 @@ Comparison compare_cells(const CompareCells& base, const CompareCells& cand, dou
 // The row's suite, model, dataset and method are left empty.
 CompareRow compare_metric(const CompareRule& rule, const CompareCell& base, const CompareCell& cand,
                           double threshold, uint64_t seed);
+
+// CompareTest::kPairedStandardError's interval of Δ`metric`: delta_<metric> of the candidate
+// less the baseline's ± 1.96·hypot(delta_<metric>_se of each), both paired token by token with
+// their own reference; nullopt when either cell lacks those figures or ref_<metric> differs
+// between them (more than 1e-9 relative), where the caller falls back to kStandardError.
+std::optional<CompareInterval> paired_interval(const std::string& metric, const CompareCell& base,
+                                               const CompareCell& cand);
 
 // The 95% percentile interval of mean(d) over 1000 resamples of d with replacement, drawn from
 // mt19937_64(seed); {0, 0} when d is empty.

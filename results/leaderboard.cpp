@@ -25,14 +25,37 @@ struct Cell {
   int64_t id = 0;
   std::string run, suite, dataset, model_path, model, method;
   json metrics;
+  json params;  // the run's canonical params
   std::optional<double> bits, promised_bits;
+  std::optional<std::string> not_applicable;  // the reason, when the cell is not applicable
+  // Held more than promised: bits per token above the promised bits per token by more than 1%.
+  bool over_promise() const { return bits && promised_bits && *bits > *promised_bits * 1.01; }
 };
 
-// One page section: the cells of a suite on a dataset, best first.
+// One page section: the cells of a suite on a dataset with the same params, best first.
 struct Section {
   std::string suite, dataset, id;
+  std::string label;  // the params that tell it from the suite's other sections on the dataset
   std::vector<Cell> cells;
+  std::string title() const {
+    return suite + " · " + dataset + (label.empty() ? "" : " · " + label);
+  }
 };
+
+// "k=v, ..." of the fields of `mine` that differ in (or are absent from) one of `others`.
+std::string params_label(const json& mine, const std::vector<const json*>& others) {
+  std::set<std::string> keys;
+  for (const json* o : others)
+    for (const json* a : {&mine, o})
+      for (const auto& [k, v] : a->items())
+        if (!mine.contains(k) || !o->contains(k) || mine[k] != (*o)[k]) keys.insert(k);
+  std::string out;
+  for (const auto& k : keys)
+    if (mine.contains(k))
+      out += (out.empty() ? "" : ", ") + k + "=" +
+             (mine[k].is_string() ? mine[k].get<std::string>() : mine[k].dump());
+  return out;
+}
 
 // What a section shows: its suite's layout, or for a suite this build does not know, its mean
 // score (higher is better) and no charts beyond the Pareto plot.
@@ -58,13 +81,17 @@ struct TCell {
   std::string text;
   std::optional<double> v;
   bool code;
+  std::string badge;  // a flag after the text (HTML: <span class="kvb-badge">; Markdown: bold)
 };
 
 struct Table {
   std::string id;
   std::vector<std::string> head;
   std::vector<std::vector<TCell>> rows;
+  std::vector<std::string> row_class;  // extra classes of each row ("" for none), when set
 };
+
+constexpr const char* kOverPromise = "over promise";
 
 std::string fmt(const char* f, double v) {
   char b[64];
@@ -128,29 +155,60 @@ Table section_table(const Section& s, const BoardLayout& board) {
   t.head = {"#", "run", "model", "method"};
   for (const BoardColumn& col : board.columns) t.head.push_back(col.title);
   t.head.insert(t.head.end(), {"bits/token", "promised bits/token"});
-  for (size_t i = 0; i < s.cells.size(); ++i) {
-    const Cell& c = s.cells[i];
-    std::vector<TCell> row = {{std::to_string(i + 1), static_cast<double>(i + 1)},
-                              {c.run},
-                              {c.model},
-                              {c.method, std::nullopt, true}};
-    for (const BoardColumn& col : board.columns) row.push_back(column_cell(c, col));
+  size_t rank = 0;
+  for (const Cell& c : s.cells) {
+    // Cells that are not applicable come last, unranked, their reason in the first column.
+    if (!c.not_applicable) ++rank;
+    std::vector<TCell> row = {
+        c.not_applicable ? TCell{"–"} : TCell{std::to_string(rank), static_cast<double>(rank)},
+        {c.run},
+        {c.model},
+        {c.method, std::nullopt, true}};
+    for (size_t k = 0; k < board.columns.size(); ++k)
+      row.push_back(!c.not_applicable ? column_cell(c, board.columns[k])
+                    : k == 0          ? TCell{"n/a (" + *c.not_applicable + ")"}
+                                      : TCell{"–"});
     row.push_back(num_cell(c.bits, "%.1f"));
+    if (c.over_promise()) row.back().badge = kOverPromise;
     row.push_back(num_cell(c.promised_bits, "%.1f"));
     t.rows.push_back(std::move(row));
+    t.row_class.push_back(c.not_applicable ? "kvb-na" : c.over_promise() ? "kvb-over-promise" : "");
   }
   return t;
+}
+
+// What the flags of a section's table mean, for the flags it shows ("" when none).
+std::string section_notes(const Section& s) {
+  size_t over = 0, na = 0;
+  for (const Cell& c : s.cells) {
+    over += c.over_promise();
+    na += c.not_applicable.has_value();
+  }
+  std::string n;
+  if (over)
+    n += std::string(kOverPromise) + ": " + std::to_string(over) +
+         (over == 1 ? " cell holds more than its method" : " cells hold more than their methods") +
+         " promised (bits/token above the promised bits/token by more than 1%).";
+  if (na)
+    n += std::string(n.empty() ? "" : " ") + "n/a: " + std::to_string(na) +
+         (na == 1 ? " cell" : " cells") +
+         " measured nothing this suite ranks (reason in the row); unranked, left out of the "
+         "charts.";
+  return n;
 }
 
 std::string html_table(const Table& t) {
   std::string h = "<table class=\"kvb-board\" id=\"" + svg::escape(t.id) + "\">\n<thead><tr>";
   for (const auto& c : t.head) h += "<th>" + svg::escape(c) + "</th>";
   h += "</tr></thead>\n<tbody>\n";
-  for (const auto& row : t.rows) {
-    h += "<tr class=\"kvb-row\">";
+  for (size_t r = 0; r < t.rows.size(); ++r) {
+    const auto& row = t.rows[r];
+    const std::string cls = r < t.row_class.size() ? t.row_class[r] : "";
+    h += "<tr class=\"kvb-row" + (cls.empty() ? "" : " " + cls) + "\">";
     for (const TCell& c : row) {
-      const std::string text =
-          c.code ? "<code>" + svg::escape(c.text) + "</code>" : svg::escape(c.text);
+      std::string text = c.code ? "<code>" + svg::escape(c.text) + "</code>" : svg::escape(c.text);
+      if (!c.badge.empty())
+        text += " <span class=\"kvb-badge\">" + svg::escape(c.badge) + "</span>";
       h += c.v ? "<td class=\"n\" data-v=\"" + fmt("%.17g", *c.v) + "\">" + text + "</td>"
                : "<td>" + text + "</td>";
     }
@@ -174,7 +232,9 @@ std::string md_table(const Table& t) {
   h += "\n" + rule + "\n";
   for (const auto& row : t.rows) {
     h += "|";
-    for (const TCell& c : row) h += " " + (c.code ? "`" + c.text + "`" : md_escape(c.text)) + " |";
+    for (const TCell& c : row)
+      h += " " + (c.code ? "`" + c.text + "`" : md_escape(c.text)) +
+           (c.badge.empty() ? "" : " **" + md_escape(c.badge) + "**") + " |";
     h += "\n";
   }
   return h;
@@ -249,13 +309,14 @@ std::string section_charts(const Section& s, const BoardLayout& board,
     a.insert(a.end(), base.begin(), base.end());
     return a;
   };
-  const std::string where = s.suite + " · " + s.dataset + " · " + model;
+  const std::string where = s.title() + " · " + model;
   const bool lower = board.pareto.better == Better::kLower;
   std::string h;
   std::vector<svg::Series> points;
   for (const auto& [method, c] : latest) {
     const auto y = metric(*c, board.pareto.name);
-    if (c->bits && y) points.push_back({method, colour.at(method), {{*c->bits, *y}}});
+    if (c->bits && y && !c->not_applicable)
+      points.push_back({method, colour.at(method), {{*c->bits, *y}}});
   }
   if (points.empty()) {
     h += "<p class=\"kvb-note\">" + svg::escape(where) +
@@ -289,7 +350,11 @@ constexpr const char* kStyle =
     ".kvb-front{stroke:#444;stroke-width:1.5;stroke-dasharray:5 3}"
     "polyline.kvb-series{stroke-width:2}.kvb-cell{stroke:#fff}"
     ".kvb-axis-label{font-weight:600}"
-    "#kvb-errors{color:#b00}#kvb-errors:empty{display:none}";
+    "#kvb-errors{color:#b00}#kvb-errors:empty{display:none}"
+    "tr.kvb-na{color:#777}"
+    "tr.kvb-over-promise td{background:#fff3e0}"
+    ".kvb-badge{display:inline-block;margin-left:4px;padding:0 4px;border-radius:3px;"
+    "background:#c62828;color:#fff;font-size:11px;font-weight:600}";
 
 // Errors of the page's scripts land in #kvb-errors; installed before any other script runs.
 constexpr const char* kErrorScript =
@@ -365,7 +430,10 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
     c.model_path = r[5];
     c.model = std::filesystem::path(r[5]).filename().string();
     c.method = r[6];
-    c.metrics = json::parse(r[7]).value("metrics", json::object());
+    const json record = json::parse(r[7]);
+    c.metrics = record.value("metrics", json::object());
+    c.params = record.value("params", json::object());
+    c.not_applicable = not_applicable_reason(c.metrics);
     c.bits = number(r[8]);
     const auto tokens = number(r[9]), promised = number(r[10]);
     if (promised && tokens && *tokens > 0) c.promised_bits = 8 * *promised / *tokens;
@@ -383,14 +451,28 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
     return std::find_if(all.begin(), all.end(), [&](const Suite* x) { return x->name() == s; }) -
            all.begin();
   };
-  std::map<std::tuple<std::ptrdiff_t, std::string, std::string>, Section> by_board;
+  // Runs of a suite with other params (a perplexity run in decode mode and one in prefill mode)
+  // measure other things: each has a section of its own, labelled by the params that differ.
+  // Such sections follow each other in the order their first cells were written.
+  std::map<std::tuple<std::ptrdiff_t, std::string, std::string, size_t>, Section> by_board;
+  std::map<std::string, size_t> params_order;  // by "suite|dataset|params"
   std::set<std::string> methods;
   for (Cell& c : cells) {
     methods.insert(c.method);
-    Section& s = by_board[{suite_rank(c.suite), c.suite, c.dataset}];
+    const size_t order =
+        params_order.emplace(c.suite + "|" + c.dataset + "|" + c.params.dump(), params_order.size())
+            .first->second;
+    Section& s = by_board[{suite_rank(c.suite), c.suite, c.dataset, order}];
     s.suite = c.suite;
     s.dataset = c.dataset;
     s.cells.push_back(std::move(c));
+  }
+  for (auto& [key, s] : by_board) {
+    std::vector<const json*> others;
+    for (const auto& [k, o] : by_board)
+      if (std::get<1>(k) == s.suite && std::get<2>(k) == s.dataset && &o != &s)
+        others.push_back(&o.cells.front().params);
+    if (!others.empty()) s.label = params_label(s.cells.front().params, others);
   }
   std::map<std::string, size_t> colour;
   for (const auto& m : methods) colour.emplace(m, colour.size());
@@ -401,12 +483,20 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
     const Layout layout = layout_of(s.suite);
     const bool lower = layout.rank.better == Better::kLower;
     std::stable_sort(s.cells.begin(), s.cells.end(), [&](const Cell& a, const Cell& b) {
-      // Best first by the suite's headline metric; cells without it last.
+      // Cells that are not applicable last; then best first by the suite's headline metric, its
+      // ties by the tie-break metric; cells without the headline metric after the others.
+      if (a.not_applicable.has_value() != b.not_applicable.has_value())
+        return !a.not_applicable.has_value();
       const auto x = metric(a, layout.rank.name), y = metric(b, layout.rank.name);
       if (!x || !y) return x.has_value() && !y.has_value();
-      return lower ? *x < *y : *x > *y;
+      if (*x != *y || !layout.board.tie_break) return lower ? *x < *y : *x > *y;
+      const MetricRef& t = *layout.board.tie_break;
+      const auto u = metric(a, t.name), v = metric(b, t.name);
+      if (!u || !v) return u.has_value() && !v.has_value();
+      return t.better == Better::kLower ? *u < *v : *u > *v;
     });
-    s.id = "t-" + slug(s.suite) + "-" + slug(s.dataset);
+    s.id =
+        "t-" + slug(s.suite) + "-" + slug(s.dataset) + (s.label.empty() ? "" : "-" + slug(s.label));
     while (!ids.insert(s.id).second) s.id += "-";
     sections.push_back(std::move(s));
     layouts.push_back(layout);
@@ -461,11 +551,14 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
   for (size_t k = 0; k < sections.size(); ++k) {
     const Section& s = sections[k];
     const BoardLayout& board = layouts[k].board;
-    const std::string title = s.suite + " · " + s.dataset;
+    const std::string title = s.title();
     const Table t = section_table(s, board);
     p.html += "<section class=\"kvb-suite\" data-suite=\"" + svg::escape(s.suite) +
-              "\" data-dataset=\"" + svg::escape(s.dataset) + "\">\n<h2>" + svg::escape(title) +
-              "</h2>\n" + html_table(t);
+              "\" data-dataset=\"" + svg::escape(s.dataset) + "\"" +
+              (s.label.empty() ? "" : " data-params=\"" + svg::escape(s.label) + "\"") + ">\n<h2>" +
+              svg::escape(title) + "</h2>\n" + html_table(t);
+    const std::string notes = section_notes(s);
+    if (!notes.empty()) p.html += "<p class=\"kvb-note\">" + svg::escape(notes) + "</p>\n";
     std::vector<std::string> models;  // in order of first appearance
     for (const Cell& c : s.cells)
       if (std::find(models.begin(), models.end(), c.model_path) == models.end())
@@ -474,6 +567,7 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
       p.html += section_charts(s, board, m, std::filesystem::path(m).filename().string(), colour);
     p.html += "</section>\n";
     p.markdown += "\n## " + md_escape(title) + "\n\n" + md_table(t);
+    if (!notes.empty()) p.markdown += "\n" + md_escape(notes) + "\n";
   }
   if (sections.empty()) {
     p.html += "<p>No finished cells.</p>\n";

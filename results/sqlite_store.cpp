@@ -128,7 +128,8 @@ std::string schema_migration(int i) {
 }
 
 const char* const kVolatileRecordPaths =
-    "'$.finished_at', '$.metrics.seconds', '$.metrics.tokens_per_second', '$.metrics.timings'";
+    "'$.finished_at', '$.metrics.seconds', '$.metrics.tokens_per_second', '$.metrics.timings', "
+    "'$.protocol.reference_seconds'";
 
 int check_results_db(const std::string& path) {
   if (!fs::exists(path)) return 0;

@@ -45,6 +45,7 @@ SuiteConfig load_suite_config(const std::string& path,
   c.threads = j.value("threads", 0);
   c.models = j["models"].get<std::vector<std::string>>();
   if (!models_override.empty()) c.models = models_override;
+  std::vector<int64_t> max_position;  // of each model; 0 when its config does not say
   for (size_t i = 0; i < c.models.size(); ++i) {
     const std::string where =
         models_override.empty() ? json_path_index("$.models", i) : "--model " + c.models[i];
@@ -53,7 +54,7 @@ SuiteConfig load_suite_config(const std::string& path,
       throw fail(where, "not a model directory: '" + m +
                             "' (relative paths resolve against the current directory)");
     try {
-      load_model_config(m);
+      max_position.push_back(load_model_config(m).max_position);
     } catch (const InputError& e) {
       throw fail(where, e.what());
     }
@@ -102,6 +103,17 @@ SuiteConfig load_suite_config(const std::string& path,
     } catch (const InputError& e) {
       throw InputError(path + ": " + e.what());
     }
+    // Positions past what the model was trained for, only when the run asks for them.
+    if (!rc.params.value("allow_extrapolation", false))
+      for (const ContextDemand& d : suite->context_demands(rc.params))
+        for (size_t i = 0; i < c.models.size(); ++i)
+          if (max_position[i] > 0 && d.positions > max_position[i])
+            throw fail(rc.where + ".params." + d.field,
+                       std::to_string(d.positions) +
+                           " exceeds the model's max_position_embeddings " +
+                           std::to_string(max_position[i]) + " (" +
+                           (fs::path(c.models[i]) / "config.json").string() +
+                           "; set \"allow_extrapolation\": true to run anyway)");
     c.runs.push_back(std::move(rc));
   }
   return c;

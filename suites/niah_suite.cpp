@@ -17,7 +17,12 @@ class NiahRun : public PreparedRun {
 
   CellResult run_cell(const KVMethod& method,
                       const std::function<void(double)>& progress) const override {
-    return {run_niah(*model_, *tok_, method, grid_, p_, progress), nullptr};
+    return {run_niah(*model_, *tok_, method, grid_, p_, progress),
+            {{"samples_per_cell", p_.samples_per_cell},
+             {"haystack",
+              "sample 0 of a grid point from the corpus' first sentence, sample s > 0 "
+              "from a sentence drawn from its seed"},
+             {"allow_extrapolation", p_.allow_extrapolation}}};
   }
 
  private:
@@ -46,6 +51,14 @@ class NiahSuite : public Suite {
     std::vector<NiahPoint> grid =
         build_niah_grid(in.tok, make_haystack(in.tok, in.dataset.text), p, in.seed);
     return std::make_unique<NiahRun>(in.model, in.tok, std::move(p), std::move(grid));
+  }
+
+  std::vector<ContextDemand> context_demands(const nlohmann::json& params) const override {
+    std::vector<ContextDemand> out;
+    const auto lens = params.at("context_lengths").get<std::vector<int64_t>>();
+    for (size_t i = 0; i < lens.size(); ++i)
+      out.push_back({"context_lengths[" + std::to_string(i) + "]", lens[i]});
+    return out;
   }
 
   MetricRef headline() const override { return {"score", Better::kHigher}; }

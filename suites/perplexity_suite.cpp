@@ -1,5 +1,7 @@
-// The perplexity suite (suites/suite.h) over run_perplexity(): the text tokenized once per
-// (model, run, dataset), a full-cache reference run alongside every method.
+// The perplexity suite (suites/suite.h) over plan_perplexity(), compute_perplexity_reference()
+// and run_perplexity_pass(): the text tokenized and planned once per (model, run, dataset); the
+// full-cache reference computed once, when the first cell needs it, and paired with every
+// method's pass; the `full` cell is the reference pass itself.
 #include <memory>
 
 #include "common/check.h"
@@ -11,46 +13,123 @@
 namespace kvb {
 namespace {
 
+// Whether the method only acts at end_prefill() (SnapKV and its one-shot family): in decode
+// mode, which never calls it, such a method holds the full cache and measures nothing.
+// TODO(methods half): return acts_only_at_end_prefill(method.spec()) from methods/registry.h
+// once it lands. Until then such a method runs in decode mode and is recorded not applicable by
+// the bitwise check below (its logits equal the full cache's), which costs its pass.
+bool one_shot(const KVMethod& method) {
+  (void)method;
+  return false;
+}
+
+using json = nlohmann::json;
+
+// The metrics of a cell that is not applicable: what was measured of the method itself (ppl,
+// memory, time) but nothing that reads as fidelity to the full cache.
+json not_applicable_metrics(const std::string& why, json measured) {
+  for (const char* k : {"delta_nll", "delta_nll_se", "ln_ppl_ratio", "ln_ppl_ratio_se", "kl_mean",
+                        "kl_mean_se", "kl_median", "kl_p90", "kl_p99", "kl_p999", "kl_max",
+                        "top1_agreement", "top1_agreement_se", "dp_mean", "dp_mean_se"})
+    measured.erase(k);
+  measured["applicable"] = false;
+  measured["not_applicable"] = why;
+  return measured;
+}
+
 class PerplexityRun : public PreparedRun {
  public:
-  PerplexityRun(const Model& model, PerplexityParams p, PerplexityText text)
-      : model_(&model), p_(p), text_(std::move(text)), reference_(make_method("full")) {}
+  PerplexityRun(const Model& model, PerplexityParams p, const PerplexityText& text)
+      : model_(&model),
+        p_(std::move(p)),
+        bos_(!text.prefix.empty()),
+        plan_(plan_perplexity(text, p_)),
+        reference_(make_method("full")) {}
 
   CellResult run_cell(const KVMethod& method,
                       const std::function<void(double)>& progress) const override {
-    const PerplexityResult r = run_perplexity(*model_, method, *reference_, text_, p_, progress);
-    return {r.metrics_json(),
-            {{"ctx", p_.ctx},
-             {"stride", r.stride},
-             {"chunk", p_.chunk},
-             {"tokens", r.tokens},
-             {"windows", r.windows},
-             {"normalisation", "token"},
-             {"mode", "decode"},
-             {"reference", reference_->spec()},
-             {"bos", !text_.prefix.empty()}}};
+    const bool is_reference = method.spec() == reference_->spec();
+    std::string why;
+    if (!is_reference && p_.mode == "decode" && one_shot(method))
+      why = "acts only at end_prefill(), which decode mode never calls; see \"mode\": \"prefill\"";
+    else if (!is_reference && !plan_.reads_back)
+      why = "chunk >= window: no window reads its cache back, so the store is never read";
+    if (!why.empty())
+      return {json{{"applicable", false},
+                   {"not_applicable", why},
+                   {"tokens", plan_.scored},
+                   {"windows", plan_.windows.size()}},
+              protocol(plan_.scored, false)};
+
+    const bool compute = !ref_;
+    const double share = compute && !is_reference ? 0.5 : 1.0;
+    if (compute)
+      ref_ = std::make_unique<PerplexityReference>(
+          compute_perplexity_reference(*model_, *reference_, plan_, [&](double f) {
+            if (progress) progress(share * f);
+          }));
+    if (is_reference) {
+      json m = ref_->self.metrics_json();
+      m["reference"] = true;
+      return {m, protocol(ref_->self.tokens, true)};
+    }
+    const PerplexityResult r = run_perplexity_pass(*model_, method, *ref_, plan_, [&](double f) {
+      if (progress) progress(1.0 - share + share * f);
+    });
+    json m = r.metrics_json();
+    if (r.identical)
+      m = not_applicable_metrics(
+          "never changed what attention read: its logits equal the full cache's bitwise at "
+          "every scored token",
+          std::move(m));
+    return {m, protocol(r.tokens, true)};
   }
 
  private:
+  json protocol(int64_t tokens, bool with_reference) const {
+    json j{{"ctx", p_.ctx},
+           {"stride", plan_.stride},
+           {"chunk", p_.chunk},
+           {"tokens", tokens},
+           {"windows", plan_.windows.size()},
+           {"normalisation", "token"},
+           {"mode", p_.mode},
+           {"scoring", p_.scoring},
+           {"reference", reference_->spec()},
+           {"bos", bos_},
+           {"allow_extrapolation", p_.allow_extrapolation}};
+    if (p_.mode == "prefill") j["prefix"] = p_.prefix;
+    if (with_reference && ref_) {
+      j["kl"] = ref_->full_vocab() ? "full_vocabulary"
+                                   : "top_" + std::to_string(ref_->top_ids.size(1)) + "_plus_tail";
+      j["reference_seconds"] = ref_->self.seconds;
+    }
+    return j;
+  }
+
   const Model* model_;
   PerplexityParams p_;
-  PerplexityText text_;
+  bool bos_;
+  PerplexityPlan plan_;
   std::unique_ptr<KVMethod> reference_;
+  // Computed by the first cell that needs it (a resumed run whose cells are done computes none).
+  mutable std::unique_ptr<PerplexityReference> ref_;
 };
 
 class PerplexitySuite : public Suite {
  public:
   std::string name() const override { return "perplexity"; }
   std::string help() const override {
-    return "Decode-mode perplexity: windows of ctx tokens fed in chunks, each token scored "
-           "once, against the full cache run alongside (PPL ± SE, KL, top-1 agreement).";
+    return "Perplexity in windows of ctx tokens (decode mode: fed in chunks; prefill mode: a "
+           "prompt, end_prefill(), then token by token), paired token by token with the full "
+           "cache computed once: KL, ΔNLL, top-1 agreement, PPL, each ± SE.";
   }
   DatasetKind dataset_kind() const override { return DatasetKind::kText; }
 
   nlohmann::json canonical_params(const nlohmann::json& params,
                                   const std::string& where) const override {
     const PerplexityParams p = parse_perplexity_params(params);
-    KVB_INPUT_CHECK(p.stride <= p.ctx, where, ".stride: must not exceed ctx (", p.ctx, ")");
+    check_perplexity_params(p, where);
     return perplexity_params_json(p);
   }
 
@@ -60,28 +139,41 @@ class PerplexitySuite : public Suite {
                                            tokenize_for_perplexity(in.tok, in.dataset.text, p));
   }
 
-  MetricRef headline() const override { return {"ppl", Better::kLower}; }
-
-  std::string summary(const nlohmann::json& m) const override {
-    return "ppl " + format_number("%.4g", m["ppl"].get<double>()) + " ± " +
-           format_number("%.2g", m["ppl_se"].get<double>()) + "  KL " +
-           format_number("%.3g", m["kl_mean"].get<double>()) + " (p99 " +
-           format_number("%.3g", m["kl_p99"].get<double>()) + ")  top1 " +
-           format_number("%.1f%%", 100.0 * m["top1_agreement"].get<double>());
+  std::vector<ContextDemand> context_demands(const nlohmann::json& params) const override {
+    return {{"ctx", params.at("ctx").get<int64_t>()}};
   }
 
-  // The mean NLL within its standard errors; KL from the full cache exactly.
+  // Fidelity to the full cache ranks: a lossy method can have a lower perplexity by chance.
+  MetricRef headline() const override { return {"kl_mean", Better::kLower}; }
+
+  std::string summary(const nlohmann::json& m) const override {
+    const std::string ppl = "ppl " + format_number("%.4g", m["ppl"].get<double>()) + " ± " +
+                            format_number("%.2g", m["ppl_se"].get<double>());
+    if (m.value("reference", false)) return ppl + "  (the reference: KL 0 by construction)";
+    std::string s = "KL " + format_number("%.3g", m["kl_mean"].get<double>()) + " (p99 " +
+                    format_number("%.3g", m["kl_p99"].get<double>()) + ")";
+    if (m.contains("delta_nll"))
+      s += "  ΔNLL " + format_number("%+.3g", m["delta_nll"].get<double>()) + " ± " +
+           format_number("%.2g", m["delta_nll_se"].get<double>());
+    return s + "  top1 " + format_number("%.1f%%", 100.0 * m["top1_agreement"].get<double>()) +
+           "  " + ppl;
+  }
+
+  // The mean NLL paired with each run's own full-cache reference (falling back to its standard
+  // errors for records without the paired figures); KL from the full cache exactly.
   std::vector<CompareRule> compare_rules() const override {
-    return {{"nll", Better::kLower, CompareTest::kStandardError},
+    return {{"nll", Better::kLower, CompareTest::kPairedStandardError},
             {"kl_mean", Better::kLower, CompareTest::kExact}};
   }
 
   BoardLayout board() const override {
     using F = BoardColumn::Format;
     BoardLayout b;
-    b.columns = {{"ppl ± se", "ppl", F::kWithSe, "%.4g"},
-                 {"KL vs full", "kl_mean", F::kNumber, "%.3g"},
-                 {"top-1 agreement", "top1_agreement", F::kPercent, "%.1f%%"}};
+    b.columns = {{"KL vs full ± se", "kl_mean", F::kWithSe, "%.3g"},
+                 {"ΔNLL ± se", "delta_nll", F::kWithSe, "%+.3g"},
+                 {"top-1 agreement", "top1_agreement", F::kPercent, "%.1f%%"},
+                 {"ppl ± se", "ppl", F::kWithSe, "%.4g"}};
+    b.tie_break = MetricRef{"delta_nll", Better::kLower};
     b.pareto = {"kl_mean", Better::kLower};
     b.pareto_title = "KL from the full cache";
     b.pareto_axis = "KL(full ‖ method), nats/token";

@@ -40,7 +40,7 @@ const Suite& suite_of(const std::string& name) {
 }
 
 std::string headline(const nlohmann::json& r) {
-  return suite_of(r["suite"].get<std::string>()).summary(r["metrics"]);
+  return cell_summary(suite_of(r["suite"].get<std::string>()), r["metrics"]);
 }
 
 // Every cell of the config in run order; with shard_count > 1 only those at positions

@@ -15,4 +15,16 @@ std::string format_number(const char* format, double v) {
   return b;
 }
 
+std::optional<std::string> not_applicable_reason(const nlohmann::json& metrics) {
+  if (!metrics.is_object() || !metrics.contains("applicable") ||
+      !metrics["applicable"].is_boolean() || metrics["applicable"].get<bool>())
+    return std::nullopt;
+  return metrics.value("not_applicable", std::string("not applicable"));
+}
+
+std::string cell_summary(const Suite& suite, const nlohmann::json& metrics) {
+  if (const auto why = not_applicable_reason(metrics)) return "n/a (" + *why + ")";
+  return suite.summary(metrics);
+}
+
 }  // namespace kvb

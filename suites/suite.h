@@ -9,12 +9,17 @@
 //                       PreparedRun::run_cell() per method; summary() is the cell's progress line
 //   compare             compare_rules(): which metrics, which statistical test (results/compare.h)
 //   leaderboard         headline() ranks the cells, board() lays out table and charts
+//
+// A cell whose metrics say "applicable": false (with "not_applicable": "<reason>") measured
+// nothing the suite can rank: its summary is "n/a (<reason>)", the leaderboard lists it unranked
+// and leaves it out of the Pareto plot, and compare leaves it out.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +54,11 @@ enum class CompareTest {
   kExact,            // Δ itself (a deterministic metric); differences within 1e-12 are rounding
   kPairedBootstrap,  // the cells' per-sample scores paired by sample, turn and input hash: the
                      // 95% percentile interval of the mean difference (1000 seeded resamples)
+  kPairedStandardError,  // each cell's metric paired token by token with its own reference
+                         // ("delta_<metric>" ± "delta_<metric>_se" against "ref_<metric>"):
+                         // Δ = delta_cand - delta_base ± 1.96·hypot of the paired SEs, when both
+                         // cells have them and the same reference value (within 1e-9 relative);
+                         // else kStandardError on the metric itself
 };
 struct CompareRule {
   std::string metric;  // kPairedBootstrap: the name its row shows (the scores are the samples')
@@ -87,7 +97,8 @@ struct BoardChart {
 
 struct BoardLayout {
   std::vector<BoardColumn> columns;
-  MetricRef pareto;          // quality against bits per token held, with the Pareto front
+  std::optional<MetricRef> tie_break;  // orders cells the headline metric ties
+  MetricRef pareto;                    // quality against bits per token held, with the Pareto front
   std::string pareto_title;  // "<suite> · <dataset> · <model>: <title> against bits per token"
   std::string pareto_axis;   // its y axis label
   double pareto_y_max = 0;   // the y axis reaches at least this
@@ -103,6 +114,13 @@ struct SuiteInputs {
   const nlohmann::json& params;  // canonical_params()'s result
   std::string where;             // "$.runs[i].params"
   uint64_t seed;                 // the config's
+};
+
+// A context length a run asks of the model, checked against its max_position_embeddings before
+// anything runs (unless the run's params set "allow_extrapolation": true).
+struct ContextDemand {
+  std::string field;  // where in the params: "ctx", "context_lengths[2]"
+  int64_t positions;  // positions 0..positions-1
 };
 
 // One cell's outcome.
@@ -134,6 +152,10 @@ class Suite {
                                           const std::string& where) const = 0;
   // Tokenized text, a needle grid, ...; kvb::InputError when the data does not fit the params.
   virtual std::unique_ptr<PreparedRun> prepare(const SuiteInputs& in) const = 0;
+  // The context lengths the run's canonical params ask for; none by default.
+  virtual std::vector<ContextDemand> context_demands(const nlohmann::json& params) const {
+    return {};
+  }
   // The metric that ranks cells (summary lines, the leaderboard's best-first order).
   virtual MetricRef headline() const = 0;
   // One line from a cell's metrics, for the progress line and summary_table().
@@ -144,5 +166,11 @@ class Suite {
 
 // printf-style formatting of one number, for summary() and the leaderboard.
 std::string format_number(const char* format, double v);
+
+// The reason a cell is not applicable (metrics "applicable": false), or nullopt.
+std::optional<std::string> not_applicable_reason(const nlohmann::json& metrics);
+
+// "n/a (<reason>)" for a cell that is not applicable, else the suite's summary().
+std::string cell_summary(const Suite& suite, const nlohmann::json& metrics);
 
 }  // namespace kvb

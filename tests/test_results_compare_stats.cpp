@@ -1,16 +1,20 @@
 // compare's statistics (results/compare.h) called directly, on made-up cells: the paired
 // bootstrap covers the true mean difference and repeats per seed; identical cells give a
 // zero-width interval at 0; clearly worse candidates are flagged and changes within the noise
-// are not; the threshold and the direction of each metric are honoured; the suites' rules are
-// the ones compare_cells() applies.
+// are not; the threshold and the direction of each metric are honoured; perplexity's NLL is
+// compared through each run's paired ΔNLL (falling back to the raw SEs for older records or
+// another reference); the suites' rules are the ones compare_cells() applies, and cells that are
+// not applicable are left out.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "results/compare.h"
+#include "suites/registry.h"
 
 namespace kvb {
 namespace {
@@ -28,6 +32,19 @@ CompareCell ppl_cell(double nll, double nll_se, double kl, const std::string& sp
            {"dataset", "prose"},
            {"metrics", {{"nll", nll}, {"nll_se", nll_se}, {"kl_mean", kl}}}},
           {}};
+}
+
+const CompareRule kPairedNll{"nll", Better::kLower, CompareTest::kPairedStandardError};
+
+// A perplexity cell as this version records it: nll paired token by token with the full cache.
+CompareCell paired_cell(double nll, double nll_se, double ref_nll, double delta_se,
+                        const std::string& spec = "kivi(bits=2)") {
+  CompareCell c = ppl_cell(nll, nll_se, 0.01, spec);
+  json& m = c.record["metrics"];
+  m["ref_nll"] = ref_nll;
+  m["delta_nll"] = nll - ref_nll;
+  m["delta_nll_se"] = delta_se;
+  return c;
 }
 
 CompareCell score_cell(const std::vector<double>& scores, const std::string& suite = "niah") {
@@ -167,6 +184,60 @@ TEST(ResultsCompareStats, DirectionDecidesWhichSideIsWorse) {
   EXPECT_TRUE(compare_metric(score_lower, score_cell(std::vector<double>(10, 0.0)),
                              score_cell(std::vector<double>(10, 1.0)), 0.0, 1)
                   .regressed);
+}
+
+TEST(ResultsCompareStats, PairedNllUsesEachRunsDeltaAgainstItsOwnReference) {
+  // NLL up by 0.02: inside the raw SEs (1.96·hypot(0.05, 0.05) = 0.139), but the paired SEs
+  // (0.002 each) put the interval well above 0.
+  const CompareCell base = paired_cell(2.00, 0.05, 1.99, 0.002);
+  const CompareCell cand = paired_cell(2.02, 0.05, 1.99, 0.002);
+  const CompareRow raw = compare_metric(kNll, base, cand, 0.0, 1);
+  EXPECT_FALSE(raw.regressed);
+  const CompareRow paired = compare_metric(kPairedNll, base, cand, 0.0, 1);
+  EXPECT_TRUE(paired.regressed);
+  EXPECT_EQ(paired.base, 2.00);
+  EXPECT_EQ(paired.cand, 2.02);
+  const double half = 1.96 * std::hypot(0.002, 0.002);
+  EXPECT_NEAR(paired.ci.lo, 0.02 - half, 1e-12);
+  EXPECT_NEAR(paired.ci.hi, 0.02 + half, 1e-12);
+  ASSERT_TRUE(paired_interval("nll", base, cand).has_value());
+  // Within the paired noise: not flagged.
+  EXPECT_FALSE(
+      compare_metric(kPairedNll, base, paired_cell(2.002, 0.05, 1.99, 0.002), 0.0, 1).regressed);
+  // Records without the paired figures (older databases): the raw standard errors.
+  const CompareRow old = compare_metric(kPairedNll, ppl_cell(2.00, 0.05, 0), cand, 0.0, 1);
+  EXPECT_FALSE(paired_interval("nll", ppl_cell(2.00, 0.05, 0), cand).has_value());
+  EXPECT_EQ(old.ci.lo, raw.ci.lo);
+  EXPECT_EQ(old.ci.hi, raw.ci.hi);
+  // Another reference (the full cache's NLL moved between the runs, e.g. a changed forward
+  // pass): the paired differences are not comparable, so the raw standard errors decide.
+  const CompareCell moved = paired_cell(2.02, 0.05, 2.01, 0.002);
+  EXPECT_FALSE(paired_interval("nll", base, moved).has_value());
+  const CompareRow fb = compare_metric(kPairedNll, base, moved, 0.0, 1);
+  EXPECT_NEAR(fb.ci.lo, raw.ci.lo, 1e-12);
+  EXPECT_FALSE(fb.regressed);
+  // The full cache against itself: 0 exactly.
+  const CompareCell full = paired_cell(1.99, 0.05, 1.99, 0.0, "full");
+  const CompareRow ff = compare_metric(kPairedNll, full, full, 0.0, 1);
+  EXPECT_EQ(ff.ci.lo, 0.0);
+  EXPECT_EQ(ff.ci.hi, 0.0);
+  // The perplexity suite's rule is the paired one.
+  EXPECT_EQ(find_suite("perplexity")->compare_rules().at(0).test,
+            CompareTest::kPairedStandardError);
+}
+
+TEST(ResultsCompareStats, CellsThatAreNotApplicableAreLeftOut) {
+  CompareCells base, cand;
+  base["p"] = paired_cell(2.0, 0.01, 2.0, 0.0, "snapkv(budget=8)");
+  cand["p"] = base["p"];
+  cand["p"].record["metrics"] = {{"applicable", false}, {"not_applicable", "never read back"}};
+  base["q"] = paired_cell(2.0, 0.01, 1.9, 0.001);
+  cand["q"] = paired_cell(2.0, 0.01, 1.9, 0.001);
+  const Comparison c = compare_cells(base, cand, 0.0);
+  EXPECT_EQ(c.not_applicable, 1u);
+  EXPECT_EQ(c.unmatched, 0u);
+  ASSERT_EQ(c.rows.size(), 2u);  // nll and kl_mean of "q"
+  EXPECT_EQ(c.rows[0].method, "kivi(bits=2)");
 }
 
 TEST(ResultsCompareStats, CompareCellsAppliesEachSuitesRulesAndCountsUnmatched) {

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "common/json_io.h"
+#include "methods/registry.h"
 #include "tests/results_test_util.h"
 #include "tests/suite_test_util.h"
 
@@ -96,8 +97,8 @@ TEST_F(ResultsLeaderboard, MarkdownHoldsOneRowPerCellWithTheDatabasesNumbers) {
   const std::string md = test::slurp(leaderboard() + "/leaderboard.md");
   EXPECT_EQ(md.rfind("# kvbench leaderboard\n", 0), 0u) << md;
   for (const char* h :
-       {"\n## perplexity · prose\n\n| # | run | model | method | ppl ± se | KL vs full | top-1 "
-        "agreement | bits/token | promised bits/token |\n|---|",
+       {"\n## perplexity · prose\n\n| # | run | model | method | KL vs full ± se | ΔNLL ± se | "
+        "top-1 agreement | ppl ± se | bits/token | promised bits/token |\n|---|",
         "\n## niah · prose\n\n| # | run | model | method | score | bits/token | promised "
         "bits/token |\n|---|",
         "\n## scbench · kv\n\n| # | run | model | method | score | score per turn | bits/token | "
@@ -106,22 +107,24 @@ TEST_F(ResultsLeaderboard, MarkdownHoldsOneRowPerCellWithTheDatabasesNumbers) {
     EXPECT_NE(md.find(h), std::string::npos) << h << "\n" << md;
   // Every method in every suite, one row each (after its rank; run 1, model m).
   for (const auto& m : kMethods) EXPECT_EQ(count(md, " | 1 | m | `" + m + "` | "), 3u) << m;
-  // Best first: the lowest perplexity ranks 1, with its value from the database.
-  const std::string best =
-      test::scalar_text(db(), "SELECT printf('%.4g', min(value)) FROM metrics WHERE name = 'ppl'");
-  ASSERT_FALSE(best.empty());
+  // Best first by fidelity: the full cache (KL 0) ranks 1, then the lowest KL from the database.
   const size_t ppl = md.find("## perplexity");
   ASSERT_NE(ppl, std::string::npos);
-  const size_t first = md.find("\n| 1 | 1 | m | `", ppl);
-  ASSERT_NE(first, std::string::npos) << md;
-  EXPECT_NE(md.substr(first, md.find('\n', first + 1) - first).find(" | " + best + " ± "),
+  EXPECT_NE(md.find("\n| 1 | 1 | m | `full(dtype=fp32)` | ", ppl), std::string::npos) << md;
+  const std::string second = test::scalar_text(
+      db(), "SELECT printf('%.3g', min(value)) FROM metrics WHERE name = 'kl_mean' AND value > 0");
+  ASSERT_FALSE(second.empty());
+  const size_t row2 = md.find("\n| 2 | 1 | m | `", ppl);
+  ASSERT_NE(row2, std::string::npos) << md;
+  EXPECT_NE(md.substr(row2, md.find('\n', row2 + 1) - row2).find("` | " + second + " ± "),
             std::string::npos)
-      << best << "\n"
+      << second << "\n"
       << md;
-  // The full cache is the reference: KL 0, the same top-1, and it holds what it promised.
-  EXPECT_TRUE(std::regex_search(md.substr(ppl, md.find("## ", ppl + 3) - ppl),
-                                std::regex(" \\| `full\\(dtype=fp32\\)` \\| [0-9.e+]+ ± [0-9.e+-]+ "
-                                           "\\| 0 \\| 100\\.0% \\| ([0-9.]+) \\| \\1 \\|\n")))
+  // The full cache is the reference: KL 0, ΔNLL 0, the same top-1, and it holds what it promised.
+  EXPECT_TRUE(std::regex_search(
+      md.substr(ppl, md.find("## ", ppl + 3) - ppl),
+      std::regex(" \\| `full\\(dtype=fp32\\)` \\| 0 ± 0 \\| \\+0 ± 0 \\| 100\\.0% \\| [0-9.e+]+ ± "
+                 "[0-9.e+-]+ \\| ([0-9.]+) \\| \\1 \\|\n")))
       << md;
   // NIAH timings: prefill and decode per context length for each method.
   EXPECT_EQ(count(md, " | niah.prefill | context_len=224,chunk=0 | cpu | 2 | "), 3u) << md;
@@ -253,6 +256,96 @@ TEST_F(ResultsLeaderboard, ChromiumRendersThePageWithoutErrorsOrNetwork) {
   EXPECT_EQ(be32(16), 1280u);  // IHDR width, height
   EXPECT_EQ(be32(20), 2000u);
   EXPECT_GT(png.size(), 4 * empty.size()) << png.size() << " vs empty " << empty.size();
+}
+
+// A database of its own: the small suite with a one-shot method as well (SnapKV, not applicable
+// in decode-mode perplexity), and one perplexity cell made to hold twice its promise. The board
+// ranks perplexity by KL, so no lossy method ranks above the full cache whatever its perplexity;
+// the SnapKV row is unranked with its reason and left out of the Pareto plot; the cell over its
+// promise carries a badge and the section a note.
+TEST_F(ResultsLeaderboard, RanksPerplexityByKlListsCellsNotApplicableAndFlagsBrokenPromises) {
+  test::TempDir d;
+  const std::string stream = "streaming(sink=2,window=24)",
+                    snap = make_method("snapkv(budget=16,window=4)")->spec();
+  json config =
+      test::small_suite_config(d, {.name = "flags", .seed = 11, .methods = {"full", stream, snap}});
+  // The same perplexity run in prefill mode too: a section of its own, where SnapKV is ranked.
+  json prefill = config["runs"][0];
+  prefill["params"]["mode"] = "prefill";
+  config["runs"].push_back(prefill);
+  write_file(d.path("suite.json"), config.dump(2));
+  const std::string db = d.path("r.db");
+  auto r = test::run_kvbench("run --progress lines --suite " + test::q(d.path("suite.json")) +
+                             " --db " + test::q(db));
+  ASSERT_EQ(r.code, 0) << r.err;
+  test::exec_rw(db,
+                "UPDATE memory SET bits_per_token = 2 * bits_per_token WHERE cell_id = (SELECT "
+                "c.id FROM cells c JOIN methods me ON me.id = c.method_id WHERE c.suite = "
+                "'perplexity' AND me.spec = '" +
+                    stream + "' ORDER BY c.id LIMIT 1)");  // decode
+  const std::string out = tmp_.path("flags");
+  r = test::run_kvbench("leaderboard --db " + test::q(db) + " --out " + test::q(out));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string md = test::slurp(out + "/leaderboard.md");
+  const size_t at = md.find("## perplexity · prose\n"), end = md.find("\n## ", at + 3);
+  ASSERT_NE(at, std::string::npos) << md;
+  const std::string sec = md.substr(at, end - at);
+  const size_t full = sec.find("\n| 1 | 1 | m | `full(dtype=fp32)` | 0 ± 0 | ");
+  const size_t second = sec.find("\n| 2 | 1 | m | `" + stream + "` | ");
+  const size_t na = sec.find("\n| – | 1 | m | `" + snap + "` | n/a (");
+  ASSERT_NE(full, std::string::npos) << sec;
+  ASSERT_NE(second, std::string::npos) << sec;
+  ASSERT_NE(na, std::string::npos) << sec;
+  EXPECT_LT(full, second);
+  EXPECT_LT(second, na);
+  EXPECT_NE(sec.substr(second, sec.find('\n', second + 1) - second).find(" **over promise** |"),
+            std::string::npos)
+      << sec;
+  // (SnapKV's row may carry the flag too: in decode mode its state holds the whole window.)
+  EXPECT_EQ(count(sec, "**over promise**"), 1 + count(sec.substr(na), "**over promise**")) << sec;
+  EXPECT_NE(sec.find("\nover promise: "), std::string::npos) << sec;
+  EXPECT_NE(sec.find(" promised (bits/token above the promised bits/token by more than 1%)."),
+            std::string::npos)
+      << sec;
+  EXPECT_NE(sec.find("n/a: 1 cell measured nothing this suite ranks"), std::string::npos) << sec;
+  // The other sections rank SnapKV as usual: prefill-mode perplexity (its own section, titled by
+  // the params that differ) and NIAH.
+  EXPECT_EQ(count(md, "| – | 1 | m | `"), 1u) << md;
+  const size_t pre = md.find("\n## perplexity · prose · mode=prefill, prefix=32\n");
+  ASSERT_NE(pre, std::string::npos) << md;
+  const std::string psec = md.substr(pre, md.find("\n## ", pre + 3) - pre);
+  EXPECT_NE(psec.find("\n| 1 | 1 | m | `full(dtype=fp32)` | 0 ± 0 | "), std::string::npos) << psec;
+  EXPECT_NE(psec.find(" | m | `" + snap + "` | "), std::string::npos) << psec;
+  EXPECT_EQ(psec.find("n/a"), std::string::npos) << psec;
+
+  const std::string html = test::slurp(out + "/index.html");
+  EXPECT_GE(count(html, "<tr class=\"kvb-row kvb-over-promise\">"), 1u);
+  EXPECT_GE(count(html, "<span class=\"kvb-badge\">over promise</span>"), 1u);
+  EXPECT_EQ(count(html, "<tr class=\"kvb-row kvb-na\">"), 1u);
+  const auto pareto = charts(html, "pareto");
+  ASSERT_EQ(pareto.size(), 3u);  // perplexity (decode, prefill), niah
+  EXPECT_EQ(series(pareto[0]), (std::multiset<std::string>{"full(dtype=fp32)", stream}));
+  for (size_t k : {1, 2})
+    EXPECT_EQ(series(pareto[k]), (std::multiset<std::string>{"full(dtype=fp32)", stream, snap}));
+  EXPECT_NE(html.find("data-params=\"mode=prefill, prefix=32\""), std::string::npos);
+
+  if (std::system("command -v chromium >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "chromium is not on PATH; the headless rendering check needs it";
+  const std::string cmd =
+      "timeout 120 chromium --headless=new --no-sandbox --disable-gpu "
+      "--disable-background-networking --no-first-run --user-data-dir=" +
+      test::q(tmp_.path("profile-flags")) +
+      " --enable-logging=stderr --v=0 --host-resolver-rules='MAP * ~NOTFOUND' --dump-dom " +
+      test::q("file://" + out + "/index.html") + " >" + test::q(tmp_.path("dom")) + " 2>" +
+      test::q(tmp_.path("dom-err"));
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string dom = test::slurp(tmp_.path("dom")), err = test::slurp(tmp_.path("dom-err"));
+  EXPECT_EQ(err.find("Uncaught"), std::string::npos) << err;
+  EXPECT_EQ(err.find(":CONSOLE"), std::string::npos) << err;
+  EXPECT_NE(dom.find("data-kvb-ready=\"1\""), std::string::npos);
+  EXPECT_NE(dom.find("<pre id=\"kvb-errors\"></pre>"), std::string::npos);
+  EXPECT_NE(dom.find("<span class=\"kvb-badge\">over promise</span>"), std::string::npos);
+  EXPECT_NE(dom.find("<tr class=\"kvb-row kvb-na\">"), std::string::npos);
 }
 
 TEST_F(ResultsLeaderboard, ReportShowsOnlyTheChosenMethods) {

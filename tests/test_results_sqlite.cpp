@@ -47,6 +47,7 @@ std::map<std::string, std::vector<std::string>> dump(const std::string& path) {
           r["metrics"].erase("seconds");
           r["metrics"].erase("tokens_per_second");
           r["metrics"].erase("timings");
+          if (r.contains("protocol")) r["protocol"].erase("reference_seconds");
           v = r.dump();
         }
         row += col + "=" + v + "|";

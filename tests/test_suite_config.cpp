@@ -162,6 +162,53 @@ TEST_F(SuiteConfigErrors, SemanticProblemsNameTheJsonPath) {
   expect([](json&) {}, "$.models[0]: '");
 }
 
+// A window or context longer than the model's max_position_embeddings (the tiny model's: 4096)
+// is refused with one line and exit 2 before anything is written, unless the run allows it; the
+// protocol records that it did.
+TEST_F(SuiteConfigErrors, ContextsBeyondTheModelsPositionsAreRefusedUnlessAllowed) {
+  const std::string cfg = dir_.path("x.json"), out = dir_.path("out.jsonl");
+  auto run = [&](const std::function<void(json&)>& edit) {
+    json j = base_;
+    edit(j);
+    write_file(cfg, j.dump(2));
+    return test::run_kvbench("run --progress lines --suite " + test::q(cfg) + " --out " +
+                             test::q(out));
+  };
+  const std::string allow = "; set \"allow_extrapolation\": true to run anyway)";
+  const std::string config_json = dir_.path("m") + "/config.json";
+  auto r = run([](json& j) { j["runs"][0]["params"]["ctx"] = 8192; });
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_EQ(test::count_lines(r.err), 1) << r.err;
+  EXPECT_EQ(r.err, "kvbench: error: " + cfg +
+                       ": $.runs[0].params.ctx: 8192 exceeds the model's "
+                       "max_position_embeddings 4096 (" +
+                       config_json + allow + "\n");
+  EXPECT_FALSE(std::filesystem::exists(out));
+  r = run([](json& j) { j["runs"][1]["params"]["context_lengths"] = {200, 5000}; });
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_EQ(r.err, "kvbench: error: " + cfg +
+                       ": $.runs[1].params.context_lengths[1]: 5000 exceeds the model's "
+                       "max_position_embeddings 4096 (" +
+                       config_json + allow + "\n");
+  EXPECT_FALSE(std::filesystem::exists(out));
+  // Exactly the model's positions is fine; beyond them with "allow_extrapolation" runs.
+  EXPECT_EQ(error([](json& j) { j["runs"][0]["params"]["ctx"] = 4096; }), "<valid>");
+  r = run([](json& j) {
+    j["methods"] = {"full"};
+    j["datasets"]["prose"]["words"] = 1500;
+    j["runs"] = {
+        {{"suite", "perplexity"},
+         {"datasets", {"prose"}},
+         {"params",
+          {{"ctx", 4200}, {"chunk", 700}, {"max_windows", 1}, {"allow_extrapolation", true}}}}};
+  });
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json rec = json::parse(test::slurp(out));
+  EXPECT_EQ(rec["params"]["allow_extrapolation"], true);
+  EXPECT_EQ(rec["protocol"]["allow_extrapolation"], true);
+  EXPECT_EQ(rec["protocol"]["ctx"], 4200);
+}
+
 TEST_F(SuiteConfigErrors, BrokenJsonNamesTheFile) {
   write_file(dir_.path("x.json"), "{\"name\": \"t\",");
   try {

@@ -50,7 +50,25 @@ TEST(SuiteRegistry, SummaryLinesAreTheProgressLinesOfEachSuite) {
                           {"kl_mean", 0.00123},
                           {"kl_p99", 0.0456},
                           {"top1_agreement", 0.9876}}),
-            "ppl 12.35 ± 0.12  KL 0.00123 (p99 0.0456)  top1 98.8%");
+            "KL 0.00123 (p99 0.0456)  top1 98.8%  ppl 12.35 ± 0.12");  // a record before ΔNLL
+  EXPECT_EQ(suite("perplexity")
+                .summary({{"ppl", 12.3456},
+                          {"ppl_se", 0.123},
+                          {"kl_mean", 0.00123},
+                          {"kl_p99", 0.0456},
+                          {"delta_nll", 0.00234},
+                          {"delta_nll_se", 0.00051},
+                          {"top1_agreement", 0.9876}}),
+            "KL 0.00123 (p99 0.0456)  ΔNLL +0.00234 ± 0.00051  top1 98.8%  ppl 12.35 ± 0.12");
+  EXPECT_EQ(
+      suite("perplexity")
+          .summary({{"ppl", 12.3456}, {"ppl_se", 0.123}, {"kl_mean", 0.0}, {"reference", true}}),
+      "ppl 12.35 ± 0.12  (the reference: KL 0 by construction)");
+  // Any suite's cell that is not applicable.
+  EXPECT_EQ(cell_summary(suite("perplexity"),
+                         {{"applicable", false}, {"not_applicable", "never read back"}}),
+            "n/a (never read back)");
+  EXPECT_EQ(cell_summary(suite("niah"), {{"score", 0.25}}), "score 0.250");
   EXPECT_EQ(suite("niah").summary({{"score", 0.25}}), "score 0.250");
   EXPECT_EQ(suite("scbench").summary({{"score", 0.5}, {"turn_scores", {1.0, 0.0}}}),
             "score 0.500  turns [1.00 0.00]");

@@ -10,7 +10,9 @@
 //   slots       KV slots per layer and head after prefill
 //   cache_MiB   bytes the state holds after prefill (payload + metadata)
 // The `*_4k` variants keep (about) the whole 4K context yet evict one token every step, so
-// their gap to `full` is the method's bookkeeping; the 1K budgets show the speed it buys.
+// their gap to `full` is the method's bookkeeping; the 1K budgets show the speed it buys
+// (knorm and random score each token once and evict one per step, as H2O does without the
+// attention weights).
 // KVB_BENCH_THREADS=n sets libtorch's intra-op threads, KVB_BENCH_ITERS=n the iterations (5).
 #include <benchmark/benchmark.h>
 
@@ -51,6 +53,8 @@ const std::vector<Variant> kVariants = {
     {"streaming_1k", "streaming(sink=4,window=1020)"},
     {"h2o_1k", "h2o(budget=1024)"},
     {"snapkv_1k", "snapkv(budget=1024)"},
+    {"knorm_1k", "knorm(budget=1024)"},
+    {"random_1k", "random(budget=1024)"},
     {"snapkv_1k+kivi2", "snapkv(budget=1024)+kivi(bits=2)"},
 };
 

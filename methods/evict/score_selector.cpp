@@ -15,7 +15,7 @@ ScoreSelectorState::ScoreSelectorState(const ScoreRule& rule, const ModelShape& 
 void ScoreSelectorState::on_append(int layer, const KVAppend& a, const SelectContext& ctx) {
   Layer& L = layers_[static_cast<size_t>(layer)];
   const int64_t t = a.k.size(2);
-  if (L.first < 0 && t > 0) L.first = a.pos[0].item<int64_t>();
+  if (rule_.sink > 0 && L.first < 0 && t > 0) L.first = a.pos[0].item<int64_t>();
   torch::Tensor s = appended(layer, a, ctx);  // [B, H_kv, T]
   KVB_CHECK(s.defined() == rule_.held_scores, "score selector: appended() must give scores ",
             "exactly when the rule holds them");

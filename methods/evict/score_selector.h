@@ -76,7 +76,7 @@ class ScoreSelectorState : public SelectorState {
   struct Layer {
     torch::Tensor score;  // [B, H_kv, capacity] float32 held scores, first len live
     int64_t len = 0;
-    int64_t first = -1;    // position of the first token appended (sinks), -1 before any
+    int64_t first = -1;    // position of the first token appended (kept when sink > 0)
     bool decided = false;  // kEndPrefill: the one decision was made
   };
 

@@ -45,11 +45,13 @@ void SlotPositions::append(const torch::Tensor& pos, int64_t batch, int64_t head
   }
   materialize();
   if (pos_.size(2) < len_ + t) {
-    torch::Tensor grown = torch::empty({b_, h_, std::max<int64_t>(len_ + t, 2 * pos_.size(2))}, opts_);
+    torch::Tensor grown =
+        torch::empty({b_, h_, std::max<int64_t>(len_ + t, 2 * pos_.size(2))}, opts_);
     grown.narrow(2, 0, len_).copy_(pos_.narrow(2, 0, len_));
     pos_ = grown;
   }
-  pos_.narrow(2, len_, t).copy_(pos.to(opts_.device(), torch::kLong).view({1, 1, t}).expand({b_, h_, t}));
+  pos_.narrow(2, len_, t)
+      .copy_(pos.to(opts_.device(), torch::kLong).view({1, 1, t}).expand({b_, h_, t}));
   len_ += t;
   last_ = pl;
 }
@@ -66,7 +68,9 @@ void SlotPositions::materialize() {
   if (explicit_) return;
   torch::Tensor p = torch::empty({b_, h_, std::max<int64_t>(len_, 16)}, opts_);
   if (len_ > 0)
-    p.narrow(2, 0, len_).copy_(torch::arange(first_, first_ + len_, opts_).view({1, 1, len_}).expand({b_, h_, len_}));
+    p.narrow(2, 0, len_)
+        .copy_(
+            torch::arange(first_, first_ + len_, opts_).view({1, 1, len_}).expand({b_, h_, len_}));
   pos_ = p;
   explicit_ = true;
 }

@@ -23,8 +23,9 @@ class StreamingState : public SelectorState {
     const int64_t s = ctx.store.slots(layer), cap = sink_ + window_;
     if (s <= cap) return {};
     torch::Tensor pos = ctx.store.positions(layer);  // [B, H, S]
-    torch::Tensor rank = pos.to(torch::kDouble).masked_fill(pos < first_[layer] + sink_,
-                                                            std::numeric_limits<double>::infinity());
+    torch::Tensor rank =
+        pos.to(torch::kDouble)
+            .masked_fill(pos < first_[layer] + sink_, std::numeric_limits<double>::infinity());
     Eviction e;
     if (s == cap + 1) {
       e.drop_one = rank.argmin(-1);
@@ -34,7 +35,9 @@ class StreamingState : public SelectorState {
     return e;
   }
 
-  std::unique_ptr<SelectorState> clone() const override { return std::make_unique<StreamingState>(*this); }
+  std::unique_ptr<SelectorState> clone() const override {
+    return std::make_unique<StreamingState>(*this);
+  }
 
  private:
   int64_t sink_, window_;

@@ -46,7 +46,9 @@ class IntStore : public SlotStore {
   }
 
   int64_t slots(int layer) const override { return layers_.at(static_cast<size_t>(layer)).len; }
-  torch::Tensor positions(int layer) const override { return layers_.at(static_cast<size_t>(layer)).pos.view(); }
+  torch::Tensor positions(int layer) const override {
+    return layers_.at(static_cast<size_t>(layer)).pos.view();
+  }
   int n_layers() const override { return static_cast<int>(layers_.size()); }
 
   void keep(int layer, const torch::Tensor& idx) override {
@@ -101,8 +103,9 @@ class IntStore : public SlotStore {
   };
 
   void quantize(Side& s, const torch::Tensor& x, int64_t at, int64_t t) {  // x [B, H, T, D]
-    kernels::quantize_rows(x.to(torch::kFloat32).contiguous(), bits_, group_, s.codes.narrow(2, at, t),
-                           s.scale.narrow(2, at, t), s.zero.narrow(2, at, t));
+    kernels::quantize_rows(x.to(torch::kFloat32).contiguous(), bits_, group_,
+                           s.codes.narrow(2, at, t), s.scale.narrow(2, at, t),
+                           s.zero.narrow(2, at, t));
   }
 
   torch::Tensor dequantize(const Side& s, int64_t len) const {

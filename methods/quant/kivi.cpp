@@ -33,7 +33,11 @@ torch::Tensor rows_f32(const torch::Tensor& x) {
 class KiviStore : public SlotStore {
  public:
   KiviStore(const ModelShape& shape, int bits, int64_t group, int64_t value_group, int64_t residual)
-      : bits_(bits), g_(group), gv_(value_group), r_(residual), layers_(static_cast<size_t>(shape.n_layers)) {}
+      : bits_(bits),
+        g_(group),
+        gv_(value_group),
+        r_(residual),
+        layers_(static_cast<size_t>(shape.n_layers)) {}
 
   void append(int layer, const KVAppend& a) override {
     Layer& L = layers_.at(static_cast<size_t>(layer));
@@ -61,7 +65,9 @@ class KiviStore : public SlotStore {
     const Layer& L = layers_.at(static_cast<size_t>(layer));
     return L.nqk + L.nrk;
   }
-  torch::Tensor positions(int layer) const override { return layers_.at(static_cast<size_t>(layer)).pos.view(); }
+  torch::Tensor positions(int layer) const override {
+    return layers_.at(static_cast<size_t>(layer)).pos.view();
+  }
   int n_layers() const override { return static_cast<int>(layers_.size()); }
 
   void keep(int layer, const torch::Tensor& idx) override {
@@ -84,8 +90,9 @@ class KiviStore : public SlotStore {
     const int64_t bh = L.b * L.h, dp = L.d * bits_ / 8;
     const int64_t es = static_cast<int64_t>(c10::elementSize(compute_));
     m.payload_bytes = bh * ((L.nqk + L.nqv) * dp + (L.nrk + L.nrv) * L.d * es);
-    m.metadata_bytes = bh * (2 * (L.nqk / g_) * L.d * 2 + 2 * L.nqv * (L.d / std::max<int64_t>(gv_, 1)) * 2) +
-                       L.pos.bytes();
+    m.metadata_bytes =
+        bh * (2 * (L.nqk / g_) * L.d * 2 + 2 * L.nqv * (L.d / std::max<int64_t>(gv_, 1)) * 2) +
+        L.pos.bytes();
     m.slots = bh * (L.nqk + L.nrk);
     return m;
   }
@@ -94,7 +101,8 @@ class KiviStore : public SlotStore {
   std::unique_ptr<SlotStore> clone_store() const override {
     auto c = std::make_unique<KiviStore>(*this);
     for (Layer& L : c->layers_) {
-      for (torch::Tensor* t : {&L.kq, &L.ks, &L.kz, &L.kr, &L.vq, &L.vs, &L.vz, &L.vr}) *t = clone_rows(*t);
+      for (torch::Tensor* t : {&L.kq, &L.ks, &L.kz, &L.kr, &L.vq, &L.vs, &L.vz, &L.vr})
+        *t = clone_rows(*t);
       L.pos = L.pos.clone();
     }
     return c;
@@ -107,7 +115,8 @@ class KiviStore : public SlotStore {
     torch::Tensor kr;      // [B, H_kv, R, D] compute dtype: key residual
     torch::Tensor vq;      // [B, H_kv, capacity, D*bits/8] uint8: quantized values
     torch::Tensor vs, vz;  // [B, H_kv, capacity, D/gv] fp16: per-token scale, zero
-    torch::Tensor vr;      // [B, H_kv, capacity, D] compute dtype: value residual, live at [v0, v0+nrv)
+    // [B, H_kv, capacity, D] compute dtype: value residual, live at [v0, v0+nrv)
+    torch::Tensor vr;
     int64_t nqk = 0, nrk = 0, nqv = 0, nrv = 0, v0 = 0, seen = 0;
     int64_t b = 0, h = 0, d = 0;
     SlotPositions pos;
@@ -119,8 +128,8 @@ class KiviStore : public SlotStore {
     reserve_rows(L.kq, L.nqk, L.nqk + m, L.b, L.h, L.d * bits_ / 8, u8);
     reserve_rows(L.ks, L.nqk / g_, (L.nqk + m) / g_, L.b, L.h, L.d, f16);
     reserve_rows(L.kz, L.nqk / g_, (L.nqk + m) / g_, L.b, L.h, L.d, f16);
-    kernels::quantize_cols(rows_f32(x), bits_, g_, L.kq.narrow(2, L.nqk, m), L.ks.narrow(2, L.nqk / g_, m / g_),
-                           L.kz.narrow(2, L.nqk / g_, m / g_));
+    kernels::quantize_cols(rows_f32(x), bits_, g_, L.kq.narrow(2, L.nqk, m),
+                           L.ks.narrow(2, L.nqk / g_, m / g_), L.kz.narrow(2, L.nqk / g_, m / g_));
     L.nqk += m;
   }
 
@@ -154,7 +163,9 @@ class KiviStore : public SlotStore {
     const int64_t cap = L.vr.defined() ? L.vr.size(2) : 0;
     if (L.v0 + L.nrv + t > cap) {
       const int64_t new_cap = std::max<int64_t>(2 * r_, L.nrv + t);
-      torch::Tensor buf = new_cap <= cap ? L.vr : torch::empty({L.b, L.h, new_cap, L.d}, v.options().dtype(compute_));
+      torch::Tensor buf = new_cap <= cap
+                              ? L.vr
+                              : torch::empty({L.b, L.h, new_cap, L.d}, v.options().dtype(compute_));
       if (L.nrv > 0) buf.narrow(2, 0, L.nrv).copy_(L.vr.narrow(2, L.v0, L.nrv).clone());
       L.vr = buf;
       L.v0 = 0;
@@ -167,8 +178,9 @@ class KiviStore : public SlotStore {
       reserve_rows(L.vq, L.nqv, L.nqv + excess, L.b, L.h, L.d * bits_ / 8, u8);
       reserve_rows(L.vs, L.nqv, L.nqv + excess, L.b, L.h, L.d / gv_, f16);
       reserve_rows(L.vz, L.nqv, L.nqv + excess, L.b, L.h, L.d / gv_, f16);
-      kernels::quantize_rows(rows_f32(L.vr.narrow(2, L.v0, excess)), bits_, gv_, L.vq.narrow(2, L.nqv, excess),
-                             L.vs.narrow(2, L.nqv, excess), L.vz.narrow(2, L.nqv, excess));
+      kernels::quantize_rows(rows_f32(L.vr.narrow(2, L.v0, excess)), bits_, gv_,
+                             L.vq.narrow(2, L.nqv, excess), L.vs.narrow(2, L.nqv, excess),
+                             L.vz.narrow(2, L.nqv, excess));
       L.nqv += excess;
       L.v0 += excess;
       L.nrv -= excess;
@@ -194,8 +206,8 @@ class KiviStore : public SlotStore {
                                L.kz.narrow(2, 0, L.nqk / g_), bits_, g_, v.k.narrow(2, 0, L.nqk));
     if (L.nrk > 0) v.k.narrow(2, L.nqk, L.nrk).copy_(L.kr.narrow(2, 0, L.nrk));
     if (L.nqv > 0)
-      kernels::dequantize_rows(L.vq.narrow(2, 0, L.nqv), L.vs.narrow(2, 0, L.nqv), L.vz.narrow(2, 0, L.nqv),
-                               bits_, gv_, v.v.narrow(2, 0, L.nqv));
+      kernels::dequantize_rows(L.vq.narrow(2, 0, L.nqv), L.vs.narrow(2, 0, L.nqv),
+                               L.vz.narrow(2, 0, L.nqv), bits_, gv_, v.v.narrow(2, 0, L.nqv));
     if (L.nrv > 0) v.v.narrow(2, L.nqv, L.nrv).copy_(L.vr.narrow(2, L.v0, L.nrv));
     v.pos = L.pos.view();
     return v;

@@ -1,7 +1,7 @@
-// The explicit list of KV-cache methods (methods/registry.cpp, one line per method). Each entry is
-// defined in its method's own file (methods/registry_entries.h names them): help text, parameter
-// schema, one typed factory, the optional cross-parameter checks, and what the contract test
-// (tests/test_methods_contract.cpp) checks the method on.
+// The explicit list of KV-cache methods (methods/registry.cpp, KVB_METHODS: one line per
+// method). Each entry is defined in its method's own file as `MethodEntry <name>_entry()`: help
+// text, parameter schema, one typed factory, the optional cross-parameter checks, and what the
+// contract test (tests/test_methods_contract.cpp) checks the method on.
 #pragma once
 
 #include <functional>

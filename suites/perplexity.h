@@ -1,5 +1,5 @@
-// Perplexity (DESIGN.md, "Evaluation protocol"), in two modes and two scorings; suites/README.md
-// describes the protocol in full.
+// Perplexity, in two modes and two scorings; suites/README.md ("Protocols") describes the
+// protocol in full.
 //
 // kvbench scoring (the default): the text is tokenized without specials; window w covers text
 // tokens [w*stride, w*stride + L) with L = ctx - (tokens the tokenizer adds in front, i.e. BOS),

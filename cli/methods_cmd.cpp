@@ -57,14 +57,14 @@ int run_methods(const std::string& describe_spec, const MethodsArgs& a) {
       "methods --describe: the shape needs positive --layers/--heads/--kv-heads/--head-dim, "
       "heads a multiple of kv-heads");
   KVB_INPUT_CHECK(a.tokens > 0, "methods --describe: --tokens must be positive");
-  auto method = make_method(describe_spec);
+  const torch::ScalarType compute = parse_dtype(a.dtype);
+  auto method = make_method(describe_spec, compute);
   ModelShape shape;
   shape.n_layers = a.layers;
   shape.n_head_q = a.heads;
   shape.n_head_kv = a.kv_heads;
   shape.head_dim = a.head_dim;
   shape.max_position = a.tokens;
-  const torch::ScalarType compute = parse_dtype(a.dtype);
   std::optional<MemoryUse> m = method->promised_memory(shape, a.tokens, compute);
   KVB_INPUT_CHECK(m.has_value(), "spec '", describe_spec, "': ", method->spec(),
                   " makes no memory promise");
@@ -79,6 +79,7 @@ int run_methods(const std::string& describe_spec, const MethodsArgs& a) {
   const double ratio = static_cast<double>(ref->payload_bytes) / total;
   if (a.json) {
     nlohmann::json j{{"spec", method->spec()},
+                     {"effective_spec", method->effective_spec(shape)},
                      {"shape",
                       {{"layers", a.layers},
                        {"heads", a.heads},
@@ -96,6 +97,8 @@ int run_methods(const std::string& describe_spec, const MethodsArgs& a) {
     return 0;
   }
   std::printf("spec:            %s\n", method->spec().c_str());
+  if (const std::string eff = method->effective_spec(shape); eff != method->spec())
+    std::printf("on this shape:   %s\n", eff.c_str());
   std::printf(
       "shape:           %lld layers, %lld heads, %lld KV heads, head dim %lld, %lld tokens (%s)\n",
       static_cast<long long>(a.layers), static_cast<long long>(a.heads),

@@ -129,10 +129,21 @@ std::unique_ptr<KVCacheState> ChainMethod::make_state(const ModelShape& shape) c
 }
 
 std::optional<MemoryUse> ChainMethod::promised_memory(const ModelShape& shape, int64_t tokens,
-                                                      torch::ScalarType compute) const {
+                                                      torch::ScalarType compute,
+                                                      int64_t prompt_tokens) const {
+  const int64_t prompt = prompt_tokens < 0 ? tokens : std::min(prompt_tokens, tokens);
   int64_t slots = tokens;
-  for (const auto& s : selectors_) slots = std::min(slots, s->promised_slots(slots));
-  MemoryUse l = storage_->layer_promise(shape, slots, compute);
+  for (const auto& s : selectors_) slots = std::min(slots, s->promised_slots(tokens, prompt));
+  KeptSlots kept{tokens, slots, {}};
+  // Which tokens stay is the rule of a selector alone; stages in a chain may act in each other's
+  // stead (a later stage's budget binding first), so a longer chain promises counts only.
+  if (selectors_.size() == 1) {
+    const SelectorMethod* sel = selectors_.front().get();
+    kept.kept_in = [sel, tokens, prompt](int64_t from, int64_t to) {
+      return sel->promised_kept_in(tokens, prompt, from, to);
+    };
+  }
+  MemoryUse l = storage_->layer_promise(shape, kept, compute);
   if (slots < tokens) l.metadata_bytes += shape.n_head_kv * slots * 8;  // explicit positions
   for (const auto& s : selectors_) l.metadata_bytes += s->promised_metadata(shape, slots);
   MemoryUse m;
@@ -141,6 +152,13 @@ std::optional<MemoryUse> ChainMethod::promised_memory(const ModelShape& shape, i
   m.slots = shape.n_head_kv * slots * shape.n_layers;
   m.tokens_seen = tokens;
   return m;
+}
+
+std::string ChainMethod::effective_spec(const ModelShape& shape) const {
+  std::vector<StageSpec> stages;
+  for (const auto& sel : selectors_) stages.push_back(sel->stage());
+  if (!storage_implicit_) stages.push_back(storage_->effective_stage(shape));
+  return join_spec(stages);
 }
 
 }  // namespace kvb

@@ -7,9 +7,10 @@
 //   - after append, when no stage wants attention for the layer (streaming);
 //   - after observe (the chunk's attention over [view slots, chunk]) otherwise (H2O);
 //   - at end_prefill (SnapKV compresses the prompt once).
-// A selector used alone stores into dense fp32 slots (the `full` default).
+// A selector used alone stores into `full` in the run's compute dtype (methods/registry.h).
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -58,17 +59,27 @@ class SelectorMethod {
   std::string spec() const { return stage_.str(); }
   const StageSpec& stage() const { return stage_; }
   virtual std::unique_ptr<SelectorState> make_selector(const ModelShape& shape) const = 0;
-  // Slots per KV head kept after `tokens` tokens and end_prefill().
-  virtual int64_t promised_slots(int64_t tokens) const = 0;
-  // Selector bookkeeping bytes per layer (batch 1) with `slots` slots held.
+  // Slots per KV head kept after `prompt` tokens, end_prefill(), and the rest of `tokens`.
+  virtual int64_t promised_slots(int64_t tokens, int64_t prompt) const = 0;
+  // An upper bound on the kept slots (per KV head, this stage alone) holding tokens appended in
+  // [from, to) (append order, 0-based), after the same. Default: min(promised slots, to - from);
+  // rules that decide which tokens stay (sinks, recent windows) say so.
+  virtual int64_t promised_kept_in(int64_t tokens, int64_t prompt, int64_t from,
+                                   int64_t to) const {
+    return std::min(promised_slots(tokens, prompt), to - from);
+  }
+  // Selector bookkeeping bytes per layer (batch 1) with `slots` slots held (after end_prefill).
   virtual int64_t promised_metadata(const ModelShape& shape, int64_t slots) const { return 0; }
+  // Whether the stage only ever acts at end_prefill() (SnapKV: it compresses the prompt once):
+  // without end_prefill (perplexity decode mode) it keeps everything.
+  virtual bool acts_only_at_end_prefill() const { return false; }
 
  private:
   StageSpec stage_;
 };
 
 // The KVMethod of a chain (also of a selector used alone). Its spec joins its stages' specs; an
-// implicit storage (a selector used alone) is left out.
+// implicit storage (a selector used alone in an fp32 run: full(dtype=fp32)) is left out.
 class ChainMethod : public KVMethod {
  public:
   ChainMethod(std::vector<std::shared_ptr<const SelectorMethod>> selectors,
@@ -76,7 +87,9 @@ class ChainMethod : public KVMethod {
   std::string spec() const override;
   std::unique_ptr<KVCacheState> make_state(const ModelShape& shape) const override;
   std::optional<MemoryUse> promised_memory(const ModelShape& shape, int64_t tokens,
-                                           torch::ScalarType compute = torch::kFloat32) const override;
+                                           torch::ScalarType compute = torch::kFloat32,
+                                           int64_t prompt_tokens = -1) const override;
+  std::string effective_spec(const ModelShape& shape) const override;
   const StorageMethod& storage() const { return *storage_; }
   bool storage_implicit() const { return storage_implicit_; }
 

@@ -96,13 +96,23 @@ class KVMethod {
   virtual ~KVMethod() = default;
   virtual std::string spec() const = 0;  // canonical: parse(m.spec())->spec() == m.spec()
   virtual std::unique_ptr<KVCacheState> make_state(const ModelShape& shape) const = 0;
-  // Bytes a state of batch 1 must hold after `tokens` tokens were appended (in chunks of any
-  // size, then end_prefill()), computed from the spec and the shape alone; `compute` is the
-  // dtype of the appended keys/values. nullopt: the method makes no promise.
+  // Bytes a state of batch 1 must hold after `prompt_tokens` tokens were appended (in chunks of
+  // any size), then end_prefill(), then the rest of `tokens` (in chunks of any size), computed
+  // from the spec and the shape alone; `compute` is the dtype of the appended keys/values.
+  // prompt_tokens < 0 (the default): all `tokens` were the prompt. nullopt: no promise.
+  // The promise is exact for every method and chain except a chain whose drops land where a
+  // storage stage keeps per-group or full-precision state (KIVI's residual and key groups,
+  // StorageMethod::layer_promise): there it is an upper bound of payload and of total bytes.
   virtual std::optional<MemoryUse> promised_memory(const ModelShape& shape, int64_t tokens,
-                                                   torch::ScalarType compute = torch::kFloat32) const {
+                                                   torch::ScalarType compute = torch::kFloat32,
+                                                   int64_t prompt_tokens = -1) const {
     return std::nullopt;
   }
+  // The canonical spec with each parameter as this method really uses it on `shape`, and what
+  // the shape decides besides (int(group=64) on a 32-wide head: "int(bits=4,group=32)"; KIVI adds
+  // value_group when the head is narrower than its group). For the record: parameters derived
+  // from the shape need not be accepted by the parser.
+  virtual std::string effective_spec(const ModelShape& shape) const { return spec(); }
   // Optional offline calibration; the default does nothing.
   virtual void calibrate(const CalibrationContext& ctx) {}
 };

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/check.h"
+#include "common/dtype.h"
 
 namespace kvb {
 namespace {
@@ -48,12 +49,12 @@ void check_value(const std::string& text, const StageSpec& st, const ParamSchema
   auto fail = [&](const std::string& why) {
     return InputError("spec '" + text + "': " + st.name + "(" + p.name + "=" + v + "): " + why);
   };
+  if (v == "auto" && (p.default_value == "auto" || p.auto_is_compute_dtype)) return;
   if (p.type == "enum") {
     for (const auto& c : p.choices)
       if (c == v) return;
     throw fail("expected one of " + join(p.choices));
   }
-  if (v == "auto" && p.default_value == "auto") return;
   double x = 0;
   if (p.type == "int") {
     int64_t n = 0;
@@ -90,14 +91,15 @@ const MethodEntry* find_method(const std::string& name) {
   return nullptr;
 }
 
-std::vector<StageSpec> canonicalize(const std::string& text) {
+std::vector<StageSpec> canonicalize(const std::string& text, torch::ScalarType compute) {
   std::vector<StageSpec> chain = parse_spec(text);
   std::vector<std::string> names;
   for (const auto& e : method_registry()) names.push_back(e.name);
   for (size_t i = 0; i < chain.size(); ++i) {
     StageSpec& st = chain[i];
     const MethodEntry* e = find_method(st.name);
-    KVB_INPUT_CHECK(e, "spec '", text, "': unknown method '", st.name, "' (known: ", join(names), ")");
+    KVB_INPUT_CHECK(e, "spec '", text, "': unknown method '", st.name, "' (known: ", join(names),
+                    ")");
     std::vector<std::string> keys;
     for (const auto& p : e->params) keys.push_back(p.name);
     for (const auto& [k, v] : st.params) {
@@ -109,23 +111,29 @@ std::vector<StageSpec> canonicalize(const std::string& text) {
       check_value(text, st, *ps, v);
     }
     for (const auto& p : e->params) {
-      if (st.params.count(p.name)) continue;
-      KVB_INPUT_CHECK(!p.default_value.empty(), "spec '", text, "': ", st.name, " needs parameter '",
-                      p.name, "' (", p.help, ")");
-      st.params[p.name] = p.default_value;
+      if (!st.params.count(p.name)) {
+        KVB_INPUT_CHECK(!p.default_value.empty(), "spec '", text, "': ", st.name,
+                        " needs parameter '", p.name, "' (", p.help, ")");
+        st.params[p.name] = p.default_value;
+      }
+      if (p.auto_is_compute_dtype && st.params[p.name] == "auto")
+        st.params[p.name] = dtype_name(compute);
     }
     if (e->finalize) e->finalize(text, st);
     const bool last = i + 1 == chain.size();
     KVB_INPUT_CHECK(last || e->kind() == StageKind::kSelector, "spec '", text, "': '", st.name,
                     "' stores the cache and must be the last stage");
   }
-  // Selectors store into full(dtype=fp32) by default: one canonical form for both spellings.
-  if (chain.size() > 1 && chain.back().str() == "full(dtype=fp32)") chain.pop_back();
+  // Selectors alone store into full(dtype=<compute>); in fp32 runs that store is left implicit.
+  if (find_method(chain.back().name)->kind() == StageKind::kSelector)
+    chain.push_back(canonicalize("full", compute).front());
+  if (chain.size() > 1 && compute == torch::kFloat32 && chain.back().str() == "full(dtype=fp32)")
+    chain.pop_back();
   return chain;
 }
 
-std::unique_ptr<KVMethod> make_method(const std::string& text) {
-  const std::vector<StageSpec> chain = canonicalize(text);
+std::unique_ptr<KVMethod> make_method(const std::string& text, torch::ScalarType compute) {
+  const std::vector<StageSpec> chain = canonicalize(text, compute);
   std::vector<std::shared_ptr<const SelectorMethod>> selectors;
   std::unique_ptr<StorageMethod> storage;
   for (const StageSpec& st : chain) {
@@ -134,13 +142,21 @@ std::unique_ptr<KVMethod> make_method(const std::string& text) {
     else storage = std::get<StorageFactory>(e->make)(st);
   }
   if (selectors.empty()) return storage;
-  // Selectors alone store into full(dtype=fp32), which canonicalize() dropped from the spec.
+  // In an fp32 run canonicalize() left the implicit full(dtype=fp32) out of the spec.
   const bool implicit = !storage;
   if (implicit) {
-    const StageSpec dense = canonicalize("full").front();
+    const StageSpec dense = canonicalize("full", compute).front();
     storage = std::get<StorageFactory>(find_method(dense.name)->make)(dense);
   }
   return std::make_unique<ChainMethod>(std::move(selectors), std::move(storage), implicit);
+}
+
+bool acts_only_at_end_prefill(const std::string& text) {
+  for (const StageSpec& st : canonicalize(text)) {
+    const auto* make = std::get_if<SelectorFactory>(&find_method(st.name)->make);
+    if (make && (*make)(st)->acts_only_at_end_prefill()) return true;
+  }
+  return false;
 }
 
 std::string describe_param(const ParamSchema& p) {

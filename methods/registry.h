@@ -25,6 +25,9 @@ struct ParamSchema {
   std::vector<std::string> choices;  // for enum, and the allowed values of an int when non-empty
   double min = 0, max = 0;           // for int/float (inclusive; max 0 = unbounded)
   std::string help;
+  // An enum of dtypes whose "auto" (allowed besides the choices) is the run's compute dtype,
+  // resolved by canonicalize() so that the canonical spec names the dtype used.
+  bool auto_is_compute_dtype = false;
 };
 
 enum class StageKind { kStorage, kSelector };
@@ -74,12 +77,24 @@ const MethodEntry* find_method(const std::string& name);
 // The text of a parameter's schema for help output: "int in [1, 8], default 4" etc.
 std::string describe_param(const ParamSchema& p);
 
-// Validates names, keys and values against the schema and fills defaults.
+// Validates names, keys and values against the schema and fills defaults; dtype parameters left
+// "auto" become `compute`, the dtype of the run's keys and values. A chain without a storage
+// stage (selectors alone) stores into full(dtype=<compute>): in an fp32 run the canonical spec
+// omits it (`h2o(budget=8)` and `h2o(budget=8)+full(dtype=fp32)` are both `h2o(budget=8)`, as
+// before compute dtypes were resolved); in any other run it names it (`h2o(budget=8)` in a bf16
+// run is `h2o(budget=8)+full(dtype=bf16)`). So every fp32 canonical spec is what it was.
 // Throws kvb::InputError "spec '<text>': <problem>" listing what exists.
-std::vector<StageSpec> canonicalize(const std::string& text);
-// A lone storage stage is that method; otherwise a chain. A chain without a storage stage (a
-// selector alone) stores into full(dtype=fp32) and its spec omits it.
-std::unique_ptr<KVMethod> make_method(const std::string& text);
+std::vector<StageSpec> canonicalize(const std::string& text,
+                                    torch::ScalarType compute = torch::kFloat32);
+// A lone storage stage is that method; otherwise a chain (selectors alone: into `full` in the
+// compute dtype, see canonicalize()).
+std::unique_ptr<KVMethod> make_method(const std::string& text,
+                                      torch::ScalarType compute = torch::kFloat32);
+
+// Whether some stage of the canonical chain acts only at end_prefill()
+// (SelectorMethod::acts_only_at_end_prefill: SnapKV); without end_prefill — perplexity in decode
+// mode — such a chain does not do what its spec says.
+bool acts_only_at_end_prefill(const std::string& text);
 
 int64_t spec_int(const StageSpec& s, const std::string& key);
 double spec_float(const StageSpec& s, const std::string& key);

@@ -15,14 +15,31 @@ MemoryUse SlotStore::memory() const {
 }
 
 std::optional<MemoryUse> StorageMethod::promised_memory(const ModelShape& shape, int64_t tokens,
-                                                        torch::ScalarType compute) const {
-  MemoryUse l = layer_promise(shape, tokens, compute);
+                                                        torch::ScalarType compute,
+                                                        int64_t /*prompt_tokens*/) const {
+  MemoryUse l = layer_promise(shape, KeptSlots::all(tokens), compute);
   MemoryUse m;
   m.payload_bytes = l.payload_bytes * shape.n_layers;
   m.metadata_bytes = l.metadata_bytes * shape.n_layers;
   m.slots = shape.n_head_kv * tokens * shape.n_layers;
   m.tokens_seen = tokens;
   return m;
+}
+
+int64_t KeptSlots::in(int64_t from, int64_t to) const {
+  from = std::max<int64_t>(from, 0);
+  to = std::min(to, tokens);
+  if (to <= from) return 0;
+  const int64_t n = kept_in && dropped() ? kept_in(from, to) : to - from;
+  return std::max<int64_t>(0, std::min({n, to - from, slots}));
+}
+
+int64_t KeptSlots::blocks_touched(int64_t to, int64_t block) const {
+  to = std::min(to, tokens);
+  if (to <= 0) return 0;
+  int64_t n = 0;
+  for (int64_t b = 0; b * block < to; ++b) n += in(b * block, std::min(to, (b + 1) * block)) > 0;
+  return std::min(n, in(0, to));
 }
 
 // ---- positions ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -36,6 +37,20 @@ class SlotStore : public KVCacheState {
   virtual int n_layers() const = 0;
 };
 
+// What a storage stage's promise knows of the slots held per KV head: `tokens` appended, `slots`
+// held, and, when slots were dropped (a chain), an upper bound on how many of the held slots
+// hold tokens appended in [from, to) (append order, 0-based) — exact where the selectors' rule
+// decides it (StreamingLLM's sinks and window, SnapKV's window and decode tokens).
+struct KeptSlots {
+  int64_t tokens = 0, slots = 0;
+  std::function<int64_t(int64_t from, int64_t to)> kept_in;  // empty: nothing was dropped
+  bool dropped() const { return slots < tokens; }
+  int64_t in(int64_t from, int64_t to) const;  // min(kept_in, to - from, slots), >= 0
+  // Blocks [i*block, (i+1)*block) of [0, to) holding at least one held slot: an upper bound.
+  int64_t blocks_touched(int64_t to, int64_t block) const;
+  static KeptSlots all(int64_t tokens) { return {tokens, tokens, {}}; }
+};
+
 // A method that can store a chain's slots. Its own make_state() is the store. It keeps the
 // default-filled stage spec it was built from; spec() prints it.
 class StorageMethod : public KVMethod {
@@ -47,11 +62,19 @@ class StorageMethod : public KVMethod {
     return make_store(shape);
   }
   virtual std::unique_ptr<SlotStore> make_store(const ModelShape& shape) const = 0;
-  // Bytes one layer holds (batch 1) with `slots` slots per KV head and implicit positions.
-  virtual MemoryUse layer_promise(const ModelShape& shape, int64_t slots,
+  // Bytes one layer holds (batch 1) with kept.slots slots per KV head, positions not counted.
+  // Exact when nothing was dropped; with drops, exact for stores whose bytes depend only on the
+  // count (full, int), an upper bound of payload and total for KIVI (see kivi.cpp).
+  virtual MemoryUse layer_promise(const ModelShape& shape, const KeptSlots& kept,
                                   torch::ScalarType compute) const = 0;
   std::optional<MemoryUse> promised_memory(const ModelShape& shape, int64_t tokens,
-                                           torch::ScalarType compute = torch::kFloat32) const override;
+                                           torch::ScalarType compute = torch::kFloat32,
+                                           int64_t prompt_tokens = -1) const override;
+  // The stage as used on `shape` (KVMethod::effective_spec); default: stage().
+  virtual StageSpec effective_stage(const ModelShape& shape) const { return stage_; }
+  std::string effective_spec(const ModelShape& shape) const final {
+    return effective_stage(shape).str();
+  }
 
  private:
   StageSpec stage_;

@@ -283,9 +283,17 @@ TEST(MethodChain, SnapKVThenKiviKeepsWhatSnapKVKeepsAndStoresIt) {
     for (int64_t x = 192; x < 200; ++x) EXPECT_TRUE(p.count(x));
   }
   EXPECT_TRUE(torch::equal(alone->view(0).k, lossless->view(0).k));
-  // 64 kept slots at 2 bits: 64 keys quantized (2 blocks of 32), 32 values quantized.
-  MemoryUse m = packed->memory(0);
-  EXPECT_EQ(m.payload_bytes, 2 * ((64 + 32) * 32 / 4 + (0 + 32) * 32 * 4));
+  // KIVI's rule in token time, whatever SnapKV dropped: after 200 tokens the keys of the block
+  // [192, 200) (all kept: the window) stay full precision, the 56 other kept keys are quantized;
+  // the kept values among the 32 latest tokens [168, 200) stay full precision, the others are
+  // quantized. 2 bits: 8 codes per 32-wide row.
+  int64_t want = 0;
+  for (int64_t h = 0; h < 2; ++h) {
+    int64_t recent = 0;
+    for (int64_t p : held_positions(*packed, 0, h)) recent += p >= 168;
+    want += (56 + 64 - recent) * 32 / 4 + (8 + recent) * 32 * 4;
+  }
+  EXPECT_EQ(packed->memory(0).payload_bytes, want);
 }
 
 }  // namespace

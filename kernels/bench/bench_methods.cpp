@@ -12,7 +12,9 @@
 // The `*_4k` variants keep (about) the whole 4K context yet evict one token every step, so
 // their gap to `full` is the method's bookkeeping; the 1K budgets show the speed it buys
 // (knorm and random score each token once and evict one per step, as H2O does without the
-// attention weights).
+// attention weights). The `+kivi2` chains drop from a 2-bit KIVI store every step (snapkv once):
+// each kept slot keeps its codes, so a step is the dequantizing view plus a gather of the kept
+// rows.
 // KVB_BENCH_THREADS=n sets libtorch's intra-op threads, KVB_BENCH_ITERS=n the iterations (5).
 #include <benchmark/benchmark.h>
 
@@ -56,6 +58,8 @@ const std::vector<Variant> kVariants = {
     {"knorm_1k", "knorm(budget=1024)"},
     {"random_1k", "random(budget=1024)"},
     {"snapkv_1k+kivi2", "snapkv(budget=1024)+kivi(bits=2)"},
+    {"streaming_1k+kivi2", "streaming(sink=4,window=1020)+kivi(bits=2)"},
+    {"h2o_1k+kivi2", "h2o(budget=1024)+kivi(bits=2)"},
 };
 
 const Model& model() {

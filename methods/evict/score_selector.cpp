@@ -126,4 +126,24 @@ std::unique_ptr<SelectorState> ScoreSelectorState::clone() const {
   return c;
 }
 
+int64_t ScoreSelector::promised_slots(int64_t tokens, int64_t prompt) const {
+  if (rule_.when == ScoreRule::kOverBudget) return std::min(tokens, rule_.budget);
+  return prompt <= rule_.budget ? tokens : rule_.budget + (tokens - prompt);
+}
+
+int64_t ScoreSelector::promised_kept_in(int64_t tokens, int64_t prompt, int64_t from,
+                                        int64_t to) const {
+  auto overlap = [&](int64_t a, int64_t b) {
+    return std::max<int64_t>(0, std::min(b, to) - std::max(a, from));
+  };
+  // The tokens the decision (the last one, for kOverBudget) chose among.
+  const int64_t chosen = rule_.when == ScoreRule::kOverBudget ? tokens : prompt;
+  if (chosen <= rule_.budget) return overlap(0, tokens);
+  const int64_t recent_from = chosen - rule_.recent;
+  const int64_t sinks = std::min(rule_.sink, recent_from);
+  const int64_t kept = overlap(0, sinks) + overlap(recent_from, tokens);
+  const int64_t others = rule_.budget - sinks - rule_.recent;
+  return kept + std::min(std::max<int64_t>(others, 0), overlap(sinks, recent_from));
+}
+
 }  // namespace kvb

@@ -93,10 +93,18 @@ class ScoreSelector : public SelectorMethod {
  public:
   ScoreSelector(const StageSpec& stage, const ScoreRule& rule)
       : SelectorMethod(stage), rule_(rule) {}
-  int64_t promised_slots(int64_t tokens) const final { return std::min(tokens, rule_.budget); }
+  // kOverBudget: min(tokens, budget). kEndPrefill: a prompt of at most `budget` tokens is kept
+  // whole, a longer one cut to `budget`; tokens after it are never evicted.
+  int64_t promised_slots(int64_t tokens, int64_t prompt) const final;
+  // The protected tokens (the first `sink`, the `recent` latest — of the prompt for kEndPrefill —
+  // and, for kEndPrefill, every token after the prompt) are all kept; the others share the rest
+  // of the budget.
+  int64_t promised_kept_in(int64_t tokens, int64_t prompt, int64_t from,
+                           int64_t to) const final;
   int64_t promised_metadata(const ModelShape& shape, int64_t slots) const final {
     return rule_.held_scores ? shape.n_head_kv * slots * 4 : 0;
   }
+  bool acts_only_at_end_prefill() const final { return rule_.when == ScoreRule::kEndPrefill; }
   const ScoreRule& rule() const { return rule_; }
 
  private:

@@ -8,7 +8,10 @@
 //
 // GQA: a KV head's votes are the sum over its G query heads (mean and sum rank alike).
 // The votes are computed from the keys the store holds (dequantized when the storage quantizes)
-// and the window's post-RoPE queries, which the selector keeps until end_prefill.
+// and the window's post-RoPE queries, which the selector keeps until end_prefill (counted as
+// metadata meanwhile: H_q x window x D fp32 and the window's positions per layer) and frees
+// then; tokens appended later are neither evicted nor recorded. The promise after a prompt of P
+// tokens and D more (promised_memory's prompt_tokens): min(P, budget) + D slots per KV head.
 #include <cmath>
 #include <limits>
 

@@ -1,6 +1,7 @@
 // `streaming(sink=4, window=N)`: StreamingLLM (Xiao et al. 2023). Keeps the first `sink` tokens
 // (attention sinks) and the `window` most recent ones; everything in between is evicted as it
 // leaves the window. Keys keep the RoPE of their original positions (no position re-assignment).
+#include <algorithm>
 #include <limits>
 
 #include "common/check.h"
@@ -51,8 +52,17 @@ class StreamingSelector : public SelectorMethod {
   std::unique_ptr<SelectorState> make_selector(const ModelShape& shape) const override {
     return std::make_unique<StreamingState>(sink_, window_, shape.n_layers);
   }
-  int64_t promised_slots(int64_t tokens) const override {
+  int64_t promised_slots(int64_t tokens, int64_t /*prompt*/) const override {
     return std::min(tokens, sink_ + window_);
+  }
+  // Exactly the first `sink` and the last `window` tokens once more than sink + window were seen.
+  int64_t promised_kept_in(int64_t tokens, int64_t /*prompt*/, int64_t from,
+                           int64_t to) const override {
+    auto overlap = [&](int64_t a, int64_t b) {
+      return std::max<int64_t>(0, std::min(b, to) - std::max(a, from));
+    };
+    if (tokens <= sink_ + window_) return overlap(0, tokens);
+    return overlap(0, sink_) + overlap(tokens - window_, tokens);
   }
 
  private:

@@ -112,8 +112,9 @@ std::unique_ptr<SlotStore> FullMethod::make_store(const ModelShape& shape) const
   return std::make_unique<FullStore>(shape, dtype_);
 }
 
-MemoryUse FullMethod::layer_promise(const ModelShape& shape, int64_t slots,
+MemoryUse FullMethod::layer_promise(const ModelShape& shape, const KeptSlots& kept,
                                     torch::ScalarType) const {
+  const int64_t slots = kept.slots;
   MemoryUse m;
   const int64_t es = static_cast<int64_t>(c10::elementSize(dtype_));
   m.payload_bytes = 2 * shape.n_head_kv * slots * shape.head_dim * es;
@@ -126,8 +127,16 @@ MethodEntry full_entry() {
   return {
       .name = "full",
       .family = "baseline",
-      .help = "Uncompressed cache: keys and values stored densely in the given dtype.",
-      .params = {{"dtype", "enum", "fp32", {"fp32", "fp16", "bf16"}, 0, 0, "storage dtype"}},
+      .help = "Uncompressed cache: keys and values stored densely in the given dtype (by "
+              "default the run's compute dtype).",
+      .params = {{"dtype",
+                  "enum",
+                  "auto",
+                  {"fp32", "fp16", "bf16"},
+                  0,
+                  0,
+                  "storage dtype (auto: the run's compute dtype)",
+                  /*auto_is_compute_dtype=*/true}},
       .make = StorageFactory([](const StageSpec& s) { return std::make_unique<FullMethod>(s); }),
       .finalize = nullptr,
       .contract = {.examples = {"full", "full(dtype=fp16)", "full(dtype=bf16)"},

@@ -1,6 +1,8 @@
-// `full(dtype=fp32|fp16|bf16)`: the uncompressed cache, the dense slot store. Alone it is the
-// baseline; as the last stage of a chain (`h2o(budget=512)+full(dtype=fp16)`) it stores what the
-// selectors keep, and selectors used alone store into full(dtype=fp32).
+// `full(dtype=auto|fp32|fp16|bf16)`: the uncompressed cache, the dense slot store. Alone it is
+// the baseline; as the last stage of a chain (`h2o(budget=512)+full(dtype=fp16)`) it stores what
+// the selectors keep, and selectors used alone store into `full`. dtype=auto (the default) is the
+// run's compute dtype, resolved by canonicalize(), so the canonical spec names it: `full` is
+// full(dtype=fp32) in an fp32 run and full(dtype=bf16) in a bf16 run.
 //
 // Per layer, keys and values live in [B, H_kv, capacity, D] buffers of `dtype` whose capacity
 // doubles, so a decode step's append is amortised O(1) and view() is a narrow() of the buffers
@@ -18,7 +20,7 @@ class FullMethod : public StorageMethod {
   explicit FullMethod(const StageSpec& stage);  // full(dtype=...), default-filled
   std::unique_ptr<SlotStore> make_store(const ModelShape& shape) const override;
   // Dense keys and values in dtype(); implicit positions (no metadata).
-  MemoryUse layer_promise(const ModelShape& shape, int64_t slots,
+  MemoryUse layer_promise(const ModelShape& shape, const KeptSlots& kept,
                           torch::ScalarType compute) const override;
   torch::ScalarType dtype() const { return dtype_; }
 

@@ -1,7 +1,9 @@
 // `int(bits=8|4|2, group=64)`: per-token asymmetric integer quantization (FlexGen style) of keys
 // and values alike. Each token's D channels split into groups of `group` consecutive channels
-// (min(group, D) when the head is narrower), each with an fp16 scale and zero point; codes are
-// packed 8/bits per byte.
+// (min(group, D) when the head is narrower: effective_spec() records the group used), each with an
+// fp16 scale and zero point; codes are packed 8/bits per byte. Every slot is a row of its own
+// (codes, scales, zeros), so a chain's keep() and drop_swap() move rows: a kept slot's codes
+// never change.
 #include <algorithm>
 
 #include "common/check.h"
@@ -133,15 +135,22 @@ class IntMethod : public StorageMethod {
     return std::make_unique<IntStore>(shape, bits_, group_for(shape.head_dim));
   }
 
-  MemoryUse layer_promise(const ModelShape& shape, int64_t slots,
+  MemoryUse layer_promise(const ModelShape& shape, const KeptSlots& kept,
                           torch::ScalarType) const override {
-    const int64_t h = shape.n_head_kv, d = shape.head_dim, g = group_for(d);
+    const int64_t h = shape.n_head_kv, d = shape.head_dim, g = group_for(d), slots = kept.slots;
     MemoryUse m;
     m.payload_bytes = 2 * h * slots * d * bits_ / 8;
     m.metadata_bytes = 2 * 2 * h * slots * (d / g) * 2;  // K and V, scale and zero, fp16
     m.slots = h * slots;
     m.tokens_seen = slots;
     return m;
+  }
+
+  // The group really used: min(group, head_dim).
+  StageSpec effective_stage(const ModelShape& shape) const override {
+    StageSpec s = stage();
+    s.params["group"] = std::to_string(group_for(shape.head_dim));
+    return s;
   }
 
  private:

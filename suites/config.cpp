@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "common/check.h"
+#include "common/dtype.h"
 #include "common/json_io.h"
 #include "datasets/loader.h"
 #include "harness/model/config.h"
@@ -64,7 +65,7 @@ SuiteConfig load_suite_config(const std::string& path,
   c.methods = j["methods"].get<std::vector<std::string>>();
   for (size_t i = 0; i < c.methods.size(); ++i) {
     try {
-      c.canonical.push_back(make_method(c.methods[i])->spec());
+      c.canonical.push_back(make_method(c.methods[i], parse_dtype(c.dtype))->spec());
     } catch (const InputError& e) {
       throw fail(json_path_index("$.methods", i), e.what());
     }

@@ -175,7 +175,9 @@ class MemoryMeter {
   explicit MemoryMeter(int64_t ctx) : ctx_(ctx) {}
   void add(const PerplexityWindow& w, const KVCacheState& st) {
     last_ = st.memory();
+    last_prompt_ = w.prompt;
     if (static_cast<int64_t>(w.input.size()) != ctx_) return;
+    prompt_ = w.prompt;
     ++full_;
     pay_ += static_cast<double>(last_.payload_bytes);
     meta_ += static_cast<double>(last_.metadata_bytes);
@@ -183,6 +185,8 @@ class MemoryMeter {
     seen_ = last_.tokens_seen;
   }
   void put(PerplexityResult& r) const {
+    const int64_t prompt = full_ == 0 ? last_prompt_ : prompt_;  // 0 in decode mode
+    r.memory_prompt_tokens = prompt > 0 ? prompt : -1;
     if (full_ == 0) {
       r.memory = last_;
       r.memory_measured_at = "last_window";
@@ -199,7 +203,7 @@ class MemoryMeter {
   }
 
  private:
-  int64_t ctx_, full_ = 0, seen_ = 0;
+  int64_t ctx_, full_ = 0, seen_ = 0, prompt_ = 0, last_prompt_ = 0;
   double pay_ = 0, meta_ = 0, slots_ = 0;
   MemoryUse last_;
 };
@@ -313,15 +317,17 @@ PerplexityPlan plan_perplexity(const PerplexityText& text, const PerplexityParam
   return plan;
 }
 
-nlohmann::json memory_use_json(const MemoryUse& m) {
-  return {{"payload_bytes", m.payload_bytes},
-          {"metadata_bytes", m.metadata_bytes},
-          {"tokens_seen", m.tokens_seen},
-          {"slots", m.slots}};
+nlohmann::json memory_use_json(const MemoryUse& m, int64_t prompt_tokens) {
+  nlohmann::json j{{"payload_bytes", m.payload_bytes},
+                   {"metadata_bytes", m.metadata_bytes},
+                   {"tokens_seen", m.tokens_seen},
+                   {"slots", m.slots}};
+  if (prompt_tokens >= 0) j["prompt_tokens"] = prompt_tokens;
+  return j;
 }
 
 nlohmann::json PerplexityResult::metrics_json() const {
-  nlohmann::json mem = memory_use_json(memory);
+  nlohmann::json mem = memory_use_json(memory, memory_prompt_tokens);
   mem["measured_at"] = memory_measured_at;
   mem["windows"] = memory_windows;
   return {{"ppl", ppl},

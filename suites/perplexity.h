@@ -100,13 +100,15 @@ struct PerplexityResult {
   MemoryUse memory;
   std::string memory_measured_at;  // "full_window_mean" | "last_window"
   int64_t memory_windows = 0;      // windows averaged
+  int64_t memory_prompt_tokens = -1;  // prefill mode: the prompt of the windows measured
   double seconds = 0;              // the method's pass only
   nlohmann::json metrics_json() const;
 };
 
 // The "memory" object of a cell's metrics, in every suite: payload_bytes, metadata_bytes,
-// tokens_seen, slots (the runner adds promised_bytes where the method makes a promise).
-nlohmann::json memory_use_json(const MemoryUse& m);
+// tokens_seen, slots, and prompt_tokens when >= 0: the tokens appended before end_prefill()
+// (the runner adds promised_bytes where the method makes a promise, for that prompt).
+nlohmann::json memory_use_json(const MemoryUse& m, int64_t prompt_tokens = -1);
 
 // The full cache's pass over a plan, kept for every method's pass. Per scored token: the NLL, the
 // argmax, p of the correct token, a hash of the logits row (bitwise identity), and the log-probs:

@@ -15,13 +15,7 @@ namespace {
 
 // Whether the method only acts at end_prefill() (SnapKV and its one-shot family): in decode
 // mode, which never calls it, such a method holds the full cache and measures nothing.
-// TODO(methods half): return acts_only_at_end_prefill(method.spec()) from methods/registry.h
-// once it lands. Until then such a method runs in decode mode and is recorded not applicable by
-// the bitwise check below (its logits equal the full cache's), which costs its pass.
-bool one_shot(const KVMethod& method) {
-  (void)method;
-  return false;
-}
+bool one_shot(const KVMethod& method) { return acts_only_at_end_prefill(method.spec()); }
 
 using json = nlohmann::json;
 

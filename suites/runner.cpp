@@ -176,7 +176,7 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
       if (!model_hash.count(cfg.models[c.model]))
         model_hash[cfg.models[c.model]] = model_weights_hash(cfg.models[c.model]);
     }
-    const auto method = make_method(cfg.methods[c.method]);
+    const auto method = make_method(cfg.methods[c.method], parse_dtype(cfg.dtype));
     const std::string prep_key = std::to_string(c.run) + "/" + ds;
     auto on_progress = [&](double f) { prog.update(f); };
     CellResult result;
@@ -195,7 +195,7 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
     if (metrics.contains("memory"))
       if (const auto promise = method->promised_memory(
               model->shape(), metrics["memory"]["tokens_seen"].get<int64_t>(),
-              parse_dtype(cfg.dtype)))
+              parse_dtype(cfg.dtype), metrics["memory"].value("prompt_tokens", int64_t{-1})))
         metrics["memory"]["promised_bytes"] = promise->payload_bytes + promise->metadata_bytes;
     nlohmann::json rec{
         {"key", c.key},

@@ -62,6 +62,7 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
   double sum = 0;
   int64_t max_mem = 0, max_ctx = 0;
   MemoryUse longest;  // the state that had seen the most tokens
+  int64_t longest_prompt = 0;  // its tokens before end_prefill()
   auto record = [&](size_t turn, double score) {
     if (turn_sum.size() <= turn) {
       turn_sum.resize(turn + 1, 0);
@@ -75,11 +76,11 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
       progress(static_cast<double>(done_turns) /
                static_cast<double>(std::max<int64_t>(1, total_turns)));
   };
-  auto decode = [&](Session& s, const torch::Tensor& last) {
+  auto decode = [&](Session& s, const torch::Tensor& last, int64_t prompt) {
     std::vector<int64_t> t = s.greedy(last, p.max_new_tokens, stop);
     MemoryUse mu = s.state().memory();
     max_mem = std::max(max_mem, mu.payload_bytes + mu.metadata_bytes);
-    if (mu.tokens_seen > longest.tokens_seen) longest = mu;
+    if (mu.tokens_seen > longest.tokens_seen) longest = mu, longest_prompt = prompt;
     return tok.decode(std::vector<int32_t>(t.begin(), t.end()), true);
   };
 
@@ -91,10 +92,12 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
     if (p.mode == "multi_turn") {
       Session s(model, method.make_state(model.shape()));
       torch::Tensor last;
+      int64_t prompt = 0;
       for (size_t ti = 0; ti < x.turns.size(); ++ti) {
         if (ti == 0) {
           last = s.feed(enc(tok, x.context + "\n\n" + x.turns[0].input, true), p.chunk);
           s.end_prefill();
+          prompt = s.pos();
         } else {
           last = s.feed(enc(tok, gold_text(x.turns[ti - 1]) + "\n\n" + x.turns[ti].input, false),
                         p.chunk);
@@ -103,7 +106,7 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
         max_ctx = std::max(max_ctx, s.pos());
         Session d =
             s.clone();  // the answer is decoded on a copy; the session continues with the gold one
-        const std::string out = decode(d, last);
+        const std::string out = decode(d, last, prompt);
         const double score = score_sc_turn(task.metric, out, x.turns[ti].answers);
         turns.push_back({{"output", out}, {"answers", x.turns[ti].answers}, {"score", score}});
         record(ti, score);
@@ -118,7 +121,7 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
         torch::Tensor last = q.feed(enc(tok, "\n\n" + x.turns[ti].input, false), p.chunk);
         if (hooks.after_prompt) hooks.after_prompt(q.state(), sidx, static_cast<int64_t>(ti));
         max_ctx = std::max(max_ctx, q.pos());
-        const std::string out = decode(q, last);
+        const std::string out = decode(q, last, base.pos());
         const double score = score_sc_turn(task.metric, out, x.turns[ti].answers);
         turns.push_back({{"output", out}, {"answers", x.turns[ti].answers}, {"score", score}});
         record(ti, score);
@@ -138,7 +141,7 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
       {"samples", out_samples},
       {"max_prompt_tokens", max_ctx},
       {"max_memory_bytes", max_mem},
-      {"memory", memory_use_json(longest)},
+      {"memory", memory_use_json(longest, longest_prompt)},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
 }
 

@@ -296,7 +296,8 @@ TEST(SuitePerplexity, PrefillModeSnapKvCompressesAndKeepsItsPromise) {
   EXPECT_EQ(c.protocol["prefix"], 96);
   const auto& mu = c.metrics["memory"];
   const auto promise =
-      make_method(spec)->promised_memory(x.model.shape(), mu["tokens_seen"].get<int64_t>());
+      make_method(spec)->promised_memory(x.model.shape(), mu["tokens_seen"].get<int64_t>(),
+                                         torch::kFloat32, mu["prompt_tokens"].get<int64_t>());
   ASSERT_TRUE(promise.has_value());
   const double held = mu["payload_bytes"].get<double>() + mu["metadata_bytes"].get<double>();
   EXPECT_LE(held, 1.01 * static_cast<double>(promise->payload_bytes + promise->metadata_bytes))

@@ -38,7 +38,9 @@ std::string human_bytes(double b) {
 
 int run_generate(const GenerateArgs& a) {
   if (a.threads > 0) at::set_num_threads(a.threads);
-  auto method = make_method(a.method);  // validate the spec before any heavy work
+  const torch::ScalarType dtype = parse_dtype(a.dtype, "--dtype");
+  // Validate the spec before any heavy work; `full` and dense storage hold the compute dtype.
+  auto method = make_method(a.method, dtype);
   torch::Device device(torch::kCPU);
   if (a.device == "cuda") {
     KVB_INPUT_CHECK(torch::cuda::is_available(), "--device cuda: this libtorch has no CUDA device");
@@ -46,7 +48,6 @@ int run_generate(const GenerateArgs& a) {
   } else {
     KVB_INPUT_CHECK(a.device == "cpu", "--device '", a.device, "': expected cpu or cuda");
   }
-  const torch::ScalarType dtype = parse_dtype(a.dtype, "--dtype");
   try {  // libtorch 1.13 on CPU has no fp16 matmul: say so before loading anything
     torch::matmul(torch::ones({2, 2}, torch::TensorOptions().dtype(dtype).device(device)),
                   torch::ones({2, 2}, torch::TensorOptions().dtype(dtype).device(device)));

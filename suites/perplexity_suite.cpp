@@ -38,7 +38,7 @@ class PerplexityRun : public PreparedRun {
         p_(std::move(p)),
         bos_(!text.prefix.empty()),
         plan_(plan_perplexity(text, p_)),
-        reference_(make_method("full")) {}
+        reference_(make_method("full", model.dtype())) {}
 
   CellResult run_cell(const KVMethod& method,
                       const std::function<void(double)>& progress) const override {

@@ -206,6 +206,8 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
         {"model_hash", model_hash.at(cfg.models[c.model])},
         {"method", cfg.canonical[c.method]},
         {"method_spec", cfg.methods[c.method]},
+        // The parameters really used on this model's shape (int's group capped at head_dim).
+        {"method_effective", method->effective_spec(model->shape())},
         {"dataset", ds},
         {"dataset_spec", cfg.datasets.at(ds)},
         {"dataset_hash", dataset_content_hash(cfg.datasets.at(ds), static_cast<int64_t>(cfg.seed))},

@@ -69,6 +69,21 @@ TEST_F(SuiteRun, WritesEveryCellAndPrintsASummary) {
   EXPECT_NE(r.out.find("streaming(sink=2,window=24)"), std::string::npos) << r.out;
 }
 
+TEST_F(SuiteRun, RecordsTheMethodParametersReallyUsedOnTheModel) {
+  // The test model's heads are 8 wide: int's group of 64 is capped at 8, and the record says so
+  // next to the canonical spec (which is the cell's identity and stays as written).
+  config_ = test::small_suite_config(dir_, {.methods = {"int(bits=4,group=64)"}});
+  write_config();
+  auto r = run();
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto recs = records(out());
+  ASSERT_FALSE(recs.empty());
+  for (const auto& x : recs) {
+    EXPECT_EQ(x["method"], "int(bits=4,group=64)") << x.dump();
+    EXPECT_EQ(x["method_effective"], "int(bits=4,group=8)") << x.dump();
+  }
+}
+
 TEST_F(SuiteRun, InterruptedRunResumesAndSkipsFinishedCells) {
   auto r = run("--max-cells 2");
   ASSERT_EQ(r.code, 0) << r.err;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -63,6 +64,14 @@ struct SyntheticStream {
     for (int64_t done = 0; done < total; done += chunk) feed(st, std::min(chunk, total - done));
   }
 };
+
+// The source positions a state's head holds in a layer (batch row 0).
+inline std::set<int64_t> held_positions(const KVCacheState& st, int layer, int64_t head) {
+  KVView v = st.view(layer);
+  std::set<int64_t> s;
+  for (int64_t i = 0; i < v.slots(); ++i) s.insert(v.pos[0][head][i].item<int64_t>());
+  return s;
+}
 
 inline ModelConfig tiny_model_config() {
   ModelConfig c;

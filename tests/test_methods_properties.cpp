@@ -14,14 +14,8 @@
 namespace kvb {
 namespace {
 
+using test::held_positions;
 using test::method_shape;
-
-std::set<int64_t> held_positions(const KVCacheState& st, int layer, int64_t head) {
-  KVView v = st.view(layer);
-  std::set<int64_t> s;
-  for (int64_t i = 0; i < v.slots(); ++i) s.insert(v.pos[0][head][i].item<int64_t>());
-  return s;
-}
 
 // Appends k/v [1, H, N, D] in one chunk to layer 0 of a fresh state and returns its view.
 KVView stored_view(const std::string& spec, const torch::Tensor& k, const torch::Tensor& v) {

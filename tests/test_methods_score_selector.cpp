@@ -14,14 +14,8 @@
 namespace kvb {
 namespace {
 
+using test::held_positions;
 using test::method_shape;
-
-std::set<int64_t> held_positions(const KVCacheState& st, int layer, int64_t head) {
-  KVView v = st.view(layer);
-  std::set<int64_t> s;
-  for (int64_t i = 0; i < v.slots(); ++i) s.insert(v.pos[0][head][i].item<int64_t>());
-  return s;
-}
 
 // The brute-force rule: of the n tokens seen, the first `sink` and the last `recent` are kept;
 // the rest compete for the remaining budget by key norm (lowest kept), computed in double.

@@ -109,6 +109,11 @@ int run_methods(const std::string& describe_spec, const MethodsArgs& a) {
   std::printf("slots held:      %lld (summed over layers and KV heads)\n",
               static_cast<long long>(m->slots));
   std::printf("bits per token:  %.1f (all layers; %.3f bits per K/V element)\n", bpt, bpe);
+  std::printf("promise:         %s\n",
+              method->promise_is_exact()
+                  ? "exact (what a state holds)"
+                  : "upper bound (the bytes held after evictions depend on which slots the "
+                    "selectors drop)");
   std::printf("vs full fp16:    %.2fx smaller\n", ratio);
   return 0;
 }

@@ -154,6 +154,11 @@ std::optional<MemoryUse> ChainMethod::promised_memory(const ModelShape& shape, i
   return m;
 }
 
+bool ChainMethod::promise_is_exact() const {
+  if (storage_->promise_exact_after_any_drops()) return true;
+  return selectors_.size() == 1 && selectors_.front()->keeps_slots_known_in_advance();
+}
+
 std::string ChainMethod::effective_spec(const ModelShape& shape) const {
   std::vector<StageSpec> stages;
   for (const auto& sel : selectors_) stages.push_back(sel->stage());

@@ -73,6 +73,9 @@ class SelectorMethod {
   // Whether the stage only ever acts at end_prefill() (SnapKV: it compresses the prompt once):
   // without end_prefill (perplexity decode mode) it keeps everything.
   virtual bool acts_only_at_end_prefill() const { return false; }
+  // Whether the slots it keeps follow from the token count alone (StreamingLLM: the sinks and
+  // the window), so that a storage stage can promise exactly what it holds after its drops.
+  virtual bool keeps_slots_known_in_advance() const { return false; }
 
  private:
   StageSpec stage_;
@@ -90,6 +93,9 @@ class ChainMethod : public KVMethod {
                                            torch::ScalarType compute = torch::kFloat32,
                                            int64_t prompt_tokens = -1) const override;
   std::string effective_spec(const ModelShape& shape) const override;
+  // Exact when the storage's bytes depend only on the kept count, or when one selector keeps
+  // slots known in advance; an upper bound otherwise.
+  bool promise_is_exact() const override;
   const StorageMethod& storage() const { return *storage_; }
   bool storage_implicit() const { return storage_implicit_; }
 

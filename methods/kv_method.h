@@ -113,6 +113,10 @@ class KVMethod {
   // value_group when the head is narrower than its group). For the record: parameters derived
   // from the shape need not be accepted by the parser.
   virtual std::string effective_spec(const ModelShape& shape) const { return spec(); }
+  // Whether promised_memory() is exactly what a state holds (true), or an upper bound of its
+  // payload and of its total bytes (false: a chain whose storage's bytes after an eviction depend
+  // on which slots the selectors dropped, and those depend on the data).
+  virtual bool promise_is_exact() const { return true; }
   // Optional offline calibration; the default does nothing.
   virtual void calibrate(const CalibrationContext& ctx) {}
 };

@@ -70,6 +70,9 @@ class StorageMethod : public KVMethod {
   std::optional<MemoryUse> promised_memory(const ModelShape& shape, int64_t tokens,
                                            torch::ScalarType compute = torch::kFloat32,
                                            int64_t prompt_tokens = -1) const override;
+  // Whether layer_promise() stays exact whichever slots were dropped (full, int: bytes depend on
+  // the kept count only); KIVI's do not (its key groups and full-precision window).
+  virtual bool promise_exact_after_any_drops() const { return true; }
   // The stage as used on `shape` (KVMethod::effective_spec); default: stage().
   virtual StageSpec effective_stage(const ModelShape& shape) const { return stage_; }
   std::string effective_spec(const ModelShape& shape) const final {

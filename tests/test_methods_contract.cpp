@@ -121,14 +121,9 @@ TEST(MethodContract, ViewShapesAndPositionsStayConsistent) {
   }
 }
 
-// Whether a spec's promise is an upper bound rather than exact: a chain into KIVI whose drops
-// depend on the data where KIVI keeps per-token or per-group state (its full-precision recent
-// tokens, its key groups): KiviMethod::layer_promise. StreamingLLM's drops are known in advance.
-bool promise_is_a_bound(const std::string& spec) {
-  const std::vector<StageSpec> chain = canonicalize(spec);
-  if (chain.size() < 2 || chain.back().name != "kivi") return false;
-  return !(chain.size() == 2 && chain.front().name == "streaming");
-}
+// Whether a spec's promise is an upper bound rather than exact, as the method declares it
+// (KVMethod::promise_is_exact); the tests below check exact promises exactly and bounds as bounds.
+bool promise_is_a_bound(const std::string& spec) { return !make_method(spec)->promise_is_exact(); }
 
 // What a state holds against what its method promised: payload exact and metadata within 1%, or,
 // for chains whose promise is an upper bound (promise_is_a_bound), at most the promise.
@@ -141,6 +136,20 @@ void expect_holds_promise(const std::string& spec, const MemoryUse& got, const M
   EXPECT_EQ(got.payload_bytes, want.payload_bytes);
   EXPECT_NEAR(static_cast<double>(got.metadata_bytes), static_cast<double>(want.metadata_bytes),
               0.01 * static_cast<double>(want.metadata_bytes) + 1);
+}
+
+TEST(MethodContract, PromiseExactnessIsDeclaredByTheStages) {
+  // Every method alone, and chains into storage whose bytes depend on the kept count only.
+  for (const MethodEntry& e : method_registry())
+    for (const std::string& spec : e.contract.examples)
+      EXPECT_TRUE(make_method(spec)->promise_is_exact()) << spec;
+  for (const char* spec : {"h2o(budget=128)+int(bits=4)", "snapkv(budget=128)+h2o(budget=100)",
+                           "knorm(budget=64)+full(dtype=fp16)", "streaming(window=96)+kivi"})
+    EXPECT_TRUE(make_method(spec)->promise_is_exact()) << spec;
+  // KIVI after a data-dependent selector, or after more than one selector.
+  for (const char* spec : {"h2o(budget=128)+kivi", "snapkv(budget=256)+kivi(bits=2)",
+                           "streaming(window=100)+h2o(budget=64)+kivi"})
+    EXPECT_FALSE(make_method(spec)->promise_is_exact()) << spec;
 }
 
 TEST(MethodContract, MemoryMatchesThePromiseAt1KAnd4K) {

@@ -121,6 +121,7 @@ TEST(MethodsCommand, DescribeGivesCanonicalSpecAndBitsPerToken) {
   ASSERT_EQ(r.code, 0) << r.err;
   // 30 layers x 3 KV heads x 64 x (K+V) x 16 bits = 184320 bits per token.
   EXPECT_NE(r.out.find("bits per token:  184320.0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("promise:         exact"), std::string::npos) << r.out;
   r = test::run_kvbench("methods --describe 'kivi(bits=2)' --json --tokens 4096");
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);

@@ -55,6 +55,7 @@ class StreamingSelector : public SelectorMethod {
   int64_t promised_slots(int64_t tokens, int64_t /*prompt*/) const override {
     return std::min(tokens, sink_ + window_);
   }
+  bool keeps_slots_known_in_advance() const override { return true; }
   // Exactly the first `sink` and the last `window` tokens once more than sink + window were seen.
   int64_t promised_kept_in(int64_t tokens, int64_t /*prompt*/, int64_t from,
                            int64_t to) const override {

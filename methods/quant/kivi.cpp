@@ -535,6 +535,7 @@ class KiviMethod : public StorageMethod {
     return std::make_unique<KiviStore>(shape, bits_, group_, value_group(shape.head_dim),
                                        residual_);
   }
+  bool promise_exact_after_any_drops() const override { return false; }
 
   // Without drops, exact: floor(S/R)*R keys and max(0, S-R) values quantized. With drops (a
   // chain), by KIVI's rule in token time (top of the file): the full-precision keys are the kept

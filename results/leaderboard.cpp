@@ -42,21 +42,6 @@ struct Section {
   }
 };
 
-// "k=v, ..." of the fields of `mine` that differ in (or are absent from) one of `others`.
-std::string params_label(const json& mine, const std::vector<const json*>& others) {
-  std::set<std::string> keys;
-  for (const json* o : others)
-    for (const json* a : {&mine, o})
-      for (const auto& [k, v] : a->items())
-        if (!mine.contains(k) || !o->contains(k) || mine[k] != (*o)[k]) keys.insert(k);
-  std::string out;
-  for (const auto& k : keys)
-    if (mine.contains(k))
-      out += (out.empty() ? "" : ", ") + k + "=" +
-             (mine[k].is_string() ? mine[k].get<std::string>() : mine[k].dump());
-  return out;
-}
-
 // What a section shows: its suite's layout, or for a suite this build does not know, its mean
 // score (higher is better) and no charts beyond the Pareto plot.
 struct Layout {

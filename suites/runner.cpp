@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -69,11 +70,26 @@ std::vector<Cell> plan(const SuiteConfig& cfg, int shard_index, int shard_count)
 }  // namespace
 
 std::string summary_table(const std::vector<nlohmann::json>& records) {
+  // Runs of one suite on one dataset with other params (perplexity in decode and in prefill
+  // mode) are told apart by those params, as the leaderboard's sections are.
+  std::map<std::string, std::vector<const nlohmann::json*>> params_of;  // by "suite|dataset"
+  for (const auto& r : records) {
+    auto& v = params_of[r["suite"].get<std::string>() + "|" + r["dataset"].get<std::string>()];
+    if (std::none_of(v.begin(), v.end(), [&](const auto* p) { return *p == r["params"]; }))
+      v.push_back(&r["params"]);
+  }
   std::vector<std::vector<std::string>> rows{{"suite", "model", "dataset", "method", "result"}};
-  for (const auto& r : records)
+  for (const auto& r : records) {
+    std::string dataset = r["dataset"].get<std::string>();
+    const auto& runs = params_of[r["suite"].get<std::string>() + "|" + dataset];
+    std::vector<const nlohmann::json*> others;
+    for (const auto* p : runs)
+      if (*p != r["params"]) others.push_back(p);
+    if (!others.empty()) dataset += " (" + params_label(r["params"], others) + ")";
     rows.push_back({r["suite"].get<std::string>(),
-                    fs::path(r["model"].get<std::string>()).filename().string(),
-                    r["dataset"].get<std::string>(), r["method"].get<std::string>(), headline(r)});
+                    fs::path(r["model"].get<std::string>()).filename().string(), dataset,
+                    r["method"].get<std::string>(), headline(r)});
+  }
   std::vector<size_t> w(5, 0);
   for (const auto& row : rows)
     for (size_t i = 0; i < 4; ++i) w[i] = std::max(w[i], row[i].size());

@@ -167,6 +167,10 @@ class Suite {
 // printf-style formatting of one number, for summary() and the leaderboard.
 std::string format_number(const char* format, double v);
 
+// The params that tell runs of one suite on one dataset apart: "k=v, ..." of the fields of `mine`
+// that differ in (or are absent from) one of `others` ("chunk=256, mode=prefill, prefix=768").
+std::string params_label(const nlohmann::json& mine, const std::vector<const nlohmann::json*>& others);
+
 // The reason a cell is not applicable (metrics "applicable": false), or nullopt.
 std::optional<std::string> not_applicable_reason(const nlohmann::json& metrics);
 

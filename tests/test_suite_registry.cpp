@@ -14,6 +14,7 @@
 #include "suites/config.h"
 #include "suites/perplexity.h"
 #include "suites/registry.h"
+#include "suites/runner.h"
 #include "tests/suite_test_util.h"
 
 namespace kvb {
@@ -72,6 +73,22 @@ TEST(SuiteRegistry, SummaryLinesAreTheProgressLinesOfEachSuite) {
   EXPECT_EQ(suite("niah").summary({{"score", 0.25}}), "score 0.250");
   EXPECT_EQ(suite("scbench").summary({{"score", 0.5}, {"turn_scores", {1.0, 0.0}}}),
             "score 0.500  turns [1.00 0.00]");
+}
+
+TEST(SuiteRegistry, SummaryTableTellsRunsOfOneSuiteAndDatasetApartByTheirParams) {
+  auto rec = [](const std::string& dataset, const json& params, double score) {
+    return json{{"suite", "niah"},       {"model", "models/m"}, {"dataset", dataset},
+                {"method", "full"},      {"params", params},   {"metrics", {{"score", score}}}};
+  };
+  const json a{{"depths", 3}, {"max_new_tokens", 10}}, b{{"depths", 5}, {"max_new_tokens", 10}};
+  const std::string t =
+      summary_table({rec("prose", a, 0.5), rec("prose", b, 0.25), rec("essays", a, 1.0)});
+  EXPECT_NE(t.find("prose (depths=3)"), std::string::npos) << t;
+  EXPECT_NE(t.find("prose (depths=5)"), std::string::npos) << t;
+  // One run on a dataset: nothing to tell apart, the dataset's name alone.
+  EXPECT_EQ(t.find("essays ("), std::string::npos) << t;
+  EXPECT_NE(t.find("essays"), std::string::npos) << t;
+  EXPECT_EQ(t.find("max_new_tokens"), std::string::npos) << t;  // the same in every run
 }
 
 TEST(SuiteRegistry, CanonicalParamsFillDefaultsAndNameTheJsonPath) {

@@ -6,7 +6,9 @@
 #include <random>
 
 #include "common/check.h"
+#include "common/dtype.h"
 #include "common/hash.h"
+#include "methods/registry.h"
 #include "results/results_db.h"
 #include "suites/registry.h"
 
@@ -51,6 +53,10 @@ std::optional<CompareInterval> paired_interval(const std::string& metric, const 
   return CompareInterval{delta - half, delta + half};
 }
 
+std::string spec_in_dtype(const std::string& spec, const std::string& dtype) {
+  return make_method(spec, parse_dtype(dtype))->spec();
+}
+
 CompareCells load_compare_cells(const ResultsDb& db, const std::string& run_id,
                                 const std::string& only_spec) {
   CompareCells out;
@@ -59,8 +65,11 @@ CompareCells load_compare_cells(const ResultsDb& db, const std::string& run_id,
            "FROM cells c JOIN models m ON m.id = c.model_id JOIN methods me ON me.id = "
            "c.method_id JOIN datasets d ON d.id = c.dataset_id WHERE c.run_id = ? ORDER BY c.id",
            {run_id})) {
-    if (!only_spec.empty() && r[3] != only_spec) continue;
-    CompareCell c{r[1], r[3], json::parse(r[6]), {}};
+    json record = json::parse(r[6]);
+    if (!only_spec.empty() &&
+        r[3] != spec_in_dtype(only_spec, record.value("dtype", std::string("fp32"))))
+      continue;
+    CompareCell c{r[1], r[3], std::move(record), {}};
     for (auto& s :
          db.query("SELECT idx, turn, input_hash, score FROM samples WHERE cell_id = ?", {r[0]}))
       c.samples[s[0] + "/" + s[1] + "/" + s[2]] = std::stod(s[3]);

@@ -27,8 +27,14 @@ struct CompareCell {
 // By match key: suite|model weights hash|spec (or "*")|dataset content hash|params.
 using CompareCells = std::map<std::string, CompareCell>;
 
-// The cells of run `run_id` of `db`; with `only_spec` set, that method's cells only, matched
-// without their spec (so two methods' cells pair up).
+// The cells of run `run_id` of `db`; with `only_spec` set (any spelling), that method's cells
+// only, matched without their spec (so two methods' cells pair up). A cell's method matches when
+// `only_spec` canonicalized in the cell's dtype is its spec (spec_in_dtype).
+// The canonical spec of `spec` in a run of compute dtype `dtype` ("fp32", "bf16", ...): `full`
+// and the store of a selector used alone hold the run's dtype, so a bare `h2o(budget=8)` is
+// `h2o(budget=8,recent=4)+full(dtype=bf16)` in a bf16 run. kvb::InputError on a bad spec.
+std::string spec_in_dtype(const std::string& spec, const std::string& dtype);
+
 CompareCells load_compare_cells(const ResultsDb& db, const std::string& run_id,
                                 const std::string& only_spec);
 

@@ -12,6 +12,7 @@
 
 #include "common/check.h"
 #include "methods/registry.h"
+#include "results/compare.h"
 #include "results/results_db.h"
 #include "results/svg_chart.h"
 #include "suites/registry.h"
@@ -393,8 +394,16 @@ constexpr const char* kSortScript = R"js(
 LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
   const ResultsDb db(opt.db);
   const std::string run = opt.run.empty() ? "" : db.resolve_run(opt.run);
-  std::set<std::string> wanted;
-  for (const auto& spec : opt.methods) wanted.insert(make_method(spec)->spec());
+  // The methods asked for, in any spelling: a cell is one of them when the spec canonicalized in
+  // the cell's dtype is the cell's method (spec_in_dtype); errors name the fp32 spelling.
+  std::map<std::string, bool> wanted;  // fp32 canonical spec -> a cell of it was found
+  for (const auto& spec : opt.methods) wanted[make_method(spec)->spec()] = false;
+  auto is_wanted = [&](const std::string& method, const std::string& dtype) {
+    bool any = false;
+    for (auto& [spec, found] : wanted)
+      if (spec_in_dtype(spec, dtype) == method) any = found = true;
+    return any;
+  };
 
   std::vector<Cell> cells;
   for (auto& r : db.query(
@@ -406,7 +415,8 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
                "LEFT JOIN memory mem ON mem.cell_id = c.id" +
                (run.empty() ? "" : " WHERE c.run_id = ?") + " ORDER BY c.id",
            run.empty() ? std::vector<std::string>{} : std::vector<std::string>{run})) {
-    if (!wanted.empty() && !wanted.count(r[6])) continue;
+    const json record = json::parse(r[7]);
+    if (!wanted.empty() && !is_wanted(r[6], record.value("dtype", std::string("fp32")))) continue;
     Cell c;
     c.id = std::stoll(r[0]);
     c.run = run_label(r[1], r[2]);
@@ -415,7 +425,6 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
     c.model_path = r[5];
     c.model = std::filesystem::path(r[5]).filename().string();
     c.method = r[6];
-    const json record = json::parse(r[7]);
     c.metrics = record.value("metrics", json::object());
     c.params = record.value("params", json::object());
     c.not_applicable = not_applicable_reason(c.metrics);
@@ -424,10 +433,8 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
     if (promised && tokens && *tokens > 0) c.promised_bits = 8 * *promised / *tokens;
     cells.push_back(std::move(c));
   }
-  for (const auto& m : wanted)
-    KVB_INPUT_CHECK(
-        std::any_of(cells.begin(), cells.end(), [&](const Cell& c) { return c.method == m; }),
-        opt.db, ": no cells of method '", m, "'",
+  for (const auto& [m, found] : wanted)
+    KVB_INPUT_CHECK(found, opt.db, ": no cells of method '", m, "'",
         opt.run.empty() ? "" : " in run '" + opt.run + "'");
 
   // Sections: the suites in registry order (then any other suite), each by dataset.
@@ -522,7 +529,7 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
                       (run.empty() ? "every run" : "run " + opt.run);
   if (!wanted.empty()) {
     scope += " · methods:";
-    for (const auto& m : wanted) scope += " " + m;
+    for (const auto& [m, found] : wanted) scope += " " + m;
   }
   LeaderboardPages p;
   p.html = std::string(

@@ -34,6 +34,38 @@ class ResultsCompare : public ::testing::Test {
   test::TempDir dir_;
 };
 
+// In a bf16 run `full` and a selector's store hold bf16, and their specs say so
+// ("streaming(sink=2,window=24)+full(dtype=bf16)"); report and compare still take the spec as a
+// user writes it.
+TEST_F(ResultsCompare, Bf16CellsAreFoundByTheSpecAsWritten) {
+  json config = test::small_suite_config(
+      dir_, {.seed = 3, .methods = {"full", "streaming(sink=2,window=24)"},
+             .niah_depths = {0.0, 1.0}});
+  config["dtype"] = "bf16";
+  write_file(dir_.path("bf16.json"), config.dump(2));
+  ASSERT_EQ(run("bf16.json", "a").code, 0);
+  const std::string page = dir_.path("p.html");
+  auto r = test::run_kvbench("report --db " + test::q(db()) +
+                             " --methods 'streaming(window=24,sink=2)' --out " + test::q(page));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string html = test::slurp(page);
+  EXPECT_NE(html.find("streaming(sink=2,window=24)+full(dtype=bf16)"), std::string::npos);
+  // Only the chosen method: `full(dtype=bf16)` appears only as the streaming cells' store.
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = html.find(what); at != std::string::npos; at = html.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_GT(count("+full(dtype=bf16)"), 0u);
+  EXPECT_EQ(count("full(dtype=bf16)"), count("+full(dtype=bf16)"));
+  r = compare("--baseline a --candidate a --baseline-method full --candidate-method "
+              "'streaming(sink=2,window=24)'");
+  EXPECT_NE(r.code, 2) << r.out << r.err;
+  EXPECT_NE(r.out.find("full(dtype=bf16) → streaming(sink=2,window=24)+full(dtype=bf16)"),
+            std::string::npos)
+      << r.out;
+}
+
 TEST_F(ResultsCompare, SameSuiteAndSeedTwiceIsNoRegression) {
   ASSERT_EQ(run("base.json", "a").code, 0);
   ASSERT_EQ(run("base.json", "b").code, 0);

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "datasets/loader.h"
 #include "harness/model/model.h"
@@ -25,20 +26,31 @@ namespace kvb {
 namespace {
 namespace fs = std::filesystem;
 
-TEST(RefModelChains, EvictionThenKiviAddsTheirErrorsInsteadOfMultiplyingThem) {
+// The reference model and one window of the quick suite's prose (suites/configs/quick.json: 8000
+// words, suite seed 1), planned with `p`; nullopt when the weights are not in the checkout.
+struct QuickProse {
+  Model model;
+  PerplexityPlan plan;
+};
+std::optional<QuickProse> quick_prose(const PerplexityParams& p) {
   const std::string dir = test::source_path("models/kvb-ref-s");
-  if (!fs::exists(fs::path(dir) / "model.safetensors"))
-    GTEST_SKIP() << "models/kvb-ref-s/model.safetensors not committed";
-  const auto t0 = std::chrono::steady_clock::now();
-  const Model model = Model::load(dir);
+  if (!fs::exists(fs::path(dir) / "model.safetensors")) return std::nullopt;
   const auto tok = load_tokenizer(dir + "/tokenizer.json");
-  // The quick suite's prose dataset (suites/configs/quick.json: 8000 words, suite seed 1).
   const Dataset prose = load_dataset({{"type", "prose"}, {"words", 8000}}, 1);
+  return QuickProse{Model::load(dir),
+                    plan_perplexity(tokenize_for_perplexity(*tok, prose.text, p), p)};
+}
+
+TEST(RefModelChains, EvictionThenKiviAddsTheirErrorsInsteadOfMultiplyingThem) {
+  const auto t0 = std::chrono::steady_clock::now();
   PerplexityParams p;
   p.ctx = 1024;
   p.chunk = 1;
   p.max_windows = 1;
-  const PerplexityPlan plan = plan_perplexity(tokenize_for_perplexity(*tok, prose.text, p), p);
+  const auto q = quick_prose(p);
+  if (!q) GTEST_SKIP() << "models/kvb-ref-s/model.safetensors not committed";
+  const Model& model = q->model;
+  const PerplexityPlan& plan = q->plan;
   ASSERT_EQ(plan.windows.size(), 1u);
   ASSERT_EQ(static_cast<int64_t>(plan.windows[0].input.size()), 1024);
   const PerplexityReference ref = compute_perplexity_reference(model, *make_method("full"), plan);
@@ -65,19 +77,16 @@ TEST(RefModelChains, EvictionThenKiviAddsTheirErrorsInsteadOfMultiplyingThem) {
 // last 256 tokens one at a time, as the quick suite's prefill run): it compresses (KL > 0) and
 // holds no more than it promised for that prompt and those decoded tokens (within 1%).
 TEST(RefModelChains, SnapKvAtAnEighthInPrefillModeCompressesAndKeepsItsPromise) {
-  const std::string dir = test::source_path("models/kvb-ref-s");
-  if (!fs::exists(fs::path(dir) / "model.safetensors"))
-    GTEST_SKIP() << "models/kvb-ref-s/model.safetensors not committed";
-  const Model model = Model::load(dir);
-  const auto tok = load_tokenizer(dir + "/tokenizer.json");
-  const Dataset prose = load_dataset({{"type", "prose"}, {"words", 8000}}, 1);
   PerplexityParams p;
   p.ctx = 1024;
   p.chunk = 256;
   p.max_windows = 1;
   p.mode = "prefill";
   p.prefix = 768;
-  const PerplexityPlan plan = plan_perplexity(tokenize_for_perplexity(*tok, prose.text, p), p);
+  const auto q = quick_prose(p);
+  if (!q) GTEST_SKIP() << "models/kvb-ref-s/model.safetensors not committed";
+  const Model& model = q->model;
+  const PerplexityPlan& plan = q->plan;
   const PerplexityReference ref = compute_perplexity_reference(model, *make_method("full"), plan);
   const auto snap = make_method("snapkv(budget=128)");
   const PerplexityResult r = run_perplexity_pass(model, *snap, ref, plan);

@@ -18,6 +18,7 @@
 #include "cli/results_cmd.h"
 #include "cli/run_cmd.h"
 #include "common/check.h"
+#include "common/error_text.h"
 #include "trainer/trainer.h"
 
 int main(int argc, char** argv) {
@@ -203,8 +204,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // CLI11's own printer adds a second line ("Run with --help ..."); errors are one line.
+    std::fprintf(stderr, "kvbench: error: %s (see --help)\n", kvb::one_line(e.what()).c_str());
+    return 2;
   }
   try {
     if (gen->parsed()) return run_generate(ga);
@@ -230,13 +233,14 @@ int main(int argc, char** argv) {
       return kvb::train_model_process_per_phase(train_config, train_out, tro);
     }
   } catch (const kvb::InputError& e) {
-    std::fprintf(stderr, "kvbench: error: %s\n", e.what());
+    std::fprintf(stderr, "kvbench: error: %s\n", kvb::one_line(e.what()).c_str());
     return 2;
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "kvbench: internal error: %s\n", e.what_without_backtrace());
+    std::fprintf(stderr, "kvbench: internal error: %s\n",
+                 kvb::one_line(e.what_without_backtrace()).c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvbench: internal error: %s\n", e.what());
+    std::fprintf(stderr, "kvbench: internal error: %s\n", kvb::one_line(e.what()).c_str());
     return 1;
   }
   return 0;

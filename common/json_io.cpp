@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/json_reader.h"
 
 namespace kvb {
 
@@ -17,17 +18,7 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-nlohmann::json read_json_file(const std::string& path) {
-  std::string text = read_file(path);
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    std::string msg = e.what();
-    // nlohmann messages look like "[json.exception.parse_error.101] parse error at line 1, ...".
-    auto p = msg.find("] ");
-    throw InputError(path + ": invalid JSON: " + (p == std::string::npos ? msg : msg.substr(p + 2)));
-  }
-}
+nlohmann::json read_json_file(const std::string& path) { return read_json_input(path); }
 
 void write_file(const std::string& path, const std::string& text) {
   std::string tmp = path + ".tmp";

@@ -7,7 +7,8 @@
 
 namespace kvb {
 
-// Reads and parses `path`; kvb::InputError "<path>: ..." when missing or not valid JSON.
+// Reads and parses `path` through read_json_input (common/json_reader.h): kvb::InputError
+// "<path>: ..." when missing, not valid JSON, too deep, or with a duplicate key.
 nlohmann::json read_json_file(const std::string& path);
 // Reads a whole file as bytes; kvb::InputError "<path>: cannot open" when unreadable.
 std::string read_file(const std::string& path);

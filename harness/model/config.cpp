@@ -1,135 +1,148 @@
 #include "harness/model/config.h"
 
 #include <filesystem>
+#include <limits>
 
 #include "common/check.h"
-#include "common/json_io.h"
+#include "common/error_text.h"
+#include "common/json_reader.h"
 
 namespace kvb {
 namespace {
 
 using nlohmann::json;
 
-int64_t get_int(const json& j, const char* key, const std::string& where, int64_t def = -1) {
-  if (!j.contains(key) || j[key].is_null()) {
-    KVB_INPUT_CHECK(def >= 0, where, ": missing required field '", key, "'");
-    return def;
-  }
-  KVB_INPUT_CHECK(j[key].is_number_integer(), where, ": field '", key, "' must be an integer, got ",
-                  j[key].dump());
-  int64_t v = j[key].get<int64_t>();
-  KVB_INPUT_CHECK(v >= 0, where, ": field '", key, "' must be non-negative, got ", v);
-  return v;
-}
-
-double get_num(const json& j, const char* key, const std::string& where, double def) {
-  if (!j.contains(key) || j[key].is_null()) return def;
-  KVB_INPUT_CHECK(j[key].is_number(), where, ": field '", key, "' must be a number, got ",
-                  j[key].dump());
-  return j[key].get<double>();
-}
-
-bool get_bool(const json& j, const char* key, const std::string& where, bool def) {
-  if (!j.contains(key) || j[key].is_null()) return def;
-  KVB_INPUT_CHECK(j[key].is_boolean(), where, ": field '", key, "' must be true or false, got ",
-                  j[key].dump());
-  return j[key].get<bool>();
-}
-
-std::vector<int64_t> get_ids(const json& j, const char* key, const std::string& where) {
+// bos_token_id / eos_token_id: an id, a list of ids, or null; each in [0, vocab_size).
+std::vector<int64_t> read_ids(const JsonNode& obj, const char* key, int64_t vocab_size) {
   std::vector<int64_t> out;
-  if (!j.contains(key) || j[key].is_null()) return out;
-  const json& v = j[key];
-  if (v.is_number_integer()) return {v.get<int64_t>()};
-  KVB_INPUT_CHECK(v.is_array(), where, ": field '", key, "' must be an integer or a list");
-  for (const auto& e : v) {
-    KVB_INPUT_CHECK(e.is_number_integer(), where, ": field '", key, "' holds a non-integer");
-    out.push_back(e.get<int64_t>());
+  auto v = obj.find(key);
+  if (!v) return out;
+  if (v->is_array()) {
+    if (v->size() > 64) v->fail("more than 64 token ids");
+    return v->integers(0, vocab_size - 1);
   }
-  return out;
+  if (!v->is_number()) {
+    v->expected("a token id in [0, " + std::to_string(vocab_size - 1) + "] or a list of them");
+  }
+  return {v->integer(0, vocab_size - 1)};
+}
+
+// A string naming something kvbench implements: "<path>: \"x\" is not supported (a, b)".
+std::string supported(const JsonNode& v, std::initializer_list<std::string_view> choices) {
+  const std::string s = v.str();
+  std::string list;
+  for (auto c : choices) {
+    if (s == c) return s;
+    list += (list.empty() ? "" : ", ") + std::string(c);
+  }
+  v.fail(quote_input(s) + " is not supported (" + list + ")");
 }
 
 }  // namespace
 
 ModelConfig parse_model_config(const json& j, const std::string& where) {
-  KVB_INPUT_CHECK(j.is_object(), where, ": expected a JSON object");
+  const JsonNode root(j, where);
+  root.object();
   ModelConfig c;
-  KVB_INPUT_CHECK(j.contains("architectures") && j["architectures"].is_array() &&
-                      !j["architectures"].empty() && j["architectures"][0].is_string(),
-                  where, ": missing 'architectures' (a list with the model class name)");
-  c.architecture = j["architectures"][0].get<std::string>();
-  static const char* kKnown[] = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                                 "Qwen3ForCausalLM"};
-  bool known = false;
-  for (const char* k : kKnown) known |= c.architecture == k;
-  KVB_INPUT_CHECK(known, where, ": architecture '", c.architecture,
-                  "' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                  "Qwen3ForCausalLM)");
-  c.model_type = j.value("model_type", std::string());
-  c.vocab_size = get_int(j, "vocab_size", where);
-  c.hidden_size = get_int(j, "hidden_size", where);
-  c.intermediate_size = get_int(j, "intermediate_size", where);
-  c.n_layers = get_int(j, "num_hidden_layers", where);
-  c.n_heads = get_int(j, "num_attention_heads", where);
-  c.n_kv_heads = get_int(j, "num_key_value_heads", where, c.n_heads);
-  KVB_INPUT_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.intermediate_size > 0 &&
-                      c.n_layers > 0 && c.n_heads > 0 && c.n_kv_heads > 0,
-                  where, ": sizes must be positive");
-  KVB_INPUT_CHECK(c.n_heads % c.n_kv_heads == 0, where, ": num_attention_heads (", c.n_heads,
-                  ") is not a multiple of num_key_value_heads (", c.n_kv_heads, ")");
-  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
-    c.head_dim = get_int(j, "head_dim", where);
-  } else {
-    KVB_INPUT_CHECK(c.hidden_size % c.n_heads == 0, where, ": hidden_size (", c.hidden_size,
-                    ") is not a multiple of num_attention_heads (", c.n_heads, ")");
-    c.head_dim = c.hidden_size / c.n_heads;
+  const JsonNode archs = root.at("architectures");
+  if (!archs.is_array() || archs.size() == 0) {
+    archs.expected("a list with the model class name");
   }
-  KVB_INPUT_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0, where, ": head_dim must be positive and even, got ",
-                  c.head_dim);
-  c.max_position = get_int(j, "max_position_embeddings", where, 2048);
-  c.rms_eps = get_num(j, "rms_norm_eps", where, 1e-6);
-  c.rope_theta = get_num(j, "rope_theta", where, 10000.0);
-  KVB_INPUT_CHECK(c.rms_eps > 0 && c.rope_theta > 0, where, ": rms_norm_eps and rope_theta must be positive");
-  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", where, false);
-  c.qk_norm = c.architecture == "Qwen3ForCausalLM";
-  c.attention_bias = c.architecture == "Qwen2ForCausalLM" || get_bool(j, "attention_bias", where, false);
-  if (j.contains("sliding_window") && j["sliding_window"].is_number_integer())
-    c.sliding_window = j["sliding_window"].get<int64_t>();
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    const json& rs = j["rope_scaling"];
-    KVB_INPUT_CHECK(rs.is_object(), where, ": rope_scaling must be an object");
-    std::string type = rs.value("rope_type", rs.value("type", std::string()));
-    KVB_INPUT_CHECK(type == "llama3" || type == "linear" || type == "default", where,
-                    ": rope_scaling type '", type, "' is not supported (llama3, linear)");
-    if (type != "default") {
-      c.rope_scaling.type = type;
-      c.rope_scaling.factor = get_num(rs, "factor", where, 1.0);
-      KVB_INPUT_CHECK(c.rope_scaling.factor > 0, where, ": rope_scaling.factor must be positive");
-      c.rope_scaling.low_freq_factor = get_num(rs, "low_freq_factor", where, 1.0);
-      c.rope_scaling.high_freq_factor = get_num(rs, "high_freq_factor", where, 4.0);
-      c.rope_scaling.original_max_position =
-          get_int(rs, "original_max_position_embeddings", where, 8192);
+  c.architecture = supported(
+      archs[0], {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"});
+  if (auto mt = root.find("model_type")) {
+    c.model_type = supported(*mt, {"llama", "mistral", "qwen2", "qwen3"});
+  }
+  // The MLP is SiLU-gated; any other activation would run as SiLU and give wrong logits.
+  if (auto act = root.find("hidden_act")) supported(*act, {"silu", "swish"});
+  if (root.boolean("mlp_bias", false)) {
+    root.at("mlp_bias").expected("false (MLP biases are not implemented)");
+  }
+  if (root.boolean("use_sliding_window", false)) {
+    root.at("use_sliding_window").expected("false (sliding-window attention is not implemented)");
+  }
+  c.vocab_size = root.at("vocab_size").integer(1, kMaxVocab);
+  c.hidden_size = root.at("hidden_size").integer(1, kMaxHidden);
+  c.intermediate_size = root.at("intermediate_size").integer(1, kMaxIntermediate);
+  c.n_layers = root.at("num_hidden_layers").integer(1, kMaxLayers);
+  c.n_heads = root.at("num_attention_heads").integer(1, kMaxHeads);
+  c.n_kv_heads = root.integer("num_key_value_heads", c.n_heads, 1, kMaxHeads);
+  if (c.n_heads % c.n_kv_heads != 0) {
+    root.at("num_key_value_heads")
+        .fail(detail::concat("num_attention_heads (", c.n_heads,
+                             ") is not a multiple of num_key_value_heads (", c.n_kv_heads, ")"));
+  }
+  if (auto hd = root.find("head_dim")) {
+    c.head_dim = hd->integer(2, kMaxHeadDim);
+    if (c.head_dim % 2 != 0) hd->expected("an even head_dim (RoPE rotates pairs)");
+  } else {
+    if (c.hidden_size % c.n_heads != 0) {
+      root.at("hidden_size")
+          .fail(detail::concat(c.hidden_size, " is not a multiple of num_attention_heads (",
+                               c.n_heads, ") and there is no head_dim"));
+    }
+    c.head_dim = c.hidden_size / c.n_heads;
+    if (c.head_dim < 2 || c.head_dim > kMaxHeadDim || c.head_dim % 2 != 0) {
+      root.at("hidden_size")
+          .fail(detail::concat("hidden_size / num_attention_heads = ", c.head_dim,
+                               " is not an even head dimension in [2, ", kMaxHeadDim, "]"));
     }
   }
-  c.bos_ids = get_ids(j, "bos_token_id", where);
-  c.eos_ids = get_ids(j, "eos_token_id", where);
-  c.torch_dtype = j.value("torch_dtype", std::string("float32"));
+  c.max_position = root.integer("max_position_embeddings", 2048, 1, kMaxPosition);
+  c.rms_eps = root.number("rms_norm_eps", 1e-6, 1e-12, 1.0);
+  c.rope_theta = root.number("rope_theta", 10000.0, 1.0, 1e12);
+  c.tie_word_embeddings = root.boolean("tie_word_embeddings", false);
+  c.qk_norm = c.architecture == "Qwen3ForCausalLM";
+  // Qwen2 always has q/k/v biases, whatever attention_bias says (as in HF's Qwen2Attention).
+  const bool attention_bias = root.boolean("attention_bias", false);
+  c.attention_bias = c.architecture == "Qwen2ForCausalLM" || attention_bias;
+  c.sliding_window = root.integer("sliding_window", 0, 0, std::numeric_limits<int32_t>::max());
+  if (auto rs = root.find("rope_scaling")) {
+    rs->object();
+    std::string type;
+    if (auto t = rs->find("rope_type")) {
+      type = supported(*t, {"default", "linear", "llama3"});
+    } else {
+      type = supported(rs->at("type"), {"default", "linear", "llama3"});
+    }
+    if (type != "default") {
+      c.rope_scaling.type = type;
+      c.rope_scaling.factor = rs->number("factor", 1.0, 1e-6, 1e6);
+      if (type == "llama3") {
+        c.rope_scaling.low_freq_factor = rs->number("low_freq_factor", 1.0, 1e-6, 1e6);
+        c.rope_scaling.high_freq_factor = rs->number("high_freq_factor", 4.0, 1e-6, 1e6);
+        if (!(c.rope_scaling.low_freq_factor < c.rope_scaling.high_freq_factor)) {
+          rs->fail(detail::concat("low_freq_factor (", c.rope_scaling.low_freq_factor,
+                                  ") must be below high_freq_factor (",
+                                  c.rope_scaling.high_freq_factor, ")"));
+        }
+        c.rope_scaling.original_max_position =
+            rs->integer("original_max_position_embeddings", 8192, 1, kMaxPosition);
+      }
+    }
+  }
+  c.bos_ids = read_ids(root, "bos_token_id", c.vocab_size);
+  c.eos_ids = read_ids(root, "eos_token_id", c.vocab_size);
+  c.torch_dtype = root.str("torch_dtype", "float32");
   return c;
 }
 
 ModelConfig load_model_config(const std::string& model_dir) {
   namespace fs = std::filesystem;
-  KVB_INPUT_CHECK(fs::is_directory(model_dir), model_dir, ": not a model directory");
+  std::error_code ec;
+  KVB_INPUT_CHECK(fs::is_directory(model_dir, ec), model_dir, ": not a model directory");
   std::string path = (fs::path(model_dir) / "config.json").string();
-  KVB_INPUT_CHECK(fs::exists(path), path, ": missing (an HF model directory needs config.json)");
-  ModelConfig c = parse_model_config(read_json_file(path), path);
+  KVB_INPUT_CHECK(fs::exists(path, ec), path,
+                  ": missing (an HF model directory needs config.json)");
+  ModelConfig c = parse_model_config(read_json_input(path), path);
   std::string gen = (fs::path(model_dir) / "generation_config.json").string();
-  if (fs::exists(gen)) {
-    json g = read_json_file(gen);
-    KVB_INPUT_CHECK(g.is_object(), gen, ": expected a JSON object");
-    auto eos = get_ids(g, "eos_token_id", gen);
+  if (fs::exists(gen, ec)) {
+    const json g = read_json_input(gen);
+    const JsonNode node(g, gen);
+    node.object();
+    auto eos = read_ids(node, "eos_token_id", c.vocab_size);
     if (!eos.empty()) c.eos_ids = eos;
-    auto bos = get_ids(g, "bos_token_id", gen);
+    auto bos = read_ids(node, "bos_token_id", c.vocab_size);
     if (!bos.empty()) c.bos_ids = bos;
   }
   return c;

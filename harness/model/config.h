@@ -9,6 +9,49 @@
 
 namespace kvb {
 
+// Limits on a model's config.json (and on a llama2.c checkpoint header, which becomes one). Each
+// is refused with one kvb::InputError line naming the file and the field, before anything is
+// allocated from it:
+//
+//   field                          allowed                       why
+//   vocab_size                     [1, 1048576] (2^20)           kMaxVocab
+//   hidden_size                    [1, 65536]                    kMaxHidden
+//   intermediate_size              [1, 262144] (2^18)            kMaxIntermediate
+//   num_hidden_layers              [1, 1024]                     kMaxLayers
+//   num_attention_heads            [1, 1024]                     kMaxHeads
+//   num_key_value_heads            [1, 1024], divides num_attention_heads
+//   head_dim (or hidden/heads)     [2, 1024], even               kMaxHeadDim; when absent,
+//                                                                hidden_size % heads == 0
+//   max_position_embeddings        [1, 16777216] (2^24)          kMaxPosition
+//   rope_theta                     [1, 1e12]
+//   rms_norm_eps                   [1e-12, 1]
+//   rope_scaling                   null, or type default | linear | llama3 (others refused);
+//     factor                       [1e-6, 1e6]
+//     low_freq_factor < high_freq_factor, each in [1e-6, 1e6] (llama3)
+//     original_max_position_embeddings [1, 2^24] (llama3)
+//   bos_token_id / eos_token_id    an id or a list of at most 64, each in [0, vocab_size)
+//   architectures                  [LlamaForCausalLM | MistralForCausalLM | Qwen2ForCausalLM |
+//                                   Qwen3ForCausalLM, ...]: the first one is used
+//   model_type                     llama | mistral | qwen2 | qwen3 (or absent)
+//   hidden_act                     silu (or its alias swish), or absent: the MLP is SiLU-gated
+//   mlp_bias                       false or absent (MLP biases are not implemented)
+//   use_sliding_window             false or absent (Qwen2's sliding-window layers are not
+//                                  implemented)
+//   tie_word_embeddings, attention_bias   booleans
+//   sliding_window                 null or [0, 2^31 - 1] (informational: attention is full)
+//
+// With these, every tensor the config implies has fewer than 2^40 elements and every product
+// the model computes from the sizes fits in int64. The weights themselves are bounded by the
+// safetensors files they are read from: a tensor's shape is compared with the config's before
+// it is allocated.
+inline constexpr int64_t kMaxVocab = int64_t{1} << 20;
+inline constexpr int64_t kMaxHidden = 65536;
+inline constexpr int64_t kMaxIntermediate = int64_t{1} << 18;
+inline constexpr int64_t kMaxLayers = 1024;
+inline constexpr int64_t kMaxHeads = 1024;
+inline constexpr int64_t kMaxHeadDim = 1024;
+inline constexpr int64_t kMaxPosition = int64_t{1} << 24;
+
 struct RopeScaling {
   std::string type;  // "" (none), "linear", "llama3"
   double factor = 1.0;
@@ -46,7 +89,8 @@ struct ModelConfig {
 };
 
 // Parses an HF config.json (and generation_config.json beside it when present).
-// Throws kvb::InputError "<path>: <problem>" on anything missing or inconsistent.
+// Throws kvb::InputError "<path>: <field>: <problem>" on anything missing, mistyped, out of the
+// limits above or inconsistent.
 ModelConfig load_model_config(const std::string& model_dir);
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& where);
 

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "common/check.h"
 #include "common/json_io.h"
@@ -21,28 +22,49 @@ torch::Tensor permute_rope_rows(const torch::Tensor& w, int64_t n_heads) {
 }  // namespace
 
 Model read_llama2c_checkpoint(const std::string& path) {
-  std::string bytes = read_file(path);
-  KVB_INPUT_CHECK(bytes.size() >= 28, path, ": too short for a llama2.c header (", bytes.size(),
+  // The header is checked against the limits of config.h and the file's size before the file is
+  // read: a corrupt header must not make us read or allocate anything large.
+  std::error_code ec;
+  KVB_INPUT_CHECK(std::filesystem::is_regular_file(path, ec), path,
+                  ": not a file (a llama2.c checkpoint .bin)");
+  const auto file_size = static_cast<int64_t>(std::filesystem::file_size(path, ec));
+  KVB_INPUT_CHECK(!ec, path, ": cannot read its size: ", ec.message());
+  KVB_INPUT_CHECK(file_size >= 28, path, ": too short for a llama2.c header (", file_size,
                   " bytes, need 28)");
   int32_t h[7];
-  std::memcpy(h, bytes.data(), sizeof(h));
+  {
+    std::ifstream in(path, std::ios::binary);
+    in.read(reinterpret_cast<char*>(h), sizeof(h));
+    KVB_INPUT_CHECK(in.good(), path, ": cannot read the llama2.c header");
+  }
   const int64_t dim = h[0], hidden = h[1], n_layers = h[2], n_heads = h[3], n_kv = h[4];
   const bool shared = h[5] > 0;
   const int64_t vocab = h[5] > 0 ? h[5] : -static_cast<int64_t>(h[5]);
   const int64_t seq_len = h[6];
-  KVB_INPUT_CHECK(dim > 0 && hidden > 0 && n_layers > 0 && n_heads > 0 && n_kv > 0 && vocab > 0 &&
-                      seq_len > 0 && dim < (1 << 16) && hidden < (1 << 18) && n_layers < 1024 &&
-                      vocab < (1 << 22) && seq_len < (1 << 22),
-                  path, ": implausible llama2.c header (dim ", dim, ", hidden ", hidden, ", layers ",
-                  n_layers, ", heads ", n_heads, ", kv heads ", n_kv, ", vocab ", vocab, ", seq_len ",
-                  seq_len, ")");
-  KVB_INPUT_CHECK(dim % n_heads == 0 && n_heads % n_kv == 0 && (dim / n_heads) % 2 == 0, path,
-                  ": heads do not divide dim (dim ", dim, ", heads ", n_heads, ", kv heads ", n_kv, ")");
+  const auto in_range = [](int64_t v, int64_t hi) { return v >= 1 && v <= hi; };
+  KVB_INPUT_CHECK(
+      in_range(dim, kMaxHidden) && in_range(hidden, kMaxIntermediate) &&
+          in_range(n_layers, kMaxLayers) && in_range(n_heads, kMaxHeads) &&
+          in_range(n_kv, kMaxHeads) && in_range(vocab, kMaxVocab) &&
+          in_range(seq_len, kMaxPosition),
+      path, ": implausible llama2.c header (dim ", dim, ", hidden ", hidden, ", layers ", n_layers,
+      ", heads ", n_heads, ", kv heads ", n_kv, ", vocab ", vocab, ", seq_len ", seq_len,
+      "; limits: dim <= ", kMaxHidden, ", hidden <= ", kMaxIntermediate, ", layers <= ", kMaxLayers,
+      ", heads <= ", kMaxHeads, ", vocab <= ", kMaxVocab, ", seq_len <= ", kMaxPosition, ")");
+  KVB_INPUT_CHECK(dim % n_heads == 0 && n_heads % n_kv == 0 && (dim / n_heads) % 2 == 0 &&
+                      dim / n_heads <= kMaxHeadDim,
+                  path, ": heads do not divide dim (dim ", dim, ", heads ", n_heads, ", kv heads ",
+                  n_kv, "; dim / heads must be an even head size <= ", kMaxHeadDim, ")");
   const int64_t hd = dim / n_heads, kv_dim = n_kv * hd;
-  const int64_t n_floats = vocab * dim + n_layers * (2 * dim + dim * dim + 2 * dim * kv_dim + dim * dim +
-                                                     3 * dim * hidden) +
-                           dim + seq_len * hd + (shared ? 0 : vocab * dim);
+  // Within the limits above every term is below 2^50: no overflow.
+  const int64_t n_floats =
+      vocab * dim +
+      n_layers * (2 * dim + dim * dim + 2 * dim * kv_dim + dim * dim + 3 * dim * hidden) + dim +
+      seq_len * hd + (shared ? 0 : vocab * dim);
   const int64_t expect = 28 + 4 * n_floats;
+  KVB_INPUT_CHECK(file_size == expect, path, ": size ", file_size,
+                  " bytes does not match its header (expected ", expect, ")");
+  std::string bytes = read_file(path);
   KVB_INPUT_CHECK(static_cast<int64_t>(bytes.size()) == expect, path, ": size ", bytes.size(),
                   " bytes does not match its header (expected ", expect, ")");
 

@@ -85,8 +85,12 @@ ModelShape Model::shape() const {
 }
 
 void Model::ensure_rope(int64_t max_pos) const {
-  if (cos_cache_.defined() && cos_cache_.size(0) >= max_pos) return;
-  int64_t n = std::max<int64_t>(max_pos, std::max<int64_t>(config_.max_position, 256));
+  const int64_t have = cos_cache_.defined() ? cos_cache_.size(0) : 0;
+  if (have >= max_pos) return;
+  // Grown on demand (doubling), not to max_position_embeddings at once: a config may declare
+  // 2^24 positions, and a table that long would take gigabytes. Row t is cos/sin(t * inv_freq)
+  // whatever the table's length, so the values do not depend on when it grew.
+  const int64_t n = std::max<int64_t>({max_pos, 2 * have, 256});
   torch::Tensor t = torch::arange(n, torch::kFloat32);               // [P]
   torch::Tensor freqs = torch::outer(t, inv_freq_);                   // [P, D/2] fp32
   torch::Tensor emb = torch::cat({freqs, freqs}, -1);                 // [P, D]

@@ -16,14 +16,13 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include "common/check.h"
+#include "common/json_reader.h"
 
 namespace kvb {
 
@@ -33,6 +32,7 @@ using nlohmann::json;
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the reference implementation's limit
 constexpr int kMaxJsonDepth = 64;                  // a valid header nests 3 levels deep
+constexpr size_t kMaxRank = 16;                    // dimensions of one tensor's shape
 constexpr size_t kMaxQuotedChars = 120;
 
 static_assert(std::endian::native == std::endian::little,
@@ -144,17 +144,17 @@ class HeaderParser {
     p.data_offset = 8 + static_cast<size_t>(n);
     const size_t data_size = size_ - p.data_offset;
 
-    json header = parse_json(reinterpret_cast<const char*>(bytes_ + 8), static_cast<size_t>(n));
-    if (!header.is_object()) {
-      fail("header is not a JSON object (got ", header.type_name(), ")");
-    }
+    const json header =
+        parse_header(reinterpret_cast<const char*>(bytes_ + 8), static_cast<size_t>(n));
+    const JsonNode root(header, path_ + ": header");
+    if (!header.is_object()) root.expected("a JSON object");
 
-    for (auto it = header.begin(); it != header.end(); ++it) {
-      if (it.key() == "__metadata__") {
-        p.metadata = parse_metadata(it.value());
+    for (const auto& [name, entry] : root.members()) {
+      if (name == "__metadata__") {
+        p.metadata = parse_metadata(entry);
         continue;
       }
-      p.tensors.push_back(parse_entry(it.key(), it.value(), data_size));
+      p.tensors.push_back(parse_entry(name, entry, data_size));
     }
 
     std::sort(p.tensors.begin(), p.tensors.end(), [](const StTensorInfo& a, const StTensorInfo& b) {
@@ -171,54 +171,40 @@ class HeaderParser {
     throw InputError(one_line(detail::concat(path_, ": ", args...)));
   }
 
-  json parse_json(const char* text, size_t n) const {
-    // The callback bounds the nesting depth so hostile headers cannot exhaust the stack of any
-    // recursive consumer.
-    json::parser_callback_t cb = [this](int depth, json::parse_event_t, json&) {
-      if (depth > kMaxJsonDepth) {
-        fail("header is not valid JSON: nested more than ", kMaxJsonDepth, " levels deep");
-      }
-      return true;
-    };
+  // Through the one JSON reading layer (common/json_reader.h): nesting, duplicate keys and
+  // numbers beyond double are refused there.
+  json parse_header(const char* text, size_t n) const {
     // nlohmann treats a NUL byte as the end of input; JSON allows none anywhere.
     if (const void* nul = std::memchr(text, '\0', n)) {
-      fail("header is not valid JSON: NUL byte at header offset ",
+      fail("header: invalid JSON: NUL byte at header offset ",
            static_cast<const char*>(nul) - text);
     }
-    try {
-      return json::parse(text, text + n, cb, /*allow_exceptions=*/true);
-    } catch (const json::exception& e) {
-      fail("header is not valid JSON: ", e.what());
-    }
+    JsonLimits limits;
+    limits.max_depth = kMaxJsonDepth;
+    return parse_json(std::string_view(text, n), path_ + ": header", limits);
   }
 
-  std::map<std::string, std::string> parse_metadata(const json& v) const {
-    if (!v.is_object()) {
-      fail("__metadata__ must be an object of string to string, got ", v.type_name());
-    }
+  // A shape dimension or an offset: an integer written as one (not 4.0, as the reference
+  // implementation's parser wants), in [0, 2^63).
+  static int64_t whole_number(const JsonNode& v) {
+    if (!v.raw().is_number_integer()) v.expected("an integer");
+    return v.integer(0, std::numeric_limits<int64_t>::max());
+  }
+
+  std::map<std::string, std::string> parse_metadata(const JsonNode& v) const {
     std::map<std::string, std::string> out;
-    for (auto it = v.begin(); it != v.end(); ++it) {
-      if (!it.value().is_string()) {
-        fail("__metadata__ value for key ", quote(it.key()), " must be a string, got ",
-             it.value().type_name());
-      }
-      out[it.key()] = it.value().get<std::string>();
-    }
+    for (const auto& [key, value] : v.members()) out[key] = value.str();
     return out;
   }
 
-  StTensorInfo parse_entry(const std::string& name, const json& v, size_t data_size) const {
+  StTensorInfo parse_entry(const std::string& name, const JsonNode& v, size_t data_size) const {
     const std::string who = "tensor " + quote(name);
-    if (!v.is_object()) fail(who, ": entry is not an object (got ", v.type_name(), ")");
-    for (const char* key : {"dtype", "shape", "data_offsets"}) {
-      if (!v.contains(key)) fail(who, ": entry is missing \"", key, "\"");
-    }
+    v.object();
     StTensorInfo t;
     t.name = name;
 
-    const json& dt = v["dtype"];
-    if (!dt.is_string()) fail(who, ": dtype must be a string, got ", dt.type_name());
-    const std::string dname = dt.get<std::string>();
+    const JsonNode dt = v.at("dtype");
+    const std::string dname = dt.str();
     bool found = false;
     for (const auto& e : kDtypes) {
       if (dname == e.name) {
@@ -228,28 +214,17 @@ class HeaderParser {
     }
     if (!found) fail(who, ": unknown dtype ", quote(dname));
 
-    const json& sh = v["shape"];
-    if (!sh.is_array()) fail(who, ": shape must be an array, got ", sh.type_name());
-    for (const json& d : sh) {
-      if (!d.is_number_integer()) {
-        fail(who, ": shape entries must be integers, got ", d.type_name());
-      }
-      if (!d.is_number_unsigned()) {
-        fail(who, ": negative dimension ", d.get<int64_t>(), " in shape");
-      }
-      const uint64_t u = d.get<uint64_t>();
-      if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        fail(who, ": dimension ", u, " in shape is too large");
-      }
-      t.shape.push_back(static_cast<int64_t>(u));
+    const JsonNode sh = v.at("shape");
+    sh.array();
+    if (sh.size() > kMaxRank) {
+      fail(who, ": shape has ", sh.size(), " dimensions, more than ", kMaxRank);
     }
+    for (const JsonNode& d : sh.items()) t.shape.push_back(whole_number(d));
 
-    const json& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
-        !off[1].is_number_unsigned()) {
-      fail(who, ": data_offsets must be [begin, end] with non-negative integers");
-    }
-    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    const JsonNode off = v.at("data_offsets");
+    if (!off.is_array() || off.size() != 2) off.expected("[begin, end]");
+    const auto begin = static_cast<uint64_t>(whole_number(off[0]));
+    const auto end = static_cast<uint64_t>(whole_number(off[1]));
     if (begin > end) fail(who, ": data_offsets [", begin, ",", end, "] have begin > end");
     if (end > data_size) {
       fail(who, ": data_offsets end ", end, " runs past the data buffer (", data_size, " bytes)");
@@ -408,53 +383,40 @@ SafetensorsSet::SafetensorsSet(const std::string& model_dir) : dir_(model_dir) {
     throw InputError(one_line(detail::concat(index_path, ": ", args...)));
   };
   if (!is_file(index_path)) fail("not a regular file");
-  std::ifstream in(index_path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (!in) fail("cannot read: ", errno_str(errno));
-  json index;
-  try {
-    index = json::parse(ss.str());
-  } catch (const json::exception& e) {
-    fail("not valid JSON: ", e.what());
-  }
-  if (!index.is_object()) fail("not a JSON object (got ", index.type_name(), ")");
-  if (!index.contains("weight_map")) fail("missing \"weight_map\"");
-  const json& wm = index["weight_map"];
-  if (!wm.is_object()) {
-    fail("weight_map must be an object of tensor name to shard file, got ", wm.type_name());
-  }
+  const json index = read_json_input(index_path);
+  const JsonNode root(index, index_path);
+  if (!index.is_object()) root.expected("a JSON object");
+  const JsonNode wm = root.at("weight_map");
+  if (!wm.is_object()) wm.expected("an object of tensor name to shard file");
 
   // Shard file name -> opened file, each shard opened once.
   std::map<std::string, const SafetensorsFile*> shards;
-  for (auto it = wm.begin(); it != wm.end(); ++it) {
-    if (!it.value().is_string()) {
-      fail("weight_map value for tensor ", quote(it.key()), " must be a string, got ",
-           it.value().type_name());
-    }
-    const std::string shard = it.value().get<std::string>();
+  std::vector<std::pair<std::string, std::string>> names;  // tensor name, shard
+  for (const auto& [name, value] : wm.members()) {
+    const std::string shard = value.str();
     const std::filesystem::path sp(shard);
     bool escapes = shard.empty() || sp.is_absolute();
     for (const auto& part : sp) escapes = escapes || part == "..";
     if (escapes) {
-      fail("weight_map shard ", quote(shard), " for tensor ", quote(it.key()),
+      fail("weight_map shard ", quote(shard), " for tensor ", quote(name),
            " must be a file name inside the model directory");
     }
+    names.emplace_back(name, shard);
     if (shards.count(shard)) continue;
     const std::string shard_path = join_path(model_dir, shard);
     if (!is_file(shard_path)) {
-      fail("shard file ", quote(shard), " (for tensor ", quote(it.key()), ") does not exist");
+      fail("shard file ", quote(shard), " (for tensor ", quote(name), ") does not exist");
     }
     files_.push_back(std::make_unique<SafetensorsFile>(shard_path));
     shards[shard] = files_.back().get();
   }
-  for (auto it = wm.begin(); it != wm.end(); ++it) {
-    const SafetensorsFile* f = shards.at(it.value().get<std::string>());
-    const StTensorInfo* t = f->find(it.key());
+  for (const auto& [name, shard] : names) {
+    const SafetensorsFile* f = shards.find(shard)->second;
+    const StTensorInfo* t = f->find(name);
     if (!t) {
-      fail("weight_map puts tensor ", quote(it.key()), " in ", f->path(), " but it is not there");
+      fail("weight_map puts tensor ", quote(name), " in ", f->path(), " but it is not there");
     }
-    entries_[it.key()] = Entry{f, t};
+    entries_[name] = Entry{f, t};
   }
 }
 

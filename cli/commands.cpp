@@ -56,6 +56,7 @@ int run_generate(const GenerateArgs& a) {
                      " (use fp32 or bf16)");
   }
   Model model = Model::load(a.model_dir, dtype, device);
+  // Checked against the model's config.json there: every id it can produce < vocab_size.
   std::string tok_path = (fs::path(a.model_dir) / "tokenizer.json").string();
   auto tok = load_tokenizer(tok_path);
   std::string prompt = a.prompt_file.empty() ? a.prompt : read_file(a.prompt_file);

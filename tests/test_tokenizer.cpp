@@ -256,8 +256,9 @@ TEST(HfTokenizer, MalformedFilesThrowInputErrorNamingTheFile) {
   TempDir dir;
   expect_input_error((dir.path() / "missing.json").string(), "no such file");
   expect_input_error(dir.write("notjson.json", "{\"model\": [1, 2,\n"), "invalid JSON");
-  expect_input_error(dir.write("array.json", "[1, 2]"), "top level must be a JSON object");
-  expect_input_error(dir.write("nomodel.json", "{}"), "field 'model' is missing");
+  expect_input_error(dir.write("array.json", "[1, 2]"),
+                     "(top level): expected an object, got an array");
+  expect_input_error(dir.write("nomodel.json", "{}"), "model: missing");
 
   const auto with = [&](const std::string& name, const std::function<void(json&)>& edit) {
     json j = tiny_byte_level();
@@ -265,43 +266,43 @@ TEST(HfTokenizer, MalformedFilesThrowInputErrorNamingTheFile) {
     return dir.write(name, j.dump());
   };
   expect_input_error(with("wordpiece.json", [](json& j) { j["model"]["type"] = "WordPiece"; }),
-                     "model.type 'WordPiece' is not supported (BPE only)");
+                     "model.type: \"WordPiece\" is not supported (BPE)");
   expect_input_error(with("vocab.json", [](json& j) { j["model"]["vocab"] = json::array(); }),
-                     "field 'model.vocab' must be an object");
+                     "model.vocab: expected an object, got an array");
   expect_input_error(with("vocabid.json", [](json& j) { j["model"]["vocab"]["a"] = "x"; }),
-                     "field 'model.vocab[\"a\"]' must be an integer");
+                     "model.vocab.a: expected an integer in [0, 1048575], got a string \"x\"");
   expect_input_error(with("nomerges.json", [](json& j) { j["model"].erase("merges"); }),
-                     "field 'model.merges' is missing");
+                     "model.merges: missing");
   expect_input_error(with("merge.json", [](json& j) { j["model"]["merges"][1] = 7; }),
-                     "field 'model.merges[1]' must be a string");
+                     "model.merges[1]: expected a string \"a b\" or a pair");
   expect_input_error(with("mergeunk.json", [](json& j) { j["model"]["merges"][0] = "a zz"; }),
-                     "model.merges[0] names a token that is not in model.vocab");
+                     "model.merges[0]: names a token that is not in model.vocab (\"zz\")");
   expect_input_error(with("pretok.json",
                           [](json& j) {
                             j["pre_tokenizer"] = {{"type", "Whitespace"}};
                           }),
-                     "pre_tokenizer.type 'Whitespace' is not supported");
+                     "pre_tokenizer.type: \"Whitespace\" is not supported");
   expect_input_error(with("norm.json",
                           [](json& j) {
                             j["normalizer"] = {{"type", "Lowercase"}};
                           }),
-                     "normalizer.type 'Lowercase' is not supported");
+                     "normalizer.type: \"Lowercase\" is not supported");
   expect_input_error(with("dec.json",
                           [](json& j) {
                             j["decoder"] = {{"type", "WordPiece"}};
                           }),
-                     "decoder.type 'WordPiece' is not supported");
+                     "decoder.type: \"WordPiece\" is not supported");
   expect_input_error(with("post.json",
                           [](json& j) {
                             j["post_processor"] = {{"type", "Fancy"}};
                           }),
-                     "post_processor.type 'Fancy' is not supported");
+                     "post_processor.type: \"Fancy\" is not supported");
   expect_input_error(
       with("regex.json",
            [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(a"; }),
       "cannot compile regex");
   expect_input_error(with("added.json", [](json& j) { j["added_tokens"][0].erase("content"); }),
-                     "field 'added_tokens[0].content' is missing");
+                     "added_tokens[0].content: missing");
 
   // A tokenizer_config.json beside the file is read too, and named in its errors.
   const fs::path sub = dir.path() / "withconfig";
@@ -314,7 +315,7 @@ TEST(HfTokenizer, MalformedFilesThrowInputErrorNamingTheFile) {
     ADD_FAILURE() << "no error for a bos_token that is not a token";
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find((sub / "tokenizer_config.json").string() +
-                                         ": bos_token '<nope>' is not a token"),
+                                         ": bos_token \"<nope>\" is not a token"),
               std::string::npos)
         << e.what();
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/error_text.h"
 #include "harness/tokenizer/bpe_model.h"
 #include "harness/tokenizer/normalizers.h"
 #include "harness/tokenizer/pcre_regex.h"
@@ -21,26 +22,26 @@ size_t last_char_start(std::string_view text, size_t end) {
 
 AddedVocabulary::AddedVocabulary() : by_first_byte_(2, std::vector<std::vector<size_t>>(256)) {}
 
-AddedVocabulary::AddedVocabulary(const nlohmann::json& added_tokens, const JsonFields& f,
+AddedVocabulary::AddedVocabulary(const std::optional<JsonNode>& added_tokens,
                                  const Normalizer* normalizer)
     : AddedVocabulary() {
-  if (added_tokens.is_null()) return;
-  f.expect(added_tokens, "added_tokens", JsonKind::kArray);
-  for (size_t i = 0; i < added_tokens.size(); ++i) {
-    const std::string w = "added_tokens[" + std::to_string(i) + "]";
-    const nlohmann::json& t = added_tokens[i];
-    f.expect(t, w, JsonKind::kObject);
+  if (!added_tokens) return;
+  for (const JsonNode& t : added_tokens->array().items()) {
+    t.object();
     AddedToken tok;
-    tok.content = f.require_string(t, w, "content");
-    const int64_t id = f.require(t, w, "id", JsonKind::kInteger).get<int64_t>();
-    if (id < 0 || id >= kMaxTokenIds) f.fail("field '" + w + ".id' is out of range");
-    tok.id = static_cast<int32_t>(id);
-    tok.special = f.bool_or(t, w, "special", false);
-    tok.single_word = f.bool_or(t, w, "single_word", false);
-    tok.lstrip = f.bool_or(t, w, "lstrip", false);
-    tok.rstrip = f.bool_or(t, w, "rstrip", false);
-    tok.normalized = f.bool_or(t, w, "normalized", !tok.special);
-    if (!utf8::is_valid(tok.content)) f.fail("field '" + w + ".content' is not valid UTF-8");
+    tok.content = t.at("content").str();
+    const JsonNode id = t.at("id");
+    tok.id = static_cast<int32_t>(id.integer(0, kMaxTokenIds - 1));
+    tok.special = t.boolean("special", false);
+    tok.single_word = t.boolean("single_word", false);
+    tok.lstrip = t.boolean("lstrip", false);
+    tok.rstrip = t.boolean("rstrip", false);
+    tok.normalized = t.boolean("normalized", !tok.special);
+    if (!utf8::is_valid(tok.content)) t.at("content").expected("valid UTF-8");
+    if (const AddedToken* other = find_by_id(tok.id)) {
+      id.fail("id " + std::to_string(tok.id) + " is given to both " + quote_input(other->content) +
+              " and " + quote_input(tok.content));
+    }
     tok.match = tok.content;
     if (tok.normalized && normalizer != nullptr) normalizer->normalize(&tok.match);
     index_by_id_[tok.id] = tokens_.size();
@@ -52,7 +53,7 @@ AddedVocabulary::AddedVocabulary(const nlohmann::json& added_tokens, const JsonF
     by_first_byte_[t.normalized ? 1 : 0][static_cast<uint8_t>(t.match[0])].push_back(i);
     (t.normalized ? has_normalized_ : has_raw_) = true;
     if (t.single_word && !word_char_) {
-      word_char_ = std::make_unique<PcreRegex>(R"(\w)", false, f.path() + ": added_tokens");
+      word_char_ = std::make_unique<PcreRegex>(R"(\w)", false, context_of(*added_tokens));
     }
   }
   for (auto& table : by_first_byte_) {

@@ -4,7 +4,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,10 +37,10 @@ struct TextSegment {
 class AddedVocabulary {
  public:
   AddedVocabulary();
-  // Reads the "added_tokens" array (or null) of the file `f`. Tokens with normalized = true are
-  // searched for in their normalized form, as HF does (`normalizer` may be null).
-  AddedVocabulary(const nlohmann::json& added_tokens, const JsonFields& f,
-                  const Normalizer* normalizer);
+  // Reads the "added_tokens" array (absent or null: none). Tokens with normalized = true are
+  // searched for in their normalized form, as HF does (`normalizer` may be null). Ids must lie
+  // in [0, kMaxTokenIds) and differ from each other.
+  AddedVocabulary(const std::optional<JsonNode>& added_tokens, const Normalizer* normalizer);
   ~AddedVocabulary();
   AddedVocabulary(AddedVocabulary&&) noexcept;
   AddedVocabulary& operator=(AddedVocabulary&&) noexcept;

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <queue>
 
-#include "harness/tokenizer/json_fields.h"
+#include "common/error_text.h"
 #include "harness/tokenizer/utf8.h"
 
 namespace kvb::tok {
@@ -27,44 +27,42 @@ struct Symbol {
 
 }  // namespace
 
-BpeModel::BpeModel(const nlohmann::json& model, const std::string& path) {
-  const JsonFields f(path);
-  const std::string w = "model";
-  const nlohmann::json& vocab = f.require(model, w, "vocab", JsonKind::kObject);
+BpeModel::BpeModel(const JsonNode& model) {
+  const JsonNode vocab = model.at("vocab");
+  vocab.object();
+  std::vector<std::pair<std::string, int32_t>> entries;
+  entries.reserve(vocab.size());
   int64_t max_id = -1;
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer()) {
-      f.expect(it.value(), "model.vocab[\"" + it.key() + "\"]", JsonKind::kInteger);
-    }
-    const int64_t id = it.value().get<int64_t>();
-    if (id < 0 || id >= kMaxTokenIds) {
-      f.fail("model.vocab[\"" + it.key() + "\"]: id " + std::to_string(id) + " is out of range");
-    }
+  for (const auto& [token, value] : vocab.members()) {
+    const int64_t id = value.integer(0, kMaxTokenIds - 1);
     max_id = std::max(max_id, id);
+    entries.emplace_back(token, static_cast<int32_t>(id));
   }
   id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
   id_used_.assign(static_cast<size_t>(max_id + 1), false);
-  vocab_.reserve(vocab.size());
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    const auto id = it.value().get<int32_t>();
-    vocab_.emplace(it.key(), id);
-    id_to_token_[id] = it.key();
+  vocab_.reserve(entries.size());
+  for (auto& [token, id] : entries) {
+    if (id_used_[id]) {
+      vocab.fail("id " + std::to_string(id) + " is given to both " + quote_input(id_to_token_[id]) +
+                 " and " + quote_input(token));
+    }
+    id_to_token_[id] = token;
     id_used_[id] = true;
+    vocab_.emplace(std::move(token), id);
   }
 
-  if (auto unk = f.optional_string(model, w, "unk_token")) {
-    auto id = token_to_id(*unk);
-    if (!id) f.fail("model.unk_token '" + *unk + "' is not in model.vocab");
+  if (auto unk = model.find("unk_token")) {
+    auto id = token_to_id(unk->str());
+    if (!id) unk->fail(quote_input(unk->str()) + " is not in model.vocab");
     unk_id_ = *id;
   }
-  continuing_subword_prefix_ =
-      f.optional_string(model, w, "continuing_subword_prefix").value_or("");
-  end_of_word_suffix_ = f.optional_string(model, w, "end_of_word_suffix").value_or("");
-  fuse_unk_ = f.bool_or(model, w, "fuse_unk", false);
-  byte_fallback_ = f.bool_or(model, w, "byte_fallback", false);
-  ignore_merges_ = f.bool_or(model, w, "ignore_merges", false);
-  if (const nlohmann::json* dropout = f.optional(model, w, "dropout", JsonKind::kNumber)) {
-    if (dropout->get<double>() != 0.0) f.fail("model.dropout is not supported (must be null)");
+  continuing_subword_prefix_ = model.str("continuing_subword_prefix", "");
+  end_of_word_suffix_ = model.str("end_of_word_suffix", "");
+  fuse_unk_ = model.boolean("fuse_unk", false);
+  byte_fallback_ = model.boolean("byte_fallback", false);
+  ignore_merges_ = model.boolean("ignore_merges", false);
+  if (auto dropout = model.find("dropout")) {
+    if (dropout->number() != 0.0) dropout->expected("null (dropout is not supported)");
   }
   byte_fallback_ids_.assign(256, -1);
   for (int b = 0; b < 256; ++b) {
@@ -75,34 +73,38 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& path) {
 
   // Merges: "left right" strings or [left, right] pairs; rank = position in the list. A later
   // duplicate replaces an earlier one, as when HF collects them into its map.
-  const nlohmann::json& merges = f.require(model, w, "merges", JsonKind::kArray);
+  const JsonNode merges = model.at("merges");
+  merges.array();
   merges_.reserve(merges.size());
-  for (size_t i = 0; i < merges.size(); ++i) {
-    const nlohmann::json& m = merges[i];
-    const auto name = [i] { return "model.merges[" + std::to_string(i) + "]"; };
+  int32_t rank = 0;
+  for (const JsonNode& m : merges.items()) {
     std::string left, right;
     if (m.is_string()) {
-      const std::string& s = m.get_ref<const std::string&>();
+      const std::string s = m.str();
       const size_t space = s.find(' ');
-      if (space == std::string::npos) f.fail("field '" + name() + "' is not of the form \"a b\"");
+      if (space == std::string::npos) m.expected("a string \"a b\" or a pair [\"a\", \"b\"]");
       left = s.substr(0, space);
       right = s.substr(space + 1);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      left = m[0].get<std::string>();
-      right = m[1].get<std::string>();
+      left = m[0].str();
+      right = m[1].str();
     } else {
-      f.fail("field '" + name() + "' must be a string \"a b\" or a pair [\"a\", \"b\"]");
+      m.expected("a string \"a b\" or a pair [\"a\", \"b\"]");
     }
     const auto left_id = token_to_id(left), right_id = token_to_id(right);
-    if (!left_id || !right_id) f.fail(name() + " names a token that is not in model.vocab");
+    if (!left_id || !right_id) {
+      m.fail("names a token that is not in model.vocab (" + quote_input(!left_id ? left : right) +
+             ")");
+    }
     // The merged token drops the right part's continuing-subword prefix.
     std::string_view right_body = right;
     if (!continuing_subword_prefix_.empty() && right_body.starts_with(continuing_subword_prefix_)) {
       right_body.remove_prefix(continuing_subword_prefix_.size());
     }
-    const auto new_id = token_to_id(left + std::string(right_body));
-    if (!new_id) f.fail(name() + " makes a token that is not in model.vocab");
-    merges_[pair_key(*left_id, *right_id)] = Merge{static_cast<int32_t>(i), *new_id};
+    const std::string merged = left + std::string(right_body);
+    const auto new_id = token_to_id(merged);
+    if (!new_id) m.fail("makes a token that is not in model.vocab (" + quote_input(merged) + ")");
+    merges_[pair_key(*left_id, *right_id)] = Merge{rank++, *new_id};
   }
 }
 

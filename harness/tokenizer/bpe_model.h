@@ -5,18 +5,20 @@
 
 #include <cstdint>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "common/json_reader.h"
+
 namespace kvb::tok {
 
-// Token ids must lie in [0, kMaxTokenIds): far above any real vocabulary, low enough that a
-// corrupt id cannot make us allocate gigabytes.
-constexpr int64_t kMaxTokenIds = int64_t{1} << 24;
+// Token ids must lie in [0, kMaxTokenIds): above any real vocabulary (Llama 3: 128256, Qwen3:
+// 151669, Gemma: 262144), the same bound as config.json's vocab_size (kMaxVocab in
+// harness/model/config.h), and low enough that a corrupt id cannot make us allocate much.
+constexpr int64_t kMaxTokenIds = int64_t{1} << 20;
 
 // Hash/equality that let unordered_map<std::string, ...> be queried with a string_view.
 struct StringHash {
@@ -27,9 +29,10 @@ using StringIdMap = std::unordered_map<std::string, int32_t, StringHash, std::eq
 
 class BpeModel {
  public:
-  // Builds the model from the "model" object of `path`; kvb::InputError "<path>: ..." when a
-  // field is missing, mistyped or inconsistent (a merge naming an unknown token).
-  BpeModel(const nlohmann::json& model, const std::string& path);
+  // Builds the model from the "model" object of a tokenizer.json; kvb::InputError
+  // "<path>: model.<field>: ..." when a field is missing, mistyped or inconsistent (an id out of
+  // range or given to two tokens, a merge naming an unknown token).
+  explicit BpeModel(const JsonNode& model);
 
   // Appends the ids of one pre-token (a non-empty UTF-8 string) to `out`.
   void tokenize(std::string_view word, std::vector<int32_t>* out) const;

@@ -134,28 +134,23 @@ class StripDecoder : public Decoder {
   size_t start_, stop_;
 };
 
-size_t count_field(const nlohmann::json& j, const std::string& where, const std::string& key,
-                   const JsonFields& f) {
-  const nlohmann::json* v = f.optional(j, where, key, JsonKind::kInteger);
-  if (v == nullptr) return 0;
-  if (v->get<int64_t>() < 0) f.fail("field '" + JsonFields::join(where, key) + "' is negative");
-  return v->get<size_t>();
+// Strip's start / stop: how many copies of the character to remove (at most 2^20).
+size_t count_field(const JsonNode& j, const std::string& key) {
+  return static_cast<size_t>(j.integer(key, 0, 0, int64_t{1} << 20));
 }
 
 }  // namespace
 
-std::unique_ptr<Decoder> make_decoder(const nlohmann::json& j, const std::string& where,
-                                      const JsonFields& f) {
-  if (j.is_null()) return nullptr;
-  f.expect(j, where, JsonKind::kObject);
-  const std::string type = f.require_string(j, where, "type");
+std::unique_ptr<Decoder> make_decoder(const std::optional<JsonNode>& node) {
+  if (!node) return nullptr;
+  const JsonNode& j = node->object();
+  const JsonNode type_node = j.at("type");
+  const std::string type = type_node.str();
   if (type == "Sequence") {
-    const nlohmann::json& list = f.require(j, where, "decoders", JsonKind::kArray);
     std::vector<std::unique_ptr<Decoder>> steps;
-    for (size_t i = 0; i < list.size(); ++i) {
-      const std::string name = where + ".decoders[" + std::to_string(i) + "]";
-      f.expect(list[i], name, JsonKind::kObject);
-      steps.push_back(make_decoder(list[i], name, f));
+    for (const JsonNode& item : j.at("decoders").array().items()) {
+      item.object();
+      steps.push_back(make_decoder(item));
     }
     return std::make_unique<SequenceDecoder>(std::move(steps));
   }
@@ -164,22 +159,22 @@ std::unique_ptr<Decoder> make_decoder(const nlohmann::json& j, const std::string
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
   if (type == "Replace") {
     bool literal = false;
-    const std::string pattern = read_pattern(j, where, f, &literal);
-    return std::make_unique<ReplaceDecoder>(pattern, literal, f.require_string(j, where, "content"),
-                                            f.path() + ": " + where);
+    const std::string pattern = read_pattern(j, &literal);
+    return std::make_unique<ReplaceDecoder>(pattern, literal, j.at("content").str(),
+                                            context_of(j.at("pattern")));
   }
   if (type == "Strip") {
-    const std::string content = f.require_string(j, where, "content");
+    const JsonNode content_node = j.at("content");
+    const std::string content = content_node.str();
     size_t len = 0;
     if (content.empty() || !utf8::is_valid(content) ||
         (utf8::decode_at(content, 0, &len), len != content.size())) {
-      f.fail("field '" + where + ".content' must be one character");
+      content_node.expected("one character");
     }
-    return std::make_unique<StripDecoder>(content, count_field(j, where, "start", f),
-                                          count_field(j, where, "stop", f));
+    return std::make_unique<StripDecoder>(content, count_field(j, "start"), count_field(j, "stop"));
   }
-  f.fail(where + ".type '" + type +
-         "' is not supported (ByteLevel, Replace, ByteFallback, Fuse, Strip, Sequence)");
+  type_not_supported(type_node, type,
+                     {"ByteLevel", "Replace", "ByteFallback", "Fuse", "Strip", "Sequence"});
 }
 
 }  // namespace kvb::tok

@@ -4,7 +4,7 @@
 #pragma once
 
 #include <memory>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,9 +18,8 @@ class Decoder {
   virtual void decode_chain(std::vector<std::string>* tokens) const = 0;
 };
 
-// The decoder described by `j` (named `where` in messages); nullptr for JSON null.
-// kvb::InputError "<path>: decoder.type 'X' is not supported" for other types.
-std::unique_ptr<Decoder> make_decoder(const nlohmann::json& j, const std::string& where,
-                                      const JsonFields& f);
+// The decoder described by `j`; nullptr when absent or null.
+// kvb::InputError "<path>: decoder.type: \"X\" is not supported (...)" for other types.
+std::unique_ptr<Decoder> make_decoder(const std::optional<JsonNode>& j);
 
 }  // namespace kvb::tok

@@ -3,7 +3,9 @@
 #include <filesystem>
 
 #include "common/check.h"
-#include "common/json_io.h"
+#include "common/error_text.h"
+#include "common/json_reader.h"
+#include "harness/model/config.h"
 #include "harness/tokenizer/added_vocab.h"
 #include "harness/tokenizer/bpe_model.h"
 #include "harness/tokenizer/decoders.h"
@@ -34,7 +36,7 @@ class HfTokenizer final : public Tokenizer {
   // Appends the ids of a text segment that holds no raw added token.
   void encode_segment(std::string_view text, std::vector<int32_t>* ids) const;
   std::optional<int32_t> token_to_id(std::string_view token) const;
-  void read_config(const nlohmann::json& config, const std::string& source);
+  void read_config(const JsonNode& config);
 
   std::unique_ptr<BpeModel> model_;
   AddedVocabulary added_;
@@ -48,74 +50,82 @@ class HfTokenizer final : public Tokenizer {
 
 HfTokenizer::HfTokenizer(const nlohmann::json& j, const std::string& source,
                          const nlohmann::json& config, const std::string& config_source) {
-  const JsonFields f(source);
-  if (!j.is_object()) f.fail("the top level must be a JSON object");
-  const nlohmann::json& model = f.require(j, "", "model", JsonKind::kObject);
+  const JsonNode root(j, source);
+  root.object();
+  const JsonNode model = root.at("model");
+  model.object();
   std::string type;
-  if (const auto t = f.optional_string(model, "model", "type")) {
-    type = *t;
-  } else if (model.contains("vocab") && model.contains("merges")) {
-    type = "BPE";  // old files leave the type out
-  } else {
-    f.fail("field 'model.type' is missing");
+  if (const auto t = model.find("type")) {
+    type = t->str();
+    if (type != "BPE") type_not_supported(*t, type, {"BPE"});
+  } else if (!(model.has("vocab") && model.has("merges"))) {
+    model.at("type");  // old files leave the type out of BPE models only: "model.type: missing"
   }
-  if (type != "BPE") f.fail("model.type '" + type + "' is not supported (BPE only)");
-  model_ = std::make_unique<BpeModel>(model, source);
-  normalizer_ = make_normalizer(j.value("normalizer", nlohmann::json()), "normalizer", f);
-  added_ = AddedVocabulary(j.value("added_tokens", nlohmann::json()), f, normalizer_.get());
-  pre_tokenizer_ =
-      make_pre_tokenizer(j.value("pre_tokenizer", nlohmann::json()), "pre_tokenizer", f);
-  decoder_ = make_decoder(j.value("decoder", nlohmann::json()), "decoder", f);
-  specials_ = read_post_processor(j.value("post_processor", nlohmann::json()), "post_processor", f);
+  // Encoding one text is what kvbench does: truncation would cut it, fixed padding lengthen it.
+  if (auto t = root.find("truncation")) t->expected("null (truncation is not supported)");
+  if (auto pad = root.find("padding")) {
+    pad->object();
+    const JsonNode strategy = pad->at("strategy");
+    if (!strategy.is_string() || strategy.str() != "BatchLongest") {
+      strategy.expected("\"BatchLongest\" (padding to a fixed length is not supported)");
+    }
+  }
+  model_ = std::make_unique<BpeModel>(model);
+  normalizer_ = make_normalizer(root.find("normalizer"));
+  added_ = AddedVocabulary(root.find("added_tokens"), normalizer_.get());
+  pre_tokenizer_ = make_pre_tokenizer(root.find("pre_tokenizer"));
+  decoder_ = make_decoder(root.find("decoder"));
+  specials_ = read_post_processor(root.find("post_processor"));
 
   vocab_size_ = model_->id_limit();
   for (const AddedToken& t : added_.tokens()) vocab_size_ = std::max(vocab_size_, t.id + 1);
   for (const std::vector<int32_t>* list : {&specials_.prefix, &specials_.suffix}) {
     for (int32_t id : *list) {
       if (id < 0 || id >= vocab_size_) {
-        f.fail("post_processor adds id " + std::to_string(id) + ", outside the vocabulary");
+        root.at("post_processor")
+            .fail("adds token id " + std::to_string(id) + ", outside the vocabulary (ids 0.." +
+                  std::to_string(vocab_size_ - 1) + ")");
       }
     }
   }
   // Without a tokenizer_config.json, the post-processor's first / last special token.
   if (!specials_.prefix.empty()) bos_ = specials_.prefix.front();
   if (!specials_.suffix.empty()) eos_ = specials_.suffix.back();
-  if (!config.is_null()) read_config(config, config_source);
+  if (!config.is_null()) read_config(JsonNode(config, config_source));
 }
 
 // tokenizer_config.json: bos_token / eos_token name the tokens; add_bos_token / add_eos_token,
 // when present, decide what encode(add_special = true) adds (as LlamaTokenizerFast does).
-void HfTokenizer::read_config(const nlohmann::json& config, const std::string& source) {
-  const JsonFields c(source);
-  if (!config.is_object()) c.fail("the top level must be a JSON object");
-  const auto token_field = [&](const std::string& key) -> std::optional<std::string> {
-    auto it = config.find(key);
-    if (it == config.end() || it->is_null()) return std::nullopt;
-    if (it->is_string()) return it->get<std::string>();
-    if (it->is_object()) return c.require_string(*it, key, "content");
-    c.fail("field '" + key + "' must be a string, an object with \"content\", or null");
+void HfTokenizer::read_config(const JsonNode& config) {
+  config.object();
+  const auto token_field = [&](const JsonNode& v) -> std::string {
+    if (v.is_string()) return v.str();
+    if (v.is_object()) return v.at("content").str();
+    v.expected("a string, an object with \"content\", or null");
   };
   const auto resolve = [&](const std::string& key, std::optional<int32_t>* dst) {
-    auto it = config.find(key);
-    if (it == config.end()) return;  // not stated: keep what the post-processor says
+    if (!config.raw().contains(key)) return;  // not stated: keep what the post-processor says
     dst->reset();
-    if (auto name = token_field(key)) {
-      *dst = token_to_id(*name);
-      if (!*dst) c.fail(key + " '" + *name + "' is not a token of the tokenizer");
+    if (auto v = config.find(key)) {
+      const std::string name = token_field(*v);
+      *dst = token_to_id(name);
+      if (!*dst) {
+        throw InputError(config.source() + ": " + key + " " + quote_input(name) +
+                         " is not a token of the tokenizer");
+      }
     }
   };
   resolve("bos_token", &bos_);
   resolve("eos_token", &eos_);
-  const nlohmann::json* add_bos = c.optional(config, "", "add_bos_token", JsonKind::kBool);
-  const nlohmann::json* add_eos = c.optional(config, "", "add_eos_token", JsonKind::kBool);
-  if (add_bos != nullptr || add_eos != nullptr) {
+  const auto add_bos = config.find("add_bos_token"), add_eos = config.find("add_eos_token");
+  if (add_bos || add_eos) {
     specials_ = {};
-    if (add_bos != nullptr && add_bos->get<bool>()) {
-      if (!bos_) c.fail("add_bos_token is true but there is no bos_token");
+    if (add_bos && add_bos->boolean()) {
+      if (!bos_) add_bos->fail("true but there is no bos_token");
       specials_.prefix.push_back(*bos_);
     }
-    if (add_eos != nullptr && add_eos->get<bool>()) {
-      if (!eos_) c.fail("add_eos_token is true but there is no eos_token");
+    if (add_eos && add_eos->boolean()) {
+      if (!eos_) add_eos->fail("true but there is no eos_token");
       specials_.suffix.push_back(*eos_);
     }
   }
@@ -209,13 +219,32 @@ std::unique_ptr<Tokenizer> make_hf_tokenizer(const nlohmann::json& tokenizer_jso
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   namespace fs = std::filesystem;
-  KVB_INPUT_CHECK(fs::exists(path), path, ": no such file");
-  KVB_INPUT_CHECK(!fs::is_directory(path), path, ": is a directory, not a tokenizer.json");
-  const nlohmann::json j = read_json_file(path);
-  const std::string config_path = (fs::path(path).parent_path() / "tokenizer_config.json").string();
+  std::error_code ec;
+  KVB_INPUT_CHECK(fs::exists(path, ec), path, ": no such file");
+  KVB_INPUT_CHECK(!fs::is_directory(path, ec), path, ": is a directory, not a tokenizer.json");
+  const nlohmann::json j = read_json_input(path);
+  const fs::path dir = fs::path(path).parent_path();
+  const std::string config_path = (dir / "tokenizer_config.json").string();
   nlohmann::json config;
-  if (fs::exists(config_path)) config = read_json_file(config_path);
-  return make_hf_tokenizer(j, path, config, config_path);
+  if (fs::exists(config_path, ec)) config = read_json_input(config_path);
+  auto tok = make_hf_tokenizer(j, path, config, config_path);
+  // Beside a model's config.json, every id the tokenizer can produce must index its embedding.
+  const std::string model_config = (dir / "config.json").string();
+  if (fs::exists(model_config, ec)) {
+    check_tokenizer_fits_model(
+        *tok, path, load_model_config(dir.empty() ? "." : dir.string()).vocab_size, model_config);
+  }
+  return tok;
+}
+
+void check_tokenizer_fits_model(const Tokenizer& tok, const std::string& tokenizer_path,
+                                int64_t vocab_size, const std::string& config_path) {
+  const int32_t n = tok.vocab_size();
+  if (n <= vocab_size) return;
+  const int32_t id = n - 1;  // the largest id the tokenizer holds
+  throw InputError(tokenizer_path + ": token id " + std::to_string(id) + " (" +
+                   quote_input(tok.id_to_token(id)) + ") >= vocab_size " +
+                   std::to_string(vocab_size) + " of " + config_path);
 }
 
 }  // namespace kvb

@@ -1,51 +1,25 @@
-// Typed access to the fields of a tokenizer.json, with errors that name the file and the field:
-// kvb::InputError "<path>: field 'model.vocab' is missing".
+// tokenizer.json helpers on top of the one JSON reading layer (common/json_reader.h): every
+// section of a tokenizer.json is read through kvb::JsonNode, whose errors name the file, the
+// field's path and what was expected ("<path>: model.vocab: expected an object, got an array").
 #pragma once
 
-#include <nlohmann/json.hpp>
-#include <optional>
+#include <initializer_list>
 #include <string>
+#include <string_view>
+
+#include "common/json_reader.h"
 
 namespace kvb::tok {
 
-enum class JsonKind { kObject, kArray, kString, kBool, kInteger, kNumber };
+// Reads node.pattern, a {"String": s} or {"Regex": r} object; *literal tells which it was.
+std::string read_pattern(const JsonNode& node, bool* literal);
 
-class JsonFields {
- public:
-  explicit JsonFields(std::string path) : path_(std::move(path)) {}
-  const std::string& path() const { return path_; }
+// Throws "<path>.type: \"X\" is not supported (a, b, c)" for a component type kvbench does not
+// implement.
+[[noreturn]] void type_not_supported(const JsonNode& type, std::string_view value,
+                                     std::initializer_list<std::string_view> supported);
 
-  // Throws kvb::InputError "<path>: <message>".
-  [[noreturn]] void fail(const std::string& message) const;
-
-  // obj[key], which must be present, not null and of `kind`. `where` is the dotted name of
-  // `obj` ("model", "pre_tokenizer.pretokenizers[1]"; "" at the top level) for messages.
-  const nlohmann::json& require(const nlohmann::json& obj, const std::string& where,
-                                const std::string& key, JsonKind kind) const;
-  // obj[key] when present and not null (then it must be of `kind`), else nullptr.
-  const nlohmann::json* optional(const nlohmann::json& obj, const std::string& where,
-                                 const std::string& key, JsonKind kind) const;
-
-  std::string require_string(const nlohmann::json& obj, const std::string& where,
-                             const std::string& key) const;
-  bool bool_or(const nlohmann::json& obj, const std::string& where, const std::string& key,
-               bool fallback) const;
-  std::optional<std::string> optional_string(const nlohmann::json& obj, const std::string& where,
-                                             const std::string& key) const;
-
-  // Checks that `value` (named `name`) is of `kind`.
-  void expect(const nlohmann::json& value, const std::string& name, JsonKind kind) const;
-
-  static std::string join(const std::string& where, const std::string& key) {
-    return where.empty() ? key : where + "." + key;
-  }
-
- private:
-  std::string path_;
-};
-
-// Reads obj.pattern, a {"String": s} or {"Regex": r} object; *literal tells which it was.
-std::string read_pattern(const nlohmann::json& obj, const std::string& where, const JsonFields& f,
-                         bool* literal);
+// "<file>: <where>" for messages from components built after reading (regex compilation).
+inline std::string context_of(const JsonNode& node) { return node.source() + ": " + node.where(); }
 
 }  // namespace kvb::tok

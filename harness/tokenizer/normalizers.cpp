@@ -65,32 +65,28 @@ class ReplaceNormalizer : public Normalizer {
 
 }  // namespace
 
-std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& j, const std::string& where,
-                                            const JsonFields& f) {
-  if (j.is_null()) return nullptr;
-  f.expect(j, where, JsonKind::kObject);
-  const std::string type = f.require_string(j, where, "type");
+std::unique_ptr<Normalizer> make_normalizer(const std::optional<JsonNode>& node) {
+  if (!node) return nullptr;
+  const JsonNode& j = node->object();
+  const JsonNode type_node = j.at("type");
+  const std::string type = type_node.str();
   if (type == "Sequence") {
-    const nlohmann::json& list = f.require(j, where, "normalizers", JsonKind::kArray);
     std::vector<std::unique_ptr<Normalizer>> steps;
-    for (size_t i = 0; i < list.size(); ++i) {
-      const std::string name = where + ".normalizers[" + std::to_string(i) + "]";
-      f.expect(list[i], name, JsonKind::kObject);
-      steps.push_back(make_normalizer(list[i], name, f));
+    for (const JsonNode& item : j.at("normalizers").array().items()) {
+      item.object();
+      steps.push_back(make_normalizer(item));
     }
     return std::make_unique<SequenceNormalizer>(std::move(steps));
   }
   if (type == "NFC") return std::make_unique<NfcNormalizer>();
-  if (type == "Prepend") {
-    return std::make_unique<PrependNormalizer>(f.require_string(j, where, "prepend"));
-  }
+  if (type == "Prepend") return std::make_unique<PrependNormalizer>(j.at("prepend").str());
   if (type == "Replace") {
     bool literal = false;
-    const std::string pattern = read_pattern(j, where, f, &literal);
-    return std::make_unique<ReplaceNormalizer>(
-        pattern, literal, f.require_string(j, where, "content"), f.path() + ": " + where);
+    const std::string pattern = read_pattern(j, &literal);
+    return std::make_unique<ReplaceNormalizer>(pattern, literal, j.at("content").str(),
+                                               context_of(j.at("pattern")));
   }
-  f.fail(where + ".type '" + type + "' is not supported (NFC, Prepend, Replace, Sequence)");
+  type_not_supported(type_node, type, {"NFC", "Prepend", "Replace", "Sequence"});
 }
 
 }  // namespace kvb::tok

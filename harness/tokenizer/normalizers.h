@@ -3,7 +3,7 @@
 #pragma once
 
 #include <memory>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "harness/tokenizer/json_fields.h"
@@ -17,9 +17,8 @@ class Normalizer {
   virtual void normalize(std::string* text) const = 0;
 };
 
-// The normalizer described by `j` (named `where` in messages); nullptr for JSON null.
-// kvb::InputError "<path>: normalizer.type 'X' is not supported" for other types.
-std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& j, const std::string& where,
-                                            const JsonFields& f);
+// The normalizer described by `j`; nullptr when absent or null.
+// kvb::InputError "<path>: normalizer.type: \"X\" is not supported (...)" for other types.
+std::unique_ptr<Normalizer> make_normalizer(const std::optional<JsonNode>& j);
 
 }  // namespace kvb::tok

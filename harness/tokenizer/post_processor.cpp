@@ -1,91 +1,77 @@
 #include "harness/tokenizer/post_processor.h"
 
+#include "common/error_text.h"
+#include "harness/tokenizer/bpe_model.h"
+
 namespace kvb::tok {
 namespace {
 
-std::vector<int32_t> read_ids(const nlohmann::json& arr, const std::string& name,
-                              const JsonFields& f) {
-  std::vector<int32_t> ids;
-  for (size_t i = 0; i < arr.size(); ++i) {
-    f.expect(arr[i], name + "[" + std::to_string(i) + "]", JsonKind::kInteger);
-    ids.push_back(arr[i].get<int32_t>());
-  }
-  return ids;
-}
+int32_t token_id(const JsonNode& v) { return static_cast<int32_t>(v.integer(0, kMaxTokenIds - 1)); }
 
 // TemplateProcessing: the "single" template's SpecialToken items before/after Sequence "A".
-SpecialIds read_template(const nlohmann::json& j, const std::string& where, const JsonFields& f) {
-  const nlohmann::json& single = f.require(j, where, "single", JsonKind::kArray);
-  const nlohmann::json* specials = f.optional(j, where, "special_tokens", JsonKind::kObject);
+SpecialIds read_template(const JsonNode& j) {
+  const JsonNode single = j.at("single");
+  const auto specials = j.find("special_tokens");
+  if (specials) specials->object();
   SpecialIds out;
   bool seen_sequence = false;
-  for (size_t i = 0; i < single.size(); ++i) {
-    const std::string name = where + ".single[" + std::to_string(i) + "]";
-    const nlohmann::json& item = single[i];
-    f.expect(item, name, JsonKind::kObject);
-    if (const nlohmann::json* seq = f.optional(item, name, "Sequence", JsonKind::kObject)) {
-      const std::string id = f.require_string(*seq, name + ".Sequence", "id");
-      if (id != "A" || seen_sequence)
-        f.fail(name + ": a single-sequence template holds one Sequence A");
+  for (const JsonNode& item : single.array().items()) {
+    item.object();
+    if (const auto seq = item.find("Sequence")) {
+      seq->object();
+      const std::string id = seq->at("id").str();
+      if (id != "A" || seen_sequence) item.fail("a single-sequence template holds one Sequence A");
       seen_sequence = true;
       continue;
     }
-    const nlohmann::json& tok = f.require(item, name, "SpecialToken", JsonKind::kObject);
-    const std::string id = f.require_string(tok, name + ".SpecialToken", "id");
-    if (specials == nullptr || !specials->contains(id)) {
-      f.fail(name + ": special token '" + id + "' is not in " + where + ".special_tokens");
+    const JsonNode tok = item.at("SpecialToken");
+    tok.object();
+    const std::string id = tok.at("id").str();
+    const auto entry = specials ? specials->find(id) : std::nullopt;
+    if (!entry) {
+      tok.at("id").fail("special token " + quote_input(id) + " is not in " +
+                        (specials ? specials->where() : j.where() + ".special_tokens"));
     }
-    const std::string sname = where + ".special_tokens[\"" + id + "\"]";
-    const nlohmann::json& entry = (*specials)[id];
-    f.expect(entry, sname, JsonKind::kObject);
-    std::vector<int32_t> ids =
-        read_ids(f.require(entry, sname, "ids", JsonKind::kArray), sname + ".ids", f);
+    entry->object();
     auto& dst = seen_sequence ? out.suffix : out.prefix;
-    dst.insert(dst.end(), ids.begin(), ids.end());
+    for (const JsonNode& v : entry->at("ids").array().items()) dst.push_back(token_id(v));
   }
-  if (!seen_sequence) f.fail(where + ".single has no Sequence A");
+  if (!seen_sequence) single.fail("has no Sequence A");
   return out;
 }
 
 // RobertaProcessing / BertProcessing: "cls": [token, id] first, "sep": [token, id] last.
-int32_t read_token_pair_id(const nlohmann::json& j, const std::string& where,
-                           const std::string& key, const JsonFields& f) {
-  const nlohmann::json& pair = f.require(j, where, key, JsonKind::kArray);
-  const std::string name = JsonFields::join(where, key);
-  if (pair.size() != 2 || !pair[1].is_number_integer()) {
-    f.fail("field '" + name + "' must be a [token, id] pair");
-  }
-  return pair[1].get<int32_t>();
+int32_t read_token_pair_id(const JsonNode& j, const std::string& key) {
+  const JsonNode pair = j.at(key);
+  if (!pair.is_array() || pair.size() != 2) pair.expected("a [token, id] pair");
+  return token_id(pair[1]);
 }
 
 }  // namespace
 
-SpecialIds read_post_processor(const nlohmann::json& j, const std::string& where,
-                               const JsonFields& f) {
-  if (j.is_null()) return {};
-  f.expect(j, where, JsonKind::kObject);
-  const std::string type = f.require_string(j, where, "type");
+SpecialIds read_post_processor(const std::optional<JsonNode>& node) {
+  if (!node) return {};
+  const JsonNode& j = node->object();
+  const JsonNode type_node = j.at("type");
+  const std::string type = type_node.str();
   if (type == "ByteLevel") return {};  // only adjusts offsets
-  if (type == "TemplateProcessing") return read_template(j, where, f);
+  if (type == "TemplateProcessing") return read_template(j);
   if (type == "RobertaProcessing" || type == "BertProcessing") {
-    return SpecialIds{{read_token_pair_id(j, where, "cls", f)},
-                      {read_token_pair_id(j, where, "sep", f)}};
+    return SpecialIds{{read_token_pair_id(j, "cls")}, {read_token_pair_id(j, "sep")}};
   }
   if (type == "Sequence") {
-    const nlohmann::json& list = f.require(j, where, "processors", JsonKind::kArray);
     SpecialIds out;
-    for (size_t i = 0; i < list.size(); ++i) {
+    for (const JsonNode& item : j.at("processors").array().items()) {
       // Each processor wraps what the previous ones produced.
-      SpecialIds step =
-          read_post_processor(list[i], where + ".processors[" + std::to_string(i) + "]", f);
+      SpecialIds step = read_post_processor(item);
       out.prefix.insert(out.prefix.begin(), step.prefix.begin(), step.prefix.end());
       out.suffix.insert(out.suffix.end(), step.suffix.begin(), step.suffix.end());
     }
     return out;
   }
-  f.fail(where + ".type '" + type +
-         "' is not supported (TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing, "
-         "Sequence)");
+  type_not_supported(
+      type_node, type,
+      {"TemplateProcessing", "ByteLevel", "RobertaProcessing", "BertProcessing", "Sequence"});
 }
 
 }  // namespace kvb::tok

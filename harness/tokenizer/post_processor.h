@@ -4,7 +4,7 @@
 #pragma once
 
 #include <cstdint>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,9 +17,9 @@ struct SpecialIds {
   std::vector<int32_t> suffix;  // ids after them
 };
 
-// Reads the post-processor `j` (named `where`; JSON null adds nothing).
-// kvb::InputError "<path>: post_processor.type 'X' is not supported" for other types.
-SpecialIds read_post_processor(const nlohmann::json& j, const std::string& where,
-                               const JsonFields& f);
+// Reads the post-processor `j` (absent or null adds nothing). Special token ids must lie in
+// [0, kMaxTokenIds). kvb::InputError "<path>: post_processor.type: \"X\" is not supported (...)"
+// for other types.
+SpecialIds read_post_processor(const std::optional<JsonNode>& j);
 
 }  // namespace kvb::tok

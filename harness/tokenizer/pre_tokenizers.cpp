@@ -157,45 +157,44 @@ class ByteLevelPreTokenizer : public PreTokenizer {
   std::unique_ptr<PcreRegex> regex_;
 };
 
-SplitBehavior parse_behavior(const std::string& s, const std::string& where, const JsonFields& f) {
+SplitBehavior parse_behavior(const JsonNode& node) {
+  const std::string s = node.str();
   if (s == "Removed") return SplitBehavior::kRemoved;
   if (s == "Isolated") return SplitBehavior::kIsolated;
   if (s == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
   if (s == "MergedWithNext") return SplitBehavior::kMergedWithNext;
   if (s == "Contiguous") return SplitBehavior::kContiguous;
-  f.fail(where + ".behavior '" + s + "' is not a split behaviour");
+  type_not_supported(node, s,
+                     {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"});
 }
 
 }  // namespace
 
-std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& j, const std::string& where,
-                                                 const JsonFields& f) {
-  if (j.is_null()) return nullptr;
-  f.expect(j, where, JsonKind::kObject);
-  const std::string type = f.require_string(j, where, "type");
-  const std::string context = f.path() + ": " + where;
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const std::optional<JsonNode>& node) {
+  if (!node) return nullptr;
+  const JsonNode& j = node->object();
+  const JsonNode type_node = j.at("type");
+  const std::string type = type_node.str();
   if (type == "Sequence") {
-    const nlohmann::json& list = f.require(j, where, "pretokenizers", JsonKind::kArray);
     std::vector<std::unique_ptr<PreTokenizer>> steps;
-    for (size_t i = 0; i < list.size(); ++i) {
-      const std::string name = where + ".pretokenizers[" + std::to_string(i) + "]";
-      f.expect(list[i], name, JsonKind::kObject);
-      steps.push_back(make_pre_tokenizer(list[i], name, f));
+    for (const JsonNode& item : j.at("pretokenizers").array().items()) {
+      item.object();
+      steps.push_back(make_pre_tokenizer(item));
     }
     return std::make_unique<SequencePreTokenizer>(std::move(steps));
   }
   if (type == "Split") {
     bool literal = false;
-    const std::string pattern = read_pattern(j, where, f, &literal);
-    const SplitBehavior behavior = parse_behavior(f.require_string(j, where, "behavior"), where, f);
-    return std::make_unique<SplitPreTokenizer>(pattern, literal, behavior,
-                                               f.bool_or(j, where, "invert", false), context);
+    const std::string pattern = read_pattern(j, &literal);
+    const SplitBehavior behavior = parse_behavior(j.at("behavior"));
+    return std::make_unique<SplitPreTokenizer>(
+        pattern, literal, behavior, j.boolean("invert", false), context_of(j.at("pattern")));
   }
   if (type == "ByteLevel") {
-    return std::make_unique<ByteLevelPreTokenizer>(f.bool_or(j, where, "add_prefix_space", true),
-                                                   f.bool_or(j, where, "use_regex", true), context);
+    return std::make_unique<ByteLevelPreTokenizer>(j.boolean("add_prefix_space", true),
+                                                   j.boolean("use_regex", true), context_of(j));
   }
-  f.fail(where + ".type '" + type + "' is not supported (Split, ByteLevel, Sequence)");
+  type_not_supported(type_node, type, {"Split", "ByteLevel", "Sequence"});
 }
 
 }  // namespace kvb::tok

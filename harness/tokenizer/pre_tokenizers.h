@@ -3,7 +3,7 @@
 #pragma once
 
 #include <memory>
-#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,9 +18,8 @@ class PreTokenizer {
   virtual void pre_tokenize(std::vector<std::string>* pieces) const = 0;
 };
 
-// The pre-tokenizer described by `j` (named `where` in messages); nullptr for JSON null.
-// kvb::InputError "<path>: pre_tokenizer.type 'X' is not supported" for other types.
-std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& j, const std::string& where,
-                                                 const JsonFields& f);
+// The pre-tokenizer described by `j`; nullptr when absent or null.
+// kvb::InputError "<path>: pre_tokenizer.type: \"X\" is not supported (...)" for other types.
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const std::optional<JsonNode>& j);
 
 }  // namespace kvb::tok

@@ -8,13 +8,16 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/error_text.h"
 #include "common/hash.h"
 #include "common/json_io.h"
 #include "common/time.h"
 #include "harness/provenance.h"
 #include "methods/registry.h"
 #include "results/bench_import.h"
+#include "results/cell_record.h"
 #include "results/compare.h"
+#include "results/db_file.h"
 #include "results/leaderboard.h"
 #include "results/results_db.h"
 #include "results/sqlite_store.h"
@@ -116,13 +119,13 @@ int run_export(const ExportArgs& a) {
   const std::vector<std::string> args =
       run.empty() ? std::vector<std::string>{} : std::vector<std::string>{run};
   if (a.format == "jsonl") {
-    for (auto& r : db.query("SELECT c.run_id, r.name, c.record FROM cells c JOIN runs r ON r.id = "
-                            "c.run_id" +
+    for (auto& r : db.query("SELECT c.id, c.run_id, r.name, c.record FROM cells c JOIN runs r ON "
+                            "r.id = c.run_id" +
                                 where + " ORDER BY c.run_id, c.id",
                             args)) {
-      json rec = json::parse(r[2]);
-      rec["run_id"] = std::stoll(r[0]);
-      rec["run_name"] = r[1];
+      json rec = parse_cell_record(r[3], db.path() + ": cell " + r[0]);
+      rec["run_id"] = std::stoll(r[1]);
+      rec["run_name"] = r[2];
       std::cout << rec.dump() << "\n";
     }
     return 0;
@@ -169,9 +172,12 @@ int run_export(const ExportArgs& a) {
 int run_import_bench(const ImportBenchArgs& a) {
   // Everything is checked before the database is opened for writing.
   const BenchImport b = read_benchmark_json(a.json);
+  // A run to attach to is only in a database that exists: none is created for it.
+  KVB_INPUT_CHECK(a.run.empty() || fs::exists(a.db), a.db, ": no such file");
+  DbLock lock = DbLock::exclusive(a.db);  // then the checks, then the first write
   int64_t attach_to = 0;
-  if (!a.run.empty()) attach_to = std::stoll(ResultsDb(a.db).resolve_run(a.run));
-  SqliteStore store(a.db);
+  if (!a.run.empty()) attach_to = std::stoll(ResultsDb(a.db, &lock).resolve_run(a.run));
+  SqliteStore store(std::move(lock));
   store.transaction([&] {
     if (attach_to > 0) {
       store.use_run(attach_to);
@@ -207,29 +213,53 @@ int run_import_bench(const ImportBenchArgs& a) {
 int run_merge(const std::string& out, const std::vector<std::string>& in) {
   for (const auto& p : in) {
     KVB_INPUT_CHECK(fs::exists(p), p, ": no such file");
-    KVB_INPUT_CHECK(check_results_db(p) > 0, p, ": not a kvbench results database");
     KVB_INPUT_CHECK(!fs::exists(out) || !fs::equivalent(p, out), p,
                     ": is the database being merged into");
   }
-  // Conflicts among the inputs (and with OUT) refuse the merge before anything is written.
-  std::map<std::string, std::pair<std::string, std::string>> seen;  // cell -> (record, file)
-  std::vector<std::string> files = in;
-  if (fs::exists(out) && check_results_db(out) > 0) files.insert(files.begin(), out);
-  for (const auto& p : files) {
-    const ResultsDb db(p);
-    const std::string sql = std::string("SELECT r.name, r.config_hash, c.key, json_remove(") +
-                            "c.record, " + kVolatileRecordPaths +
-                            ") FROM cells c JOIN runs r ON r.id = c.run_id";
-    for (auto& r : db.query(sql)) {
-      const std::string id = r[0] + "|" + r[1] + "|" + r[2];
-      auto [it, fresh] = seen.try_emplace(id, r[3], p);
-      KVB_INPUT_CHECK(fresh || it->second.first == r[3], p, ": cell '", r[2],
-                      "' differs from the same cell in ", it->second.second);
+  // The inputs must not change while they are read (a shard still being run is refused), and
+  // OUT has one writer. Every check is made before anything is written; OUT, when absent, is
+  // created only then.
+  std::vector<DbLock> in_locks;
+  for (const auto& p : in) in_locks.push_back(DbLock::shared(p));
+  const bool out_existed = fs::exists(out);
+  DbLock out_lock = DbLock::exclusive(out);
+  try {
+    // Each file checked (results/results_db.h), then the conflicts among the inputs and with
+    // OUT: a cell whose record differs, a run built differently (as SqliteStore::merge()
+    // refuses them, which would be after OUT was created or other inputs merged).
+    std::map<std::string, std::pair<std::string, std::string>> seen;  // cell -> (record, file)
+    std::map<std::string, std::pair<std::string, std::string>> runs;  // run -> (build, file)
+    std::vector<std::pair<std::string, const DbLock*>> files;
+    if (out_existed && check_results_db(out, &out_lock) > 0) files.push_back({out, &out_lock});
+    for (size_t i = 0; i < in.size(); ++i) files.push_back({in[i], &in_locks[i]});
+    for (const auto& [p, held] : files) {
+      const ResultsDb db(p, held);
+      const std::string cuda = db.version() >= 2 ? "cuda_version" : "''";
+      for (auto& r : db.query("SELECT name, config_hash, json_array(git_commit, git_dirty, "
+                              "build_type, compiler, torch_version, " +
+                              cuda + ", seed) FROM runs")) {
+        auto [it, fresh] = runs.try_emplace(r[0] + "|" + r[1], r[2], p);
+        KVB_INPUT_CHECK(fresh || it->second.first == r[2], p, ": run '", one_line(r[0], 200),
+                        "' was built differently from the same run in ", it->second.second);
+      }
+      const std::string sql = std::string("SELECT r.name, r.config_hash, c.key, json_remove(") +
+                              "c.record, " + kVolatileRecordPaths +
+                              ") FROM cells c JOIN runs r ON r.id = c.run_id";
+      for (auto& r : db.query(sql)) {
+        const std::string id = r[0] + "|" + r[1] + "|" + r[2];
+        auto [it, fresh] = seen.try_emplace(id, r[3], p);
+        KVB_INPUT_CHECK(fresh || it->second.first == r[3], p, ": cell '", one_line(r[2], 200),
+                        "' differs from the same cell in ", it->second.second);
+      }
     }
+  } catch (...) {
+    std::error_code ec;
+    if (out_lock.created() && fs::file_size(out, ec) == 0 && !ec) fs::remove(out, ec);
+    throw;
   }
-  SqliteStore store(out);
+  SqliteStore store(std::move(out_lock));
   int64_t added = 0;
-  for (const auto& p : in) added += store.merge(p);
+  for (size_t i = 0; i < in.size(); ++i) added += store.merge(in[i], &in_locks[i]);
   std::cout << out << ": " << added << " cells added from " << in.size() << " databases\n";
   return 0;
 }

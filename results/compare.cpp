@@ -9,6 +9,7 @@
 #include "common/dtype.h"
 #include "common/hash.h"
 #include "methods/registry.h"
+#include "results/cell_record.h"
 #include "results/results_db.h"
 #include "suites/registry.h"
 
@@ -34,6 +35,11 @@ double metric_of(const CompareCell& c, const std::string& name) {
 
 bool has_number(const json& m, const std::string& name) {
   return m.contains(name) && m[name].is_number();
+}
+
+// metrics[name] when it is a number, else `fallback` (a NaN is stored as null).
+double number_or(const json& m, const std::string& name, double fallback) {
+  return has_number(m, name) ? m[name].get<double>() : fallback;
 }
 
 }  // namespace
@@ -65,7 +71,7 @@ CompareCells load_compare_cells(const ResultsDb& db, const std::string& run_id,
            "FROM cells c JOIN models m ON m.id = c.model_id JOIN methods me ON me.id = "
            "c.method_id JOIN datasets d ON d.id = c.dataset_id WHERE c.run_id = ? ORDER BY c.id",
            {run_id})) {
-    json record = json::parse(r[6]);
+    json record = parse_cell_record(r[6], db.path() + ": cell " + r[0]);
     if (!only_spec.empty() &&
         r[3] != spec_in_dtype(only_spec, record.value("dtype", std::string("fp32"))))
       continue;
@@ -116,8 +122,8 @@ CompareRow compare_metric(const CompareRule& rule, const CompareCell& base, cons
       r.base = metric_of(base, rule.metric);
       r.cand = metric_of(cand, rule.metric);
       const std::string se = rule.metric + "_se";
-      const double half = 1.96 * std::hypot(base.record["metrics"].value(se, 0.0),
-                                            cand.record["metrics"].value(se, 0.0));
+      const double half = 1.96 * std::hypot(number_or(base.record.at("metrics"), se, 0.0),
+                                            number_or(cand.record.at("metrics"), se, 0.0));
       r.ci = {r.cand - r.base - half, r.cand - r.base + half};
       break;
     }

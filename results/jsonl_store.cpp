@@ -9,6 +9,7 @@
 
 #include "common/check.h"
 #include "common/json_io.h"
+#include "common/json_reader.h"
 
 namespace kvb {
 namespace fs = std::filesystem;
@@ -25,15 +26,8 @@ JsonlStore::JsonlStore(std::string path) : path_(std::move(path)) {
     std::string s = text.substr(start, nl - start);
     const std::string at = path_ + ":" + std::to_string(line) + ": ";
     if (s.find_first_not_of(" \t\r") != std::string::npos) {
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(s);
-      } catch (const nlohmann::json::parse_error& e) {
-        std::string m = e.what();
-        auto p = m.find("] ");
-        throw InputError(at + "not a result record: invalid JSON: " +
-                         (p == std::string::npos ? m : m.substr(p + 2)));
-      }
+      // The JSON layer: "<file>:<line>: not a result record: invalid JSON: ..." and its limits.
+      nlohmann::json j = parse_json(s, at + "not a result record");
       KVB_INPUT_CHECK(j.is_object() && j.contains("key") && j["key"].is_string(), at,
                       "not a result record: expected an object with a string \"key\"");
       index_[j["key"].get<std::string>()] = records_.size();

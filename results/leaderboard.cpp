@@ -11,7 +11,9 @@
 #include <tuple>
 
 #include "common/check.h"
+#include "common/json_reader.h"
 #include "methods/registry.h"
+#include "results/cell_record.h"
 #include "results/compare.h"
 #include "results/results_db.h"
 #include "results/svg_chart.h"
@@ -24,8 +26,14 @@ using json = nlohmann::json;
 
 struct Cell {
   int64_t id = 0;
+  std::string source;  // "<db>: cell <id>", for messages about its record
   std::string run, suite, dataset, model_path, model, method;
   json metrics;
+  // metrics[name] read through the JSON layer: a malformed chart series is one line naming the
+  // database, the cell and the path in its record.
+  JsonNode metric_node(const std::string& name) const {
+    return JsonNode(metrics, source, "metrics").at(name);
+  }
   json params;  // the run's canonical params
   std::optional<double> bits, promised_bits;
   std::optional<std::string> not_applicable;  // the reason, when the cell is not applicable
@@ -127,8 +135,8 @@ TCell column_cell(const Cell& c, const BoardColumn& col) {
     case BoardColumn::Format::kSeries: {
       std::string text;
       if (c.metrics.contains(col.metric))
-        for (const json& v : c.metrics[col.metric])
-          text += (text.empty() ? "" : " · ") + fmt(f, v.get<double>());
+        for (const JsonNode& v : c.metric_node(col.metric).items())
+          text += (text.empty() ? "" : " · ") + fmt(f, v.number());
       return {text.empty() ? "–" : text};
     }
   }
@@ -247,15 +255,16 @@ std::string heatmap_charts(const BoardChart& chart,
   std::string h;
   for (const auto& [method, c] : latest) {
     if (!c->metrics.contains(chart.metric)) continue;
-    const json& hm = c->metrics[chart.metric];
+    const JsonNode hm = c->metric_node(chart.metric);
     svg::Grid g;
     g.name = method;
-    for (const json& d : hm["depths"]) g.rows.push_back(fmt("%.2g", d.get<double>()));
-    for (const json& l : hm["context_lengths"]) g.cols.push_back(std::to_string(l.get<int64_t>()));
+    for (const JsonNode& d : hm.at("depths").items()) g.rows.push_back(fmt("%.2g", d.number()));
+    for (const JsonNode& l : hm.at("context_lengths").items())
+      g.cols.push_back(std::to_string(l.integer()));
     g.values.assign(g.rows.size(), std::vector<double>(g.cols.size(), 0.0));
+    const JsonNode scores = hm.at("scores");
     for (size_t ci = 0; ci < g.cols.size(); ++ci)
-      for (size_t di = 0; di < g.rows.size(); ++di)
-        g.values[di][ci] = hm["scores"][ci][di].get<double>();
+      for (size_t di = 0; di < g.rows.size(); ++di) g.values[di][ci] = scores[ci][di].number();
     svg::Attrs a = attrs;
     a.push_back({"data-series", method});
     h += figure(svg::heatmap_chart(a, {where + ": " + method, chart.x, chart.y, chart.y_max}, g),
@@ -272,9 +281,9 @@ std::string line_charts(const BoardChart& chart, const std::map<std::string, con
   for (const auto& [method, c] : latest) {
     if (!c->metrics.contains(chart.metric)) continue;
     svg::Series se{method, colour.at(method), {}};
-    const json& ys = c->metrics[chart.metric];
+    const std::vector<JsonNode> ys = c->metric_node(chart.metric).items();
     for (size_t i = 0; i < ys.size(); ++i)
-      se.points.push_back({static_cast<double>(i + 1), ys[i].get<double>()});
+      se.points.push_back({static_cast<double>(i + 1), ys[i].number()});
     series.push_back(std::move(se));
   }
   if (series.empty()) return "";
@@ -415,10 +424,12 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
                "LEFT JOIN memory mem ON mem.cell_id = c.id" +
                (run.empty() ? "" : " WHERE c.run_id = ?") + " ORDER BY c.id",
            run.empty() ? std::vector<std::string>{} : std::vector<std::string>{run})) {
-    const json record = json::parse(r[7]);
+    const std::string source = opt.db + ": cell " + r[0];
+    const json record = parse_cell_record(r[7], source);
     if (!wanted.empty() && !is_wanted(r[6], record.value("dtype", std::string("fp32")))) continue;
     Cell c;
     c.id = std::stoll(r[0]);
+    c.source = source;
     c.run = run_label(r[1], r[2]);
     c.suite = r[3];
     c.dataset = r[4];

@@ -3,25 +3,26 @@
 #include <sqlite3.h>
 
 #include <cctype>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <thread>
 
 #include "common/check.h"
 #include "common/hash.h"
-#include "common/time.h"
 #include "common/json_io.h"
+#include "common/time.h"
+#include "results/cell_record.h"
+#include "results/results_db.h"
 
 namespace kvb {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-constexpr int kApplicationId = 0x4b564231;  // "KVB1"
-
 
 // One prepared statement; binds by 1-based position.
 class Stmt {
@@ -81,25 +82,24 @@ void exec(sqlite3* db, const std::string& sql) {
   }
 }
 
-// Pragmas and schema reads on a read-only handle; an SQLite failure is the file's fault.
-int64_t pragma_int(sqlite3* db, const std::string& path, const char* sql) {
-  sqlite3_stmt* s = nullptr;
-  int rc = sqlite3_prepare_v2(db, sql, -1, &s, nullptr);
-  if (rc == SQLITE_OK) rc = sqlite3_step(s);
-  if (rc != SQLITE_ROW) {
-    std::string m = sqlite3_errmsg(db);
+// Sets the journal mode, retrying while another connection keeps SQLite from changing it
+// (leaving WAL needs the file to itself); false when it could not within `ms`.
+bool set_journal_mode(sqlite3* db, const std::string& mode, int ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  for (;;) {
+    sqlite3_stmt* s = nullptr;
+    std::string got;
+    if (sqlite3_prepare_v2(db, ("PRAGMA journal_mode = " + mode).c_str(), -1, &s, nullptr) ==
+            SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
+      got = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
     sqlite3_finalize(s);
-    throw InputError(path + ": not a usable SQLite database: " + m);
+    for (char& c : got) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (got == mode) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  int64_t v = sqlite3_column_int64(s, 0);
-  std::string text =
-      sqlite3_column_text(s, 0) ? reinterpret_cast<const char*>(sqlite3_column_text(s, 0)) : "";
-  sqlite3_finalize(s);
-  if (std::strcmp(sql, "PRAGMA quick_check") == 0 && text != "ok")
-    throw InputError(path + ": damaged SQLite database: " + text);
-  return v;
 }
-
 
 void bind_optional(Stmt& s, int i, const std::optional<double>& v) {
   if (v)
@@ -131,102 +131,114 @@ const char* const kVolatileRecordPaths =
     "'$.finished_at', '$.metrics.seconds', '$.metrics.tokens_per_second', '$.metrics.timings', "
     "'$.protocol.reference_seconds'";
 
-int check_results_db(const std::string& path) {
-  if (!fs::exists(path)) return 0;
-  KVB_INPUT_CHECK(fs::is_regular_file(path), path, ": not a regular file");
-  if (fs::file_size(path) == 0) return 0;
-  char head[16] = {};
-  {
-    std::ifstream in(path, std::ios::binary);
-    in.read(head, sizeof head);
-    KVB_INPUT_CHECK(in && std::memcmp(head, "SQLite format 3", 16) == 0, path,
-                    ": not an SQLite database");
-  }
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
-  struct Closer {
-    sqlite3* d;
-    ~Closer() { sqlite3_close(d); }
-  } closer{db};
-  KVB_INPUT_CHECK(rc == SQLITE_OK, path, ": cannot open: ", db ? sqlite3_errmsg(db) : "no memory");
-  pragma_int(db, path, "PRAGMA quick_check");
-  const int64_t app = pragma_int(db, path, "PRAGMA application_id");
-  const int64_t version = pragma_int(db, path, "PRAGMA user_version");
-  const int64_t tables = pragma_int(db, path, "SELECT count(*) FROM sqlite_master");
-  if (app != kApplicationId) {
-    KVB_INPUT_CHECK(tables == 0 && version == 0, path,
-                    ": not a kvbench results database (an SQLite file of another program)");
-    return 0;
-  }
-  KVB_INPUT_CHECK(version <= kSchemaVersion, path, ": schema version ", version,
-                  " is newer than this kvbench reads (", kSchemaVersion, "); use a newer kvbench");
-  return static_cast<int>(version);
+int check_results_db(const std::string& path, const DbLock* held) {
+  return ResultsDb::check(path, held);
 }
 
-SqliteStore::SqliteStore(std::string path) : path_(std::move(path)) {
-  const int version = check_results_db(path_);
-  const fs::path parent = fs::path(path_).parent_path();
-  if (!parent.empty()) fs::create_directories(parent);
-  int rc =
-      sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string m = db_ ? sqlite3_errmsg(db_) : "no memory";
-    sqlite3_close(db_);
-    db_ = nullptr;
-    throw InputError(path_ + ": cannot open: " + m);
-  }
+SqliteStore::SqliteStore(std::string path) : SqliteStore(DbLock::exclusive(path)) {}
+
+SqliteStore::SqliteStore(DbLock lock) : path_(lock.path()), lock_(std::move(lock)) {
+  std::error_code ec;
   try {
-    sqlite3_busy_timeout(db_, 10000);
-    exec(db_, "PRAGMA journal_mode = WAL");
-    exec(db_, "PRAGMA synchronous = FULL");
-    exec(db_, "PRAGMA foreign_keys = ON");
-    for (int v = version; v < kSchemaVersion; ++v) {
-      exec(db_, "BEGIN IMMEDIATE");
-      try {
-        exec(db_, schema_migration(v));
-        exec(db_, "PRAGMA user_version = " + std::to_string(v + 1));
-        exec(db_, "COMMIT");
-      } catch (...) {
-        exec(db_, "ROLLBACK");
-        throw;
+    // A -journal beside the file: a write in rollback-journal mode was interrupted (a killed
+    // switch of the journal mode). SQLite rolls it back when the file is opened for writing;
+    // the checks cannot read the file before that.
+    if (fs::exists(path_ + "-journal", ec) && check_db_file(path_).present) {
+      sqlite3* r = nullptr;
+      if (sqlite3_open_v2(sqlite_uri(path_, "mode=rw").c_str(), &r,
+                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI, nullptr) == SQLITE_OK) {
+        sqlite3_busy_timeout(r, kBusyTimeoutMs);
+        sqlite3_exec(r, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr);
       }
+      sqlite3_close(r);  // a failure is the checks' to report
     }
+    version_ = check_results_db(path_, &lock_);
+    // The file exists (the lock created it when absent); SQLITE_OPEN_URI for merge's ATTACH.
+    if (sqlite3_open_v2(sqlite_uri(path_, "mode=rw").c_str(), &db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI, nullptr) != SQLITE_OK)
+      throw InputError(
+          path_ + ": cannot open for writing: " + (db_ ? sqlite3_errmsg(db_) : "out of memory"));
+    sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+    exec(db_, "PRAGMA foreign_keys = ON");
   } catch (...) {
     sqlite3_close(db_);
     db_ = nullptr;
+    if (lock_.created() && fs::file_size(path_, ec) == 0 && !ec) fs::remove(path_, ec);
     throw;
   }
 }
 
-SqliteStore::~SqliteStore() { sqlite3_close(db_); }
+SqliteStore::~SqliteStore() {
+  // Back to rollback-journal mode, so that the file at rest is read without side files; when a
+  // reader still has it open, it stays in WAL mode (its -wal and -shm go with the next writer).
+  if (db_ && writing_) set_journal_mode(db_, "delete", 5000);
+  sqlite3_close(db_);
+  std::error_code ec;
+  if (lock_.created() && fs::file_size(path_, ec) == 0 && !ec) fs::remove(path_, ec);
+}
+
+void SqliteStore::prepare_write() {
+  if (writing_) return;
+  KVB_CHECK(sqlite3_get_autocommit(db_) != 0, "prepare_write() inside a transaction");
+  if (!set_journal_mode(db_, "wal", kBusyTimeoutMs))
+    throw InputError(path_ + ": cannot switch to WAL mode: " + sqlite3_errmsg(db_) +
+                     " (another process has it open)");
+  exec(db_, "PRAGMA synchronous = FULL");
+  for (int v = version_; v < kSchemaVersion; ++v) {
+    exec(db_, "BEGIN IMMEDIATE");
+    try {
+      exec(db_, schema_migration(v));
+      exec(db_, "PRAGMA user_version = " + std::to_string(v + 1));
+      exec(db_, "COMMIT");
+    } catch (...) {
+      exec(db_, "ROLLBACK");
+      throw;
+    }
+    version_ = v + 1;
+  }
+  writing_ = true;
+}
 
 bool SqliteStore::has_cell(const std::string& key) const {
+  if (run_id_ == 0) return false;
   Stmt s(db_, "SELECT 1 FROM cells WHERE run_id = ? AND key = ?");
   return s.bind(1, run_id_).bind(2, key).step();
 }
 
 std::vector<json> SqliteStore::cells() const {
   std::vector<json> out;
-  Stmt s(db_, "SELECT record FROM cells WHERE run_id = ? ORDER BY id");
+  if (run_id_ == 0) return out;
+  Stmt s(db_, "SELECT id, record FROM cells WHERE run_id = ? ORDER BY id");
   s.bind(1, run_id_);
-  while (s.step()) out.push_back(json::parse(s.text_at(0)));
+  while (s.step())
+    out.push_back(parse_cell_record(s.text_at(1), path_ + ": cell " + std::to_string(s.int_at(0))));
   return out;
 }
 
 void SqliteStore::begin_run(const json& run) {
   const std::string hash = run.at("config_hash").get<std::string>();
   const std::string name = run.value("name", std::string());
+  run_id_ = 0;
+  pending_run_ = run;
+  if (version_ == 0) return;  // no tables yet
   Stmt find(db_, "SELECT id FROM runs WHERE name = ? AND config_hash = ?");
   if (find.bind(1, name).bind(2, hash).step()) {
     run_id_ = find.int_at(0);
-    return;
+    pending_run_ = nullptr;
   }
+}
+
+void SqliteStore::ensure_run() {
+  if (run_id_ > 0) return;
+  KVB_CHECK(!pending_run_.is_null(), "a write before begin_run()");
+  KVB_CHECK(writing_ && sqlite3_get_autocommit(db_) == 0, "ensure_run() outside a transaction");
+  const json& run = pending_run_;
   Stmt ins(db_,
            "INSERT INTO runs (name, config_hash, suite_name, git_commit, git_dirty, build_type, "
            "compiler, torch_version, cuda_version, device, threads, host, started_at, seed, "
            "config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  ins.bind(1, name)
-      .bind(2, hash)
+  ins.bind(1, run.value("name", std::string()))
+      .bind(2, run.at("config_hash").get<std::string>())
       .bind(3, run.at("suite_name").get<std::string>())
       .bind(4, run.at("git_commit").get<std::string>())
       .bind(5, static_cast<int64_t>(run.at("git_dirty").get<bool>()))
@@ -245,13 +257,32 @@ void SqliteStore::begin_run(const json& run) {
 }
 
 void SqliteStore::end_run() {
-  KVB_CHECK(run_id_ > 0, "end_run() before begin_run()");
-  Stmt s(db_, "UPDATE runs SET ended_at = ? WHERE id = ?");
-  s.bind(1, now_utc()).bind(2, run_id_).step();
+  KVB_CHECK(run_id_ > 0 || !pending_run_.is_null(), "end_run() before begin_run()");
+  if (run_id_ > 0) {
+    Stmt s(db_, "SELECT ended_at IS NULL FROM runs WHERE id = ?");
+    KVB_CHECK(s.bind(1, run_id_).step(), "run ", run_id_, " is gone");
+    if (s.int_at(0) == 0) return;  // it ended before: its ended_at is kept
+  }
+  write([&] {
+    ensure_run();
+    Stmt s(db_, "UPDATE runs SET ended_at = ? WHERE id = ?");
+    s.bind(1, now_utc()).bind(2, run_id_).step();
+  });
+}
+
+void SqliteStore::write(const std::function<void()>& body) {
+  if (sqlite3_get_autocommit(db_) == 0)
+    body();  // inside transaction()
+  else
+    transaction(body);
 }
 
 void SqliteStore::add_kernel_timing(const KernelTiming& t) {
-  KVB_CHECK(run_id_ > 0, "add_kernel_timing() before begin_run()");
+  write([&] { file_kernel_timing(t); });
+}
+
+void SqliteStore::file_kernel_timing(const KernelTiming& t) {
+  ensure_run();
   Stmt s(db_,
          "INSERT OR REPLACE INTO kernel_timings (run_id, cell_key, name, shape, device, reps, "
          "median_ms, min_ms, max_ms, bytes_moved, gbps, gflops, roofline_fraction) "
@@ -276,13 +307,16 @@ void SqliteStore::add_kernel_timing(const KernelTiming& t) {
 }
 
 void SqliteStore::use_run(int64_t id) {
+  KVB_INPUT_CHECK(version_ > 0, path_, ": no run ", id);
   Stmt s(db_, "SELECT 1 FROM runs WHERE id = ?");
   KVB_INPUT_CHECK(s.bind(1, id).step(), path_, ": no run ", id);
   run_id_ = id;
+  pending_run_ = nullptr;
 }
 
 void SqliteStore::transaction(const std::function<void()>& body) {
   const int64_t run_before = run_id_;
+  prepare_write();
   exec(db_, "BEGIN IMMEDIATE");
   try {
     body();
@@ -308,9 +342,9 @@ int64_t SqliteStore::intern(const char* select, const char* insert,
 void SqliteStore::write_cell(const json& r) {
   KVB_CHECK(r.is_object() && r.contains("key") && r["key"].is_string(),
             "a cell record needs a string \"key\"");
-  KVB_CHECK(run_id_ > 0, "write_cell() before begin_run()");
-  exec(db_, "BEGIN IMMEDIATE");
-  try {
+  KVB_CHECK(run_id_ > 0 || !pending_run_.is_null(), "write_cell() before begin_run()");
+  transaction([&] {
+    ensure_run();
     const std::string model = r.at("model").get<std::string>();
     const fs::path model_cfg = fs::path(model) / "config.json";
     const int64_t model_id =
@@ -373,7 +407,7 @@ void SqliteStore::write_cell(const json& r) {
     }
     if (m.contains("timings"))
       for (const json& t : m["timings"])
-        add_kernel_timing(kernel_timing_from_json(t, r["key"].get<std::string>()));
+        file_kernel_timing(kernel_timing_from_json(t, r["key"].get<std::string>()));
     if (m.contains("samples") && m["samples"].is_array()) {
       const json& ss = m["samples"];
       for (size_t i = 0; i < ss.size(); ++i) {
@@ -411,11 +445,7 @@ void SqliteStore::write_cell(const json& r) {
         }
       }
     }
-    exec(db_, "COMMIT");
-  } catch (...) {
-    exec(db_, "ROLLBACK");
-    throw;
-  }
+  });
 }
 
 namespace {
@@ -431,15 +461,21 @@ std::string same_record() {
 
 }  // namespace
 
-int64_t SqliteStore::merge(const std::string& path) {
-  const int src_version = check_results_db(path);
+int64_t SqliteStore::merge(const std::string& path, const DbLock* held) {
+  std::optional<DbLock> own;
+  if (!held) held = &own.emplace(DbLock::shared(path));
+  const int src_version = check_results_db(path, held);
   KVB_INPUT_CHECK(src_version > 0, path, ": not a kvbench results database");
+  prepare_write();
+  // Read-only, and without side files (results/db_file.h): the shared lock keeps writers out.
+  std::error_code ec;
+  const bool immutable = check_db_file(path).wal && !fs::exists(path + "-wal", ec);
   // What a version-1 file lacks reads as its migration-2 default.
   const bool v1 = src_version < 2;
   const std::string src_cuda = v1 ? "''" : "sr.cuda_version";
   const std::string src_promised = v1 ? "NULL" : "x.promised_bytes";
   Stmt attach(db_, "ATTACH DATABASE ? AS src");
-  attach.bind(1, path).step();
+  attach.bind(1, sqlite_uri(path, immutable ? "mode=ro&immutable=1" : "mode=ro")).step();
   int64_t added = 0;
   try {
     exec(db_, "BEGIN IMMEDIATE");

@@ -23,9 +23,10 @@ class ResultStore {
   virtual std::vector<nlohmann::json> cells() const = 0;
   virtual std::string path() const = 0;
   // A run's provenance and config (keys: name, config_hash, suite_name, seed, config, started_at and
-  // those of run_provenance()); the SQLite store records it, JSON Lines has nowhere to.
+  // those of run_provenance()); the SQLite store records it (with the run's first cell: a run
+  // that stores nothing writes nothing), JSON Lines has nowhere to.
   virtual void begin_run(const nlohmann::json& run) {}
-  // Every cell of the run is finished.
+  // Every cell of the run is finished (the SQLite store keeps the time it first was).
   virtual void end_run() {}
 };
 

@@ -340,6 +340,33 @@ TEST_F(ResultsDbSafety, ARefusedRunLeavesTheDatabaseIdentical) {
   EXPECT_EQ(test::scalar(db, "SELECT count(*) FROM runs"), 1);
 }
 
+// A process killed in the middle of a rollback-journal write leaves a hot -journal: readers cannot
+// read the file until it is rolled back and say so in one line, leaving both files as they are;
+// the next writer rolls it back (SQLite's recovery), checks the file and goes on.
+TEST_F(ResultsDbSafety, AnInterruptedWriteIsNamedByReadersAndRolledBackByTheNextWriter) {
+  const std::string db = copy("hot.db");
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // writes in a transaction, then dies without committing it
+    sqlite3* h = nullptr;
+    if (sqlite3_open(db.c_str(), &h) != SQLITE_OK ||
+        sqlite3_exec(h, "PRAGMA cache_size = 1; BEGIN; UPDATE cells SET record = '{}';", nullptr,
+                     nullptr, nullptr) != SQLITE_OK)
+      ::_exit(1);
+    ::_exit(0);
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ASSERT_EQ(side_files(dir_.path()), (std::set<std::string>{"hot.db-journal"}));
+  expect_refused("export --db " + q(db) + " --format jsonl", db, "a write to it was interrupted");
+  const auto r = test::run_kvbench("run --progress lines --suite " + q(cfg()) + " --db " + q(db));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("0 cells computed"), std::string::npos) << r.out;
+  EXPECT_TRUE(side_files(dir_.path()).empty());
+  EXPECT_EQ(test::scalar(db, "SELECT count(*) FROM cells WHERE record = '{}'"), 0);
+}
+
 // Two writers on one database: the one that takes the lock first runs, the other is refused at
 // once with one line naming it (or, when the first had finished already, finds its cells done).
 // Repeated, as a race must be. Readers during a run read it; other writers are refused too.

@@ -194,6 +194,11 @@ TEST_F(ModelFiles, WrongJsonTypesNameFileFieldExpectedAndGot) {
   expect_tokenizer_error(tok_path(),
                          "post_processor.special_tokens.<s>.ids[0]: expected an integer");
   t = tokenizer_json();
+  t["post_processor"]["pair"][2]["Sequence"] = "B";
+  write_file(tok_path(), t.dump());
+  expect_tokenizer_error(tok_path(),
+                         "post_processor.pair[2].Sequence: expected an object, got a string \"B\"");
+  t = tokenizer_json();
   t["model"]["merges"] = {{"a"}};
   write_file(tok_path(), t.dump());
   expect_tokenizer_error(tok_path(), "model.merges[0]: expected a string \"a b\" or a pair");

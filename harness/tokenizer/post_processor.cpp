@@ -37,6 +37,26 @@ SpecialIds read_template(const JsonNode& j) {
     for (const JsonNode& v : entry->at("ids").array().items()) dst.push_back(token_id(v));
   }
   if (!seen_sequence) single.fail("has no Sequence A");
+  // The pair template is not used (kvbench encodes single texts), but it is checked as HF
+  // checks it when loading: Sequence A / B and known special tokens.
+  if (const auto pair = j.find("pair")) {
+    for (const JsonNode& item : pair->array().items()) {
+      item.object();
+      if (const auto seq = item.find("Sequence")) {
+        seq->object();
+        const JsonNode id = seq->at("id");
+        if (id.str() != "A" && id.str() != "B") id.expected("\"A\" or \"B\"");
+        continue;
+      }
+      const JsonNode tok = item.at("SpecialToken");
+      tok.object();
+      const std::string id = tok.at("id").str();
+      if (!specials || !specials->has(id)) {
+        tok.at("id").fail("special token " + quote_input(id) + " is not in " +
+                          (specials ? specials->where() : j.where() + ".special_tokens"));
+      }
+    }
+  }
   return out;
 }
 

@@ -6,6 +6,7 @@
 
 #include "common/check.h"
 #include "common/dtype.h"
+#include "common/error_text.h"
 
 namespace kvb {
 namespace {
@@ -44,44 +45,79 @@ std::vector<MethodEntry> builtin_methods() {
 #undef KVB_LIST_ENTRY
 }
 
-void check_value(const std::string& text, const StageSpec& st, const ParamSchema& p,
-                 const std::string& v) {
+std::string range_text(const ParamSchema& p) {
+  return "at least " + std::to_string(static_cast<int64_t>(p.min)) + " and at most " +
+         std::to_string(static_cast<int64_t>(p.max));
+}
+
+// Checks `v` against the schema before any arithmetic on it and returns it in canonical form
+// (an int without sign or leading zeros: "007" is "7").
+std::string check_value(const std::string& text, const StageSpec& st, const ParamSchema& p,
+                        const std::string& v) {
   auto fail = [&](const std::string& why) {
-    return InputError("spec '" + text + "': " + st.name + "(" + p.name + "=" + v + "): " + why);
+    return InputError("spec " + quote_spec(text) + ": " + one_line(st.name, 80) + "(" + p.name +
+                      "=" + one_line(v, 80) + "): " + why);
   };
-  if (v == "auto" && (p.default_value == "auto" || p.auto_is_compute_dtype)) return;
+  if (v == "auto" && (p.default_value == "auto" || p.auto_is_compute_dtype)) return v;
   if (p.type == "enum") {
     for (const auto& c : p.choices)
-      if (c == v) return;
+      if (c == v) return v;
     throw fail("expected one of " + join(p.choices));
   }
-  double x = 0;
   if (p.type == "int") {
     int64_t n = 0;
     auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec == std::errc::result_out_of_range)
+      throw fail(p.choices.empty() ? "out of range (must be " + range_text(p) + ")"
+                                   : "expected one of " + join(p.choices));
     if (ec != std::errc() || ptr != v.data() + v.size()) throw fail("not an integer");
-    x = static_cast<double>(n);
-    if (!p.choices.empty() && std::find(p.choices.begin(), p.choices.end(), v) == p.choices.end())
-      throw fail("expected one of " + join(p.choices));
-  } else {
-    size_t used = 0;
-    try {
-      x = std::stod(v, &used);
-    } catch (...) {
-      used = 0;
+    const std::string canonical = std::to_string(n);
+    if (!p.choices.empty()) {
+      if (std::find(p.choices.begin(), p.choices.end(), canonical) == p.choices.end())
+        throw fail("expected one of " + join(p.choices));
+      return canonical;
     }
-    if (used != v.size() || !std::isfinite(x)) throw fail("not a number");
+    if (static_cast<double>(n) < p.min || static_cast<double>(n) > p.max)
+      throw fail("must be " + range_text(p));
+    return canonical;
   }
-  if (x < p.min || (p.max != 0 && x > p.max)) {
-    std::string range = p.max != 0 ? " and at most " + std::to_string(static_cast<int64_t>(p.max)) : "";
-    throw fail("must be at least " + std::to_string(static_cast<int64_t>(p.min)) + range);
+  double x = 0;
+  size_t used = 0;
+  try {
+    x = std::stod(v, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used != v.size() || !std::isfinite(x)) throw fail("not a finite number");
+  if (x < p.min || x > p.max)
+    throw fail("must be in [" + std::to_string(p.min) + ", " + std::to_string(p.max) + "]");
+  return v;
+}
+
+// Every int or float parameter has a documented range (or a list of choices): a schema without
+// one is a bug in the method's file, caught when the registry is first used.
+void check_schema(const MethodEntry& e) {
+  for (const ParamSchema& p : e.params) {
+    if (p.type == "enum") {
+      KVB_CHECK(!p.choices.empty(), e.name, ".", p.name, ": an enum without choices");
+      continue;
+    }
+    KVB_CHECK(p.type == "int" || p.type == "float", e.name, ".", p.name, ": unknown type ", p.type);
+    if (!p.choices.empty()) continue;
+    KVB_CHECK(p.min < p.max && std::abs(p.min) <= 9007199254740992.0 &&
+                  std::abs(p.max) <= 9007199254740992.0,
+              e.name, ".", p.name, ": needs a range [min, max] within +-2^53");
   }
 }
 
 }  // namespace
 
 const std::vector<MethodEntry>& method_registry() {
-  static const std::vector<MethodEntry> r = builtin_methods();
+  static const std::vector<MethodEntry> r = [] {
+    std::vector<MethodEntry> all = builtin_methods();
+    for (const MethodEntry& e : all) check_schema(e);
+    return all;
+  }();
   return r;
 }
 
@@ -95,25 +131,26 @@ std::vector<StageSpec> canonicalize(const std::string& text, torch::ScalarType c
   std::vector<StageSpec> chain = parse_spec(text);
   std::vector<std::string> names;
   for (const auto& e : method_registry()) names.push_back(e.name);
+  const std::string spec = "spec " + quote_spec(text);
   for (size_t i = 0; i < chain.size(); ++i) {
     StageSpec& st = chain[i];
     const MethodEntry* e = find_method(st.name);
-    KVB_INPUT_CHECK(e, "spec '", text, "': unknown method '", st.name, "' (known: ", join(names),
+    KVB_INPUT_CHECK(e, spec, ": unknown method '", one_line(st.name, 80), "' (known: ", join(names),
                     ")");
     std::vector<std::string> keys;
     for (const auto& p : e->params) keys.push_back(p.name);
-    for (const auto& [k, v] : st.params) {
+    for (auto& [k, v] : st.params) {
       const ParamSchema* ps = nullptr;
       for (const auto& p : e->params)
         if (p.name == k) ps = &p;
-      KVB_INPUT_CHECK(ps, "spec '", text, "': method '", st.name, "' has no parameter '", k,
+      KVB_INPUT_CHECK(ps, spec, ": method '", st.name, "' has no parameter '", one_line(k, 80),
                       "' (known: ", keys.empty() ? std::string("none") : join(keys), ")");
-      check_value(text, st, *ps, v);
+      v = check_value(text, st, *ps, v);
     }
     for (const auto& p : e->params) {
       if (!st.params.count(p.name)) {
-        KVB_INPUT_CHECK(!p.default_value.empty(), "spec '", text, "': ", st.name,
-                        " needs parameter '", p.name, "' (", p.help, ")");
+        KVB_INPUT_CHECK(!p.default_value.empty(), spec, ": ", st.name, " needs parameter '", p.name,
+                        "' (", p.help, ")");
         st.params[p.name] = p.default_value;
       }
       if (p.auto_is_compute_dtype && st.params[p.name] == "auto")
@@ -121,7 +158,7 @@ std::vector<StageSpec> canonicalize(const std::string& text, torch::ScalarType c
     }
     if (e->finalize) e->finalize(text, st);
     const bool last = i + 1 == chain.size();
-    KVB_INPUT_CHECK(last || e->kind() == StageKind::kSelector, "spec '", text, "': '", st.name,
+    KVB_INPUT_CHECK(last || e->kind() == StageKind::kSelector, spec, ": '", st.name,
                     "' stores the cache and must be the last stage");
   }
   // Selectors alone store into full(dtype=<compute>); in fp32 runs that store is left implicit.
@@ -162,16 +199,18 @@ bool acts_only_at_end_prefill(const std::string& text) {
 std::string describe_param(const ParamSchema& p) {
   std::string s = p.type;
   if (!p.choices.empty()) s += " in {" + join(p.choices) + "}";
-  else if (p.type != "enum" && (p.min != 0 || p.max != 0))
+  else if (p.type == "int")
     s += " >= " + std::to_string(static_cast<int64_t>(p.min)) +
-         (p.max != 0 ? " and <= " + std::to_string(static_cast<int64_t>(p.max)) : "");
+         " and <= " + std::to_string(static_cast<int64_t>(p.max));
+  else if (p.type == "float")
+    s += " in [" + std::to_string(p.min) + ", " + std::to_string(p.max) + "]";
   if (p.default_value.empty()) s += ", required";
   else s += ", default " + p.default_value;
   return s;
 }
 
 void stage_fail(const std::string& text, const StageSpec& st, const std::string& why) {
-  throw InputError("spec '" + text + "': " + st.str() + ": " + why);
+  throw InputError("spec " + quote_spec(text) + ": " + one_line(st.str(), 200) + ": " + why);
 }
 
 int64_t spec_int(const StageSpec& s, const std::string& key) { return std::stoll(s.params.at(key)); }

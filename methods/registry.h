@@ -23,12 +23,21 @@ struct ParamSchema {
   std::string default_value;  // filled into the canonical spec when absent; "" = required;
                               // "auto" = derived from other parameters (MethodEntry::finalize)
   std::vector<std::string> choices;  // for enum, and the allowed values of an int when non-empty
-  double min = 0, max = 0;           // for int/float (inclusive; max 0 = unbounded)
+  // For int/float without choices: the documented range, inclusive, checked before any
+  // arithmetic on the value (method_registry() refuses a schema without one, min < max).
+  double min = 0, max = 0;
   std::string help;
   // An enum of dtypes whose "auto" (allowed besides the choices) is the run's compute dtype,
   // resolved by canonicalize() so that the canonical spec names the dtype used.
   bool auto_is_compute_dtype = false;
 };
+
+// The largest token count a spec parameter may name (budget, window, sink, recent, residual):
+// 2^24 = 16,777,216 tokens, far beyond any context kvbench runs, small enough that slot
+// arithmetic (slots x layers x heads x head_dim x bytes) cannot overflow int64.
+inline constexpr double kMaxSpecTokens = 16777216.0;
+// The largest group / pooling size a spec may name (channels or tokens): 2^16.
+inline constexpr double kMaxSpecGroup = 65536.0;
 
 enum class StageKind { kStorage, kSelector };
 

@@ -3,6 +3,7 @@
 #include <cctype>
 
 #include "common/check.h"
+#include "common/error_text.h"
 
 namespace kvb {
 namespace {
@@ -21,8 +22,13 @@ bool is_ident(const std::string& s) {
   return true;
 }
 
+// A piece of the spec for a message: escaped, cut at 80 characters.
+std::string piece(const std::string& s) { return "'" + one_line(s, 80) + "'"; }
+
 StageSpec parse_stage(const std::string& whole, const std::string& text) {
-  auto fail = [&](const std::string& why) { return InputError("spec '" + whole + "': " + why); };
+  auto fail = [&](const std::string& why) {
+    return InputError("spec " + quote_spec(whole) + ": " + why);
+  };
   StageSpec st;
   std::string s = trim(text);
   size_t open = s.find('(');
@@ -30,7 +36,8 @@ StageSpec parse_stage(const std::string& whole, const std::string& text) {
     if (s.find(')') != std::string::npos) throw fail("unbalanced parentheses");
     st.name = s;
   } else {
-    if (s.back() != ')') throw fail("unbalanced parentheses (expected ')' at the end of '" + s + "')");
+    if (s.back() != ')')
+      throw fail("unbalanced parentheses (expected ')' at the end of " + piece(s) + ")");
     st.name = trim(s.substr(0, open));
     std::string inner = s.substr(open + 1, s.size() - open - 2);
     if (inner.find('(') != std::string::npos || inner.find(')') != std::string::npos)
@@ -41,21 +48,23 @@ StageSpec parse_stage(const std::string& whole, const std::string& text) {
         size_t comma = inner.find(',', start);
         std::string kv = trim(inner.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
         size_t eq = kv.find('=');
-        if (eq == std::string::npos) throw fail("expected key=value, got '" + kv + "'");
+        if (eq == std::string::npos) throw fail("expected key=value, got " + piece(kv));
         std::string k = trim(kv.substr(0, eq)), v = trim(kv.substr(eq + 1));
-        if (!is_ident(k)) throw fail("bad parameter name '" + k + "'");
-        if (v.empty()) throw fail("parameter '" + k + "' has no value");
-        if (!st.params.emplace(k, v).second) throw fail("parameter '" + k + "' given twice");
+        if (!is_ident(k)) throw fail("bad parameter name " + piece(k));
+        if (v.empty()) throw fail("parameter " + piece(k) + " has no value");
+        if (!st.params.emplace(k, v).second) throw fail("parameter " + piece(k) + " given twice");
         if (comma == std::string::npos) break;
         start = comma + 1;
       }
     }
   }
-  if (!is_ident(st.name)) throw fail("bad method name '" + st.name + "'");
+  if (!is_ident(st.name)) throw fail("bad method name " + piece(st.name));
   return st;
 }
 
 }  // namespace
+
+std::string quote_spec(const std::string& text) { return "'" + one_line(text, 200) + "'"; }
 
 std::string StageSpec::str() const {
   if (params.empty()) return name;
@@ -70,7 +79,9 @@ std::string StageSpec::str() const {
 }
 
 std::vector<StageSpec> parse_spec(const std::string& text) {
-  KVB_INPUT_CHECK(!trim(text).empty(), "spec '", text, "': empty");
+  KVB_INPUT_CHECK(!trim(text).empty(), "spec ", quote_spec(text), ": empty");
+  KVB_INPUT_CHECK(text.size() <= kMaxSpecChars, "spec ", quote_spec(text), ": ", text.size(),
+                  " characters, more than the ", kMaxSpecChars, " a spec may have");
   std::vector<StageSpec> chain;
   int depth = 0;
   size_t start = 0;
@@ -78,13 +89,16 @@ std::vector<StageSpec> parse_spec(const std::string& text) {
     char c = i < text.size() ? text[i] : '+';
     if (c == '(') ++depth;
     if (c == ')') --depth;
-    KVB_INPUT_CHECK(depth >= 0 && depth <= 1, "spec '", text, "': unbalanced parentheses");
+    KVB_INPUT_CHECK(depth >= 0 && depth <= 1, "spec ", quote_spec(text),
+                    ": unbalanced parentheses");
     if (c == '+' && depth == 0) {
+      KVB_INPUT_CHECK(chain.size() < kMaxSpecStages, "spec ", quote_spec(text), ": more than ",
+                      kMaxSpecStages, " stages");
       chain.push_back(parse_stage(text, text.substr(start, i - start)));
       start = i + 1;
     }
   }
-  KVB_INPUT_CHECK(depth == 0, "spec '", text, "': unbalanced parentheses");
+  KVB_INPUT_CHECK(depth == 0, "spec ", quote_spec(text), ": unbalanced parentheses");
   return chain;
 }
 

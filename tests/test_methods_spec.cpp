@@ -113,7 +113,8 @@ TEST(MethodsCommand, ListsEveryMethodWithItsSchema) {
     EXPECT_NE(r.out.find("\n" + e.name + "  ["), std::string::npos) << e.name;
     for (const ParamSchema& p : e.params) EXPECT_NE(r.out.find("    " + p.name + ": "), std::string::npos);
   }
-  EXPECT_NE(r.out.find("budget: int >= 1, required"), std::string::npos) << r.out;
+  // Every int parameter shows its range (checked before any arithmetic on it).
+  EXPECT_NE(r.out.find("budget: int >= 1 and <= 16777216, required"), std::string::npos) << r.out;
 }
 
 TEST(MethodsCommand, DescribeGivesCanonicalSpecAndBitsPerToken) {

@@ -57,9 +57,14 @@ MethodEntry h2o_entry() {
           "H2O heavy hitters: attention accumulated per token (summed over the query heads of "
           "a KV group); over `budget` slots, evict the lowest-score token outside the "
           "`recent` window.",
-      .params =
-          {{"budget", "int", "", {}, 1, 0, "slots kept per KV head"},
-           {"recent", "int", "auto", {}, 0, 0, "most recent tokens always kept (auto: budget/2)"}},
+      .params = {{"budget", "int", "", {}, 1, kMaxSpecTokens, "slots kept per KV head"},
+                 {"recent",
+                  "int",
+                  "auto",
+                  {},
+                  0,
+                  kMaxSpecTokens,
+                  "most recent tokens always kept (auto: budget/2)"}},
       .make = SelectorFactory([](const StageSpec& s) { return std::make_unique<H2OSelector>(s); }),
       .finalize =
           [](const std::string& text, StageSpec& s) {

@@ -55,9 +55,9 @@ MethodEntry knorm_entry() {
           "norm, evicting the highest-norm key whenever it holds more (continuously, also "
           "while decoding); the `recent` latest and first `sink` tokens are always kept "
           "(none by default, as in the paper).",
-      .params = {{"budget", "int", "", {}, 1, 0, "slots kept per KV head"},
-                 {"recent", "int", "0", {}, 0, 0, "most recent tokens always kept"},
-                 {"sink", "int", "0", {}, 0, 0, "first tokens always kept"}},
+      .params = {{"budget", "int", "", {}, 1, kMaxSpecTokens, "slots kept per KV head"},
+                 {"recent", "int", "0", {}, 0, kMaxSpecTokens, "most recent tokens always kept"},
+                 {"sink", "int", "0", {}, 0, kMaxSpecTokens, "first tokens always kept"}},
       .make =
           SelectorFactory([](const StageSpec& s) { return std::make_unique<KnormSelector>(s); }),
       .finalize =

@@ -77,9 +77,14 @@ MethodEntry random_entry() {
       .help =
           "Random eviction, the baseline: each KV head keeps a uniformly random `budget` of "
           "the tokens seen (fixed by `seed`), evicting whenever it holds more (continuously).",
-      .params =
-          {{"budget", "int", "", {}, 1, 0, "slots kept per KV head"},
-           {"seed", "int", "0", {}, 0, 0, "random seed (the same seed keeps the same slots)"}},
+      .params = {{"budget", "int", "", {}, 1, kMaxSpecTokens, "slots kept per KV head"},
+                 {"seed",
+                  "int",
+                  "0",
+                  {},
+                  0,
+                  4294967295.0,
+                  "random seed (the same seed keeps the same slots)"}},
       .make =
           SelectorFactory([](const StageSpec& s) { return std::make_unique<RandomSelector>(s); }),
       .finalize = nullptr,

@@ -131,10 +131,17 @@ MethodEntry snapkv_entry() {
           "SnapKV: after the prompt, the last `window` prompt queries vote with their "
           "attention, pooled over `pool` neighbouring tokens; each KV head keeps its top "
           "budget-window prompt tokens plus the window. Compresses once (end of prefill).",
-      .params = {{"budget", "int", "", {}, 1, 0, "slots kept per KV head after the prompt"},
-                 {"window", "int", "32", {}, 1, 0, "observation window (last prompt tokens)"},
-                 {"pool", "int", "7", {}, 1, 0, "pooling kernel over the token axis (odd)"},
-                 {"pooling", "enum", "max", {"max", "avg"}, 0, 0, "pooling type"}},
+      .params =
+          {{"budget", "int", "", {}, 1, kMaxSpecTokens, "slots kept per KV head after the prompt"},
+           {"window",
+            "int",
+            "32",
+            {},
+            1,
+            kMaxSpecTokens,
+            "observation window (last prompt tokens)"},
+           {"pool", "int", "7", {}, 1, kMaxSpecGroup, "pooling kernel over the token axis (odd)"},
+           {"pooling", "enum", "max", {"max", "avg"}, 0, 0, "pooling type"}},
       .make =
           SelectorFactory([](const StageSpec& s) { return std::make_unique<SnapKVSelector>(s); }),
       .finalize =

@@ -76,10 +76,18 @@ MethodEntry streaming_entry() {
   return {
       .name = "streaming",
       .family = "evict",
-      .help = "StreamingLLM: keep the first `sink` tokens (attention sinks) and the `window` most "
-              "recent tokens; evict the rest as they leave the window.",
-      .params = {{"sink", "int", "4", {}, 0, 0, "attention-sink tokens kept from the start"},
-                 {"window", "int", "", {}, 1, 0, "recent tokens kept (slots = sink + window)"}},
+      .help =
+          "StreamingLLM: keep the first `sink` tokens (attention sinks) and the `window` most "
+          "recent tokens; evict the rest as they leave the window.",
+      .params =
+          {{"sink", "int", "4", {}, 0, kMaxSpecTokens, "attention-sink tokens kept from the start"},
+           {"window",
+            "int",
+            "",
+            {},
+            1,
+            kMaxSpecTokens,
+            "recent tokens kept (slots = sink + window)"}},
       .make = SelectorFactory(
           [](const StageSpec& s) { return std::make_unique<StreamingSelector>(s); }),
       .finalize = nullptr,

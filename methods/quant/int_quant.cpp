@@ -177,11 +177,13 @@ MethodEntry int_entry() {
   return {
       .name = "int",
       .family = "quant",
-      .help = "Per-token asymmetric integer quantization of keys and values (FlexGen): groups of "
-              "`group` channels along the head dim, fp16 scale and zero point per group, packed "
-              "codes.",
-      .params = {{"bits", "int", "4", {"2", "4", "8"}, 0, 0, "bits per element"},
-                 {"group", "int", "64", {}, 1, 0, "channels per group (capped at head_dim)"}},
+      .help =
+          "Per-token asymmetric integer quantization of keys and values (FlexGen): groups of "
+          "`group` channels along the head dim, fp16 scale and zero point per group, packed "
+          "codes.",
+      .params =
+          {{"bits", "int", "4", {"2", "4", "8"}, 0, 0, "bits per element"},
+           {"group", "int", "64", {}, 1, kMaxSpecGroup, "channels per group (capped at head_dim)"}},
       .make = StorageFactory([](const StageSpec& s) { return std::make_unique<IntMethod>(s); }),
       .finalize = nullptr,
       .contract = {.examples = {"int(bits=8)", "int(bits=4,group=32)", "int(bits=2)"},

@@ -600,13 +600,25 @@ MethodEntry kivi_entry() {
   return {
       .name = "kivi",
       .family = "quant",
-      .help = "KIVI: keys quantized per channel over groups of `group` tokens, values per token "
-              "over groups of `group` channels, asymmetric with fp16 scale/zero; the most recent "
-              "tokens stay in full precision (keys until `residual` accumulate, values the last "
-              "`residual`).",
+      .help =
+          "KIVI: keys quantized per channel over groups of `group` tokens, values per token "
+          "over groups of `group` channels, asymmetric with fp16 scale/zero; the most recent "
+          "tokens stay in full precision (keys until `residual` accumulate, values the last "
+          "`residual`).",
       .params = {{"bits", "int", "2", {"2", "4"}, 0, 0, "bits per element"},
-                 {"group", "int", "32", {}, 1, 0, "tokens per key group; channels per value group"},
-                 {"residual", "int", "128", {}, 1, 0,
+                 {"group",
+                  "int",
+                  "32",
+                  {},
+                  1,
+                  kMaxSpecGroup,
+                  "tokens per key group; channels per value group"},
+                 {"residual",
+                  "int",
+                  "128",
+                  {},
+                  1,
+                  kMaxSpecTokens,
                   "full-precision recent tokens (multiple of group)"}},
       .make = StorageFactory([](const StageSpec& s) { return std::make_unique<KiviMethod>(s); }),
       .finalize =
@@ -615,9 +627,8 @@ MethodEntry kivi_entry() {
               stage_fail(text, s, "residual must be a multiple of group");
           },
       .contract = {.examples = {"kivi", "kivi(bits=4,group=16,residual=64)"},
-                   .view_tolerance = [](const StageSpec& s) {
-                     return spec_int(s, "bits") == 2 ? 0.6 : 0.15;
-                   },
+                   .view_tolerance =
+                       [](const StageSpec& s) { return spec_int(s, "bits") == 2 ? 0.6 : 0.15; },
                    .lossless = {"kivi(residual=64)", "kivi(bits=4,group=16,residual=48)"},
                    .compressing = {"kivi(bits=2,group=8,residual=8)"}},
   };

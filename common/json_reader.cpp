@@ -171,7 +171,7 @@ std::string describe_json(const json& v) {
 // ---------------------------------------------------------------------------------------------
 
 void JsonNode::fail(const std::string& message) const {
-  throw InputError(source_ + ": " + where() + ": " + message);
+  throw InputError((source_.empty() ? "" : source_ + ": ") + where() + ": " + message);
 }
 
 void JsonNode::expected(const std::string& what) const {
@@ -198,7 +198,7 @@ JsonNode JsonNode::at(const std::string& key) const {
   object();
   auto it = value_->find(key);
   if (it == value_->end() || it->is_null()) {
-    throw InputError(source_ + ": " + child_path(key) + ": missing");
+    throw InputError((source_.empty() ? "" : source_ + ": ") + child_path(key) + ": missing");
   }
   return JsonNode(*it, source_, child_path(key));
 }

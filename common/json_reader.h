@@ -45,6 +45,8 @@ std::string describe_json(const nlohmann::json& value);
 
 class JsonNode {
  public:
+  // An empty `source` leaves it out of messages ("<path>: <message>"), for a value whose caller
+  // names the file itself (a suite's params: "$.runs[0].params.ctx: ...").
   JsonNode(const nlohmann::json& value, std::string source, std::string path = {})
       : value_(&value), source_(std::move(source)), path_(std::move(path)) {}
 

@@ -109,3 +109,17 @@ TEST(JsonNode, LongStringValuesAreCutInMessages) {
 }
 
 }  // namespace
+
+namespace {
+
+// A node without a source: its caller names the file (a suite's params, read where the path is
+// "$.runs[0].params" and the config file is added by the config loader).
+TEST(JsonNode, AnEmptySourceLeavesItOutOfMessages) {
+  const auto j = kvb::parse_json(R"({"ctx": "big"})", "p");
+  kvb::JsonNode n(j, "", "$.runs[0].params");
+  EXPECT_EQ(error_of([&] { n.at("ctx").integer(2, 10); }),
+            "$.runs[0].params.ctx: expected an integer in [2, 10], got a string \"big\"");
+  EXPECT_EQ(error_of([&] { n.at("chunk"); }), "$.runs[0].params.chunk: missing");
+}
+
+}  // namespace

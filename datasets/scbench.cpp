@@ -4,10 +4,13 @@
 #include <fstream>
 #include <set>
 
+#include "common/check.h"
+#include "common/error_text.h"
+#include "common/json_reader.h"
 #include "datasets/mixture.h"
 #include "datasets/prose.h"
 #include "datasets/rng.h"
-#include "common/check.h"
+#include "datasets/text.h"
 
 namespace kvb {
 namespace {
@@ -286,7 +289,8 @@ ScTask generate_icl_classification(int64_t samples, int64_t shots, int64_t class
 
 ScTask load_scbench_jsonl(const std::string& path, ScMetric metric, int64_t max_samples) {
   std::ifstream in(path, std::ios::binary);
-  KVB_INPUT_CHECK(in.good(), path, ": cannot open file");
+  KVB_INPUT_CHECK(in.good(), one_line(path), ": cannot open file");
+  check_dataset_file_size(path);
   ScTask t{"jsonl", metric, {}};
   std::string line;
   int64_t ln = 0;
@@ -294,62 +298,56 @@ ScTask load_scbench_jsonl(const std::string& path, ScMetric metric, int64_t max_
     ++ln;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    const std::string at = path + ":" + std::to_string(ln) + ": ";
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      std::string m = e.what();
-      auto p = m.find("] ");
-      throw InputError(at + "invalid JSON: " + (p == std::string::npos ? m : m.substr(p + 2)));
-    }
-    KVB_INPUT_CHECK(j.is_object(), at, "$: expected an object");
+    // Each line is a document of its own, read through the one JSON layer (depth, duplicate
+    // keys and number range refused) and named "<path>:<line>".
+    const std::string source = path + ":" + std::to_string(ln);
+    const nlohmann::json j = parse_json(line, source);
+    const JsonNode root(j, source, "$");
+    root.object();
     ScSample x;
-    if (j.contains("id")) {
-      KVB_INPUT_CHECK(j["id"].is_string() || j["id"].is_number_integer(), at,
-                      "$.id: expected a string or an integer");
-      x.id =
-          j["id"].is_string() ? j["id"].get<std::string>() : std::to_string(j["id"].get<int64_t>());
+    if (auto id = root.find("id")) {
+      if (id->is_string())
+        x.id = id->str();
+      else if (id->is_number())
+        x.id = std::to_string(id->integer());
+      else
+        id->expected("a string or an integer");
     } else {
       x.id = std::to_string(ln);
     }
-    KVB_INPUT_CHECK(j.contains("context") && j["context"].is_string(), at,
-                    "$.context: expected a string");
-    x.context = j["context"].get<std::string>();
-    KVB_INPUT_CHECK(
-        j.contains("multi_turns") && j["multi_turns"].is_array() && !j["multi_turns"].empty(), at,
-        "$.multi_turns: expected a non-empty array");
-    for (size_t i = 0; i < j["multi_turns"].size(); ++i) {
-      const auto& tj = j["multi_turns"][i];
-      const std::string tp = at + "$.multi_turns[" + std::to_string(i) + "]";
-      KVB_INPUT_CHECK(tj.is_object(), tp, ": expected an object");
-      KVB_INPUT_CHECK(tj.contains("input") && tj["input"].is_string(), tp,
-                      ".input: expected a string");
-      ScTurn turn{tj["input"].get<std::string>(), {}};
-      KVB_INPUT_CHECK(tj.contains("answer"), tp, ".answer: missing");
-      auto add = [&](const nlohmann::json& a, const std::string& where) {
+    x.context = root.at("context").str();
+    const JsonNode turns = root.at("multi_turns");
+    if (!turns.is_array() || turns.size() == 0 ||
+        static_cast<int64_t>(turns.size()) > kMaxJsonlTurns)
+      turns.expected("a non-empty array of at most " + std::to_string(kMaxJsonlTurns) + " turns");
+    for (const JsonNode& tj : turns.items()) {
+      tj.object();
+      ScTurn turn{tj.at("input").str(), {}};
+      const JsonNode answer = tj.at("answer");
+      auto add = [&](const JsonNode& a) {
         if (a.is_string())
-          turn.answers.push_back(a.get<std::string>());
-        else if (a.is_number_integer())
-          turn.answers.push_back(std::to_string(a.get<int64_t>()));
+          turn.answers.push_back(a.str());
+        else if (a.raw().is_number_integer() || a.raw().is_number_unsigned())
+          turn.answers.push_back(std::to_string(a.integer()));
         else if (a.is_number())
-          turn.answers.push_back(a.dump());
+          turn.answers.push_back(a.raw().dump());
         else
-          throw InputError(where + ": expected a string, a number or a list of them");
+          a.expected("a string, a number or a list of them");
       };
-      if (tj["answer"].is_array()) {
-        KVB_INPUT_CHECK(!tj["answer"].empty(), tp, ".answer: empty list");
-        for (size_t k = 0; k < tj["answer"].size(); ++k)
-          add(tj["answer"][k], tp + ".answer[" + std::to_string(k) + "]");
+      if (answer.is_array()) {
+        if (answer.size() == 0 || static_cast<int64_t>(answer.size()) > kMaxJsonlAnswers)
+          answer.expected("a string, a number or a list of 1 to " +
+                          std::to_string(kMaxJsonlAnswers) + " of them");
+        for (const JsonNode& a : answer.items()) add(a);
       } else {
-        add(tj["answer"], tp + ".answer");
+        add(answer);
       }
       x.turns.push_back(std::move(turn));
     }
     t.samples.push_back(std::move(x));
     if (max_samples > 0 && static_cast<int64_t>(t.samples.size()) >= max_samples) break;
   }
-  KVB_INPUT_CHECK(!t.samples.empty(), path, ": no samples");
+  KVB_INPUT_CHECK(!t.samples.empty(), one_line(path), ": no samples");
   return t;
 }
 

@@ -63,8 +63,11 @@ ScTask generate_mixture_task(int64_t samples, int64_t bytes, int64_t turns,
                              const std::vector<std::string>& tasks, uint64_t seed);
 
 // SCBench's JSONL: one object per line, {"id", "context", "multi_turns": [{"input", "answer"}]}
-// where answer is a string, a number or a list of them. kvb::InputError
-// "<path>:<line>: <field>: <problem>" on anything malformed.
+// where answer is a string, a number or a list of them. Each line is parsed through the one JSON
+// layer (common/json_reader.h) as "<path>:<line>"; kvb::InputError
+// "<path>:<line>: $.<field>: expected <what>, got <what it is>" on anything malformed. At most
+// kMaxJsonlTurns turns a sample, kMaxJsonlAnswers answers a turn, kMaxDatasetFileBytes a file.
+inline constexpr int64_t kMaxJsonlTurns = 1024, kMaxJsonlAnswers = 1024;
 ScTask load_scbench_jsonl(const std::string& path, ScMetric metric, int64_t max_samples = 0);
 
 // A random RFC-4122-looking UUID (version 4) from the stream.

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "common/check.h"
+#include "common/error_text.h"
 #include "common/json_io.h"
 
 namespace kvb {
@@ -23,10 +24,21 @@ std::string normalize_newlines(const std::string& s) {
   return r;
 }
 
+int64_t check_dataset_file_size(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  KVB_INPUT_CHECK(!ec, one_line(path), ": cannot open file");
+  KVB_INPUT_CHECK(size <= static_cast<uintmax_t>(kMaxDatasetFileBytes), one_line(path), ": ", size,
+                  " bytes, more than the ", kMaxDatasetFileBytes, " a dataset file may have");
+  return static_cast<int64_t>(size);
+}
+
 std::string load_text_file(const std::string& path) {
-  KVB_INPUT_CHECK(fs::is_regular_file(path), path, ": cannot open file (not a regular file)");
+  KVB_INPUT_CHECK(fs::is_regular_file(path), one_line(path),
+                  ": cannot open file (not a regular file)");
+  check_dataset_file_size(path);
   std::string t = normalize_newlines(read_file(path));
-  KVB_INPUT_CHECK(!t.empty(), path, ": empty text file");
+  KVB_INPUT_CHECK(!t.empty(), one_line(path), ": empty text file");
   return t;
 }
 
@@ -40,12 +52,20 @@ std::string trim(const std::string& s) {
 }  // namespace
 
 std::string load_text_dir(const std::string& dir) {
-  KVB_INPUT_CHECK(fs::is_directory(dir), dir, ": not a directory");
+  KVB_INPUT_CHECK(fs::is_directory(dir), one_line(dir), ": not a directory");
   std::vector<std::string> files;
   for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && e.path().extension() == ".txt") files.push_back(e.path().string());
+    if (e.is_regular_file() && e.path().extension() == ".txt") {
+      files.push_back(e.path().string());
+      KVB_INPUT_CHECK(static_cast<int64_t>(files.size()) <= kMaxTextDirFiles, one_line(dir),
+                      ": more than ", kMaxTextDirFiles, " .txt files");
+    }
   std::sort(files.begin(), files.end());
-  KVB_INPUT_CHECK(!files.empty(), dir, ": no .txt files in the directory");
+  KVB_INPUT_CHECK(!files.empty(), one_line(dir), ": no .txt files in the directory");
+  int64_t total = 0;
+  for (const auto& f : files) total += check_dataset_file_size(f);
+  KVB_INPUT_CHECK(total <= kMaxDatasetFileBytes, one_line(dir), ": its .txt files hold ", total,
+                  " bytes, more than the ", kMaxDatasetFileBytes, " a dataset may read");
   std::string all;
   for (const auto& f : files) {
     std::string t = trim(normalize_newlines(read_file(f)));
@@ -53,7 +73,7 @@ std::string load_text_dir(const std::string& dir) {
     if (!all.empty()) all += "\n\n";
     all += t;
   }
-  KVB_INPUT_CHECK(!all.empty(), dir, ": every .txt file is empty");
+  KVB_INPUT_CHECK(!all.empty(), one_line(dir), ": every .txt file is empty");
   return all;
 }
 

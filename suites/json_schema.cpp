@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/check.h"
+#include "common/error_text.h"
 
 namespace kvb {
 namespace {
@@ -26,6 +27,7 @@ const std::set<std::string> kKnown = {"type",
                                       "maximum",
                                       "exclusiveMinimum",
                                       "minLength",
+                                      "maxLength",
                                       "pattern",
                                       "$ref",
                                       "allOf",
@@ -67,16 +69,33 @@ std::string article(const std::string& t) {
   return "a " + t;
 }
 
+// A value for a message: JSON text (control characters escaped by dump; bytes that are not UTF-8
+// replaced), cut at 40 characters.
 std::string short_value(const json& v) {
-  std::string s = v.dump();
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
   return s.size() > 40 ? s.substr(0, 37) + "..." : s;
 }
+
+// How deep check() may recurse (value nesting plus $ref / allOf / anyOf / if levels). The JSON
+// layer caps a document's nesting at 64 (common/json_reader.h); the validator stays safe for
+// any value it is handed, however it was built.
+constexpr int kMaxCheckDepth = 256;
+// The longest string matched against a "pattern".
+constexpr size_t kMaxPatternChars = 1000;
 
 class Validator {
  public:
   explicit Validator(const json& root) : root_(root) {}
 
   std::optional<std::string> check(const json& s, const json& v, const std::string& path) const {
+    struct Depth {
+      int& d;
+      explicit Depth(int& x) : d(++x) {}
+      ~Depth() { --d; }
+    } guard(depth_);
+    if (depth_ > kMaxCheckDepth)
+      return one_line(path, 200) + ": nested too deeply (more than " +
+             std::to_string(kMaxCheckDepth) + " levels of value and schema)";
     if (s.is_boolean())
       return s.get<bool>() ? std::nullopt : std::optional<std::string>(path + ": not allowed");
     KVB_CHECK(s.is_object(), "schema: a subschema must be an object or a boolean");
@@ -124,6 +143,14 @@ class Validator {
       if (s.contains("minLength") &&
           static_cast<int64_t>(str.size()) < s["minLength"].get<int64_t>())
         return path + ": expected at least " + s["minLength"].dump() + " characters";
+      if (s.contains("maxLength") &&
+          static_cast<int64_t>(str.size()) > s["maxLength"].get<int64_t>())
+        return path + ": expected at most " + s["maxLength"].dump() + " characters, got " +
+               std::to_string(str.size());
+      // std::regex recurses per character: longer strings are refused before it sees them.
+      if (s.contains("pattern") && str.size() > kMaxPatternChars)
+        return path + ": expected at most " + std::to_string(kMaxPatternChars) +
+               " characters, got " + std::to_string(str.size());
       if (s.contains("pattern") &&
           !std::regex_search(str, std::regex(s["pattern"].get<std::string>())))
         return path + ": " + short_value(v) + " does not match the pattern " + s["pattern"].dump();
@@ -216,6 +243,7 @@ class Validator {
     return *cur;
   }
   const json& root_;
+  mutable int depth_ = 0;
 };
 
 bool is_identifier(const std::string& k) {
@@ -228,7 +256,10 @@ bool is_identifier(const std::string& k) {
 }  // namespace
 
 std::string json_path_key(const std::string& path, const std::string& key) {
-  return is_identifier(key) ? path + "." + key : path + "[" + json(key).dump() + "]";
+  if (is_identifier(key) && key.size() <= 80) return path + "." + key;
+  std::string k = json(key).dump(-1, ' ', false, json::error_handler_t::replace);
+  if (k.size() > 80) k = k.substr(0, 76) + "...\"";
+  return path + "[" + k + "]";
 }
 std::string json_path_index(const std::string& path, size_t i) {
   return path + "[" + std::to_string(i) + "]";

@@ -4,38 +4,70 @@
 #include <chrono>
 #include <map>
 
-#include "datasets/rng.h"
 #include "common/check.h"
-#include "harness/engine/generate.h"
+#include "common/json_reader.h"
 #include "common/timing.h"
+#include "datasets/rng.h"
+#include "harness/engine/generate.h"
+#include "suites/config.h"
 #include "suites/perplexity.h"
 
 namespace kvb {
 
 NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where) {
+  // Every field range-checked (the limits table in suites/config.h) before anything is built.
+  const JsonNode n(j, "", where);
+  n.only_keys({"context_lengths", "depths", "spacing", "needles", "digits", "needle", "question",
+               "answer_prefix", "question_multi", "answer_prefix_multi", "max_new_tokens", "metric",
+               "chunk", "samples_per_cell", "allow_extrapolation"});
   NiahParams p;
-  p.context_lengths = j.at("context_lengths").get<std::vector<int64_t>>();
-  const nlohmann::json d = j.value("depths", nlohmann::json{{"n", 5}, {"spacing", "linear"}});
-  if (d.is_array()) {
-    p.depths = d.get<std::vector<double>>();
+  const JsonNode lens = n.at("context_lengths");
+  if (!lens.is_array() || lens.size() == 0 || lens.size() > kMaxNiahLengths)
+    lens.expected("an array of 1 to " + std::to_string(kMaxNiahLengths) + " context lengths");
+  p.context_lengths = lens.integers(16, kMaxContextTokens);
+  if (auto d = n.find("depths"); d && d->is_array()) {
+    if (d->size() == 0 || d->size() > kMaxNiahDepths)
+      d->expected("an array of 1 to " + std::to_string(kMaxNiahDepths) + " depths");
+    for (const JsonNode& x : d->items()) p.depths.push_back(x.number(0.0, 1.0));
     p.spacing = "list";
+  } else if (d) {
+    d->only_keys({"n", "spacing"});
+    p.spacing = d->has("spacing") ? d->at("spacing").choice({"linear", "sigmoid"}) : "linear";
+    p.depths = grid_depths(d->at("n").integer(1, kMaxNiahDepths), p.spacing);
   } else {
-    p.spacing = d.value("spacing", std::string("linear"));
-    p.depths = grid_depths(d.at("n").get<int64_t>(), p.spacing);
+    p.depths = grid_depths(5, "linear");
   }
-  NeedleOptions& n = p.needle;
-  n.needles = j.value("needles", int64_t{1});
-  n.digits = j.value("digits", n.digits);
-  n.needle = j.value("needle", n.needle);
-  n.question = j.value("question", n.question);
-  n.answer_prefix = j.value("answer_prefix", n.answer_prefix);
-  n.question_multi = j.value("question_multi", n.question_multi);
-  n.answer_prefix_multi = j.value("answer_prefix_multi", n.answer_prefix_multi);
-  p.max_new_tokens = j.value("max_new_tokens", p.max_new_tokens);
-  p.metric = j.value("metric", p.metric);
-  p.chunk = j.value("chunk", p.chunk);
-  p.samples_per_cell = j.value("samples_per_cell", p.samples_per_cell);
-  p.allow_extrapolation = j.value("allow_extrapolation", false);
+  NeedleOptions& o = p.needle;
+  o.needles = n.integer("needles", 1, 1, kMaxNiahNeedles);
+  o.digits = n.integer("digits", o.digits, 1, 18);
+  auto read_template = [&](const char* key, std::string& field) {
+    if (auto t = n.find(key)) {
+      field = t->str();
+      if (field.size() > kMaxNiahTemplateChars)
+        t->expected("a template of at most " + std::to_string(kMaxNiahTemplateChars) +
+                    " characters");
+    }
+  };
+  read_template("needle", o.needle);
+  read_template("question", o.question);
+  read_template("answer_prefix", o.answer_prefix);
+  read_template("question_multi", o.question_multi);
+  read_template("answer_prefix_multi", o.answer_prefix_multi);
+  p.max_new_tokens = n.integer("max_new_tokens", p.max_new_tokens, 1, kMaxNewTokens);
+  p.metric = n.has("metric") ? n.at("metric").choice({"substring", "exact"}) : p.metric;
+  p.chunk = n.integer("chunk", p.chunk, 0, kMaxContextTokens);
+  p.samples_per_cell = n.integer("samples_per_cell", p.samples_per_cell, 1, kMaxNiahSamples);
+  p.allow_extrapolation = n.boolean("allow_extrapolation", false);
+  // The grid's prompts are built (and held) before any cell runs: bounded in count and tokens.
+  const int64_t per_length = static_cast<int64_t>(p.depths.size()) * p.samples_per_cell;
+  const int64_t prompts = static_cast<int64_t>(p.context_lengths.size()) * per_length;
+  int64_t tokens = 0;
+  for (int64_t len : p.context_lengths) tokens += len * per_length;
+  KVB_INPUT_CHECK(prompts <= kMaxNiahPrompts, where, ": the grid (context_lengths x depths x ",
+                  "samples_per_cell) has ", prompts, " prompts, more than the ", kMaxNiahPrompts,
+                  " a run may build");
+  KVB_INPUT_CHECK(tokens <= kMaxNiahTokens, where, ": the grid's prompts hold up to ", tokens,
+                  " tokens, more than the ", kMaxNiahTokens, " a run may build");
   auto need = [&](const std::string& field, const std::string& text,
                   const std::vector<std::string>& keys) {
     for (const auto& k : keys)
@@ -44,11 +76,11 @@ NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where) 
   };
   // One needle may go without a city (a pass key: "The pass key is {number}."); several need
   // their cities to tell them apart.
-  if (n.needles == 1) {
-    need("needle", n.needle, {"number"});
+  if (o.needles == 1) {
+    need("needle", o.needle, {"number"});
   } else {
-    need("needle", n.needle, {"city", "number"});
-    need("question_multi", n.question_multi, {"cities"});
+    need("needle", o.needle, {"city", "number"});
+    need("question_multi", o.question_multi, {"cities"});
   }
   return p;
 }

@@ -32,8 +32,17 @@ struct NiahParams {
   int64_t samples_per_cell = 1;
   bool allow_extrapolation = false;  // context lengths may exceed max_position_embeddings
 };
-// From a schema-validated "params" object; defaults filled. kvb::InputError "<json path>: ..."
-// for templates missing their placeholders.
+// Limits of a run's params (suites/config.h has the whole table).
+inline constexpr size_t kMaxNiahLengths = 64, kMaxNiahDepths = 1024;
+inline constexpr int64_t kMaxNiahNeedles = 60;  // a city each (datasets/prose.h: 60 cities)
+inline constexpr size_t kMaxNiahTemplateChars = 4096;
+inline constexpr int64_t kMaxNewTokens = 4096;  // per needle; scbench's per turn
+inline constexpr int64_t kMaxNiahSamples = 1024;
+inline constexpr int64_t kMaxNiahPrompts = 65536;            // lengths x depths x samples
+inline constexpr int64_t kMaxNiahTokens = int64_t{1} << 28;  // summed over the grid
+// From a "params" object, every field range-checked; defaults filled. kvb::InputError
+// "<where>.<field>: expected ..., got ..." and "<where>.<field>: ..." for templates missing their
+// placeholders or a grid beyond its limits.
 NiahParams parse_niah_params(const nlohmann::json& j, const std::string& where);
 nlohmann::json niah_params_json(const NiahParams& p);
 

@@ -2,8 +2,10 @@
 // once per (model, run, dataset), so every method sees the same haystacks and needles.
 #include <memory>
 
+#include "common/json_reader.h"
 #include "datasets/loader.h"
 #include "datasets/needle.h"
+#include "suites/config.h"
 #include "suites/niah.h"
 #include "suites/suite.h"
 
@@ -55,7 +57,8 @@ class NiahSuite : public Suite {
 
   std::vector<ContextDemand> context_demands(const nlohmann::json& params) const override {
     std::vector<ContextDemand> out;
-    const auto lens = params.at("context_lengths").get<std::vector<int64_t>>();
+    const auto lens =
+        JsonNode(params, "", "$.params").at("context_lengths").integers(16, kMaxContextTokens);
     for (size_t i = 0; i < lens.size(); ++i)
       out.push_back({"context_lengths[" + std::to_string(i) + "]", lens[i]});
     return out;

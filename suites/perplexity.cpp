@@ -7,20 +7,25 @@
 #include <limits>
 
 #include "common/check.h"
+#include "common/json_reader.h"
+#include "suites/config.h"
 
 namespace kvb {
 
-PerplexityParams parse_perplexity_params(const nlohmann::json& j) {
+PerplexityParams parse_perplexity_params(const nlohmann::json& j, const std::string& where) {
+  const JsonNode n(j, "", where);
+  n.only_keys({"ctx", "stride", "chunk", "max_windows", "mode", "prefix", "scoring",
+               "allow_extrapolation"});
   PerplexityParams p;
-  p.ctx = j.at("ctx").get<int64_t>();
-  p.stride = j.value("stride", int64_t{0});
-  p.chunk = j.value("chunk", int64_t{1});
-  p.max_windows = j.value("max_windows", int64_t{0});
-  p.mode = j.value("mode", std::string("decode"));
-  p.prefix = j.value("prefix", int64_t{0});
+  p.ctx = n.at("ctx").integer(2, kMaxContextTokens);
+  p.stride = n.integer("stride", 0, 0, kMaxContextTokens);
+  p.chunk = n.integer("chunk", 1, 1, kMaxContextTokens);
+  p.max_windows = n.integer("max_windows", 0, 0, kMaxContextTokens);
+  p.mode = n.has("mode") ? n.at("mode").choice({"decode", "prefill"}) : "decode";
+  p.prefix = n.integer("prefix", 0, 0, kMaxContextTokens);
   if (p.mode == "prefill" && p.prefix == 0) p.prefix = p.ctx / 2;
-  p.scoring = j.value("scoring", std::string("kvbench"));
-  p.allow_extrapolation = j.value("allow_extrapolation", false);
+  p.scoring = n.has("scoring") ? n.at("scoring").choice({"kvbench", "llama.cpp"}) : "kvbench";
+  p.allow_extrapolation = n.boolean("allow_extrapolation", false);
   return p;
 }
 

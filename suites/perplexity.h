@@ -48,8 +48,10 @@ struct PerplexityParams {
   std::string scoring = "kvbench";   // "kvbench" | "llama.cpp"
   bool allow_extrapolation = false;  // ctx may exceed the model's max_position_embeddings
 };
-// From a schema-validated "params" object; defaults filled (prefix = ctx / 2 in prefill mode).
-PerplexityParams parse_perplexity_params(const nlohmann::json& j);
+// From a "params" object, every field range-checked (suites/config.h: limits); defaults filled
+// (prefix = ctx / 2 in prefill mode). kvb::InputError "<where>.<field>: expected ..., got ...".
+PerplexityParams parse_perplexity_params(const nlohmann::json& j,
+                                         const std::string& where = "$.params");
 // The canonical params: ctx, stride, chunk, max_windows, and mode/prefix, scoring and
 // allow_extrapolation only where they differ from the default (cells recorded before those
 // options existed keep their keys).

@@ -5,8 +5,10 @@
 #include <memory>
 
 #include "common/check.h"
+#include "common/json_reader.h"
 #include "datasets/loader.h"
 #include "methods/registry.h"
+#include "suites/config.h"
 #include "suites/perplexity.h"
 #include "suites/suite.h"
 
@@ -122,7 +124,7 @@ class PerplexitySuite : public Suite {
 
   nlohmann::json canonical_params(const nlohmann::json& params,
                                   const std::string& where) const override {
-    const PerplexityParams p = parse_perplexity_params(params);
+    const PerplexityParams p = parse_perplexity_params(params, where);
     check_perplexity_params(p, where);
     return perplexity_params_json(p);
   }
@@ -134,7 +136,7 @@ class PerplexitySuite : public Suite {
   }
 
   std::vector<ContextDemand> context_demands(const nlohmann::json& params) const override {
-    return {{"ctx", params.at("ctx").get<int64_t>()}};
+    return {{"ctx", JsonNode(params, "", "$.params").at("ctx").integer(2, kMaxContextTokens)}};
   }
 
   // Fidelity to the full cache ranks: a lossy method can have a lower perplexity by chance.

@@ -13,6 +13,7 @@
 #include "common/dtype.h"
 #include "common/hash.h"
 #include "common/json_io.h"
+#include "common/json_reader.h"
 #include "common/time.h"
 #include "datasets/loader.h"
 #include "harness/model/model.h"
@@ -148,7 +149,7 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
   std::unique_ptr<ResultStore> store = open_store(sum.out_path);
   if (cfg.threads > 0) at::set_num_threads(cfg.threads);
   {
-    nlohmann::json config = nlohmann::json::parse(read_file(cfg.path), nullptr, true, true);
+    nlohmann::json config = read_json_input(cfg.path);  // the JSON layer, as load_suite_config
     config["models"] = cfg.models;
     nlohmann::json run = run_provenance();
     run["name"] = opt.run_name;

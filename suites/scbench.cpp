@@ -4,18 +4,23 @@
 #include <chrono>
 
 #include "common/check.h"
+#include "common/json_reader.h"
+#include "suites/config.h"
 #include "suites/niah.h"
 #include "suites/perplexity.h"
 #include "suites/session.h"
 
 namespace kvb {
 
-ScbenchParams parse_scbench_params(const nlohmann::json& j) {
+ScbenchParams parse_scbench_params(const nlohmann::json& j, const std::string& where) {
+  // Every field range-checked (the limits table in suites/config.h).
+  const JsonNode n(j, "", where);
+  n.only_keys({"mode", "max_new_tokens", "chunk", "max_samples"});
   ScbenchParams p;
-  p.mode = j.value("mode", p.mode);
-  p.max_new_tokens = j.value("max_new_tokens", p.max_new_tokens);
-  p.chunk = j.value("chunk", p.chunk);
-  p.max_samples = j.value("max_samples", p.max_samples);
+  if (n.has("mode")) p.mode = n.at("mode").choice({"multi_turn", "multi_request"});
+  p.max_new_tokens = n.integer("max_new_tokens", p.max_new_tokens, 1, kMaxNewTokens);
+  p.chunk = n.integer("chunk", p.chunk, 0, kMaxContextTokens);
+  p.max_samples = n.integer("max_samples", p.max_samples, 0, int64_t{1} << 20);
   return p;
 }
 

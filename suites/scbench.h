@@ -28,7 +28,8 @@ struct ScbenchParams {
   int64_t chunk = 0;        // prefill chunk, 0 = the whole prompt in one call
   int64_t max_samples = 0;  // 0 = all samples of the dataset
 };
-ScbenchParams parse_scbench_params(const nlohmann::json& j);
+// From a "params" object, every field range-checked (suites/config.h: limits); defaults filled.
+ScbenchParams parse_scbench_params(const nlohmann::json& j, const std::string& where = "$.params");
 nlohmann::json scbench_params_json(const ScbenchParams& p);
 
 // Test hooks. after_prompt: the state right after a turn's prompt is in (before decoding).

@@ -37,7 +37,7 @@ class ScbenchSuite : public Suite {
 
   nlohmann::json canonical_params(const nlohmann::json& params,
                                   const std::string& where) const override {
-    return scbench_params_json(parse_scbench_params(params));
+    return scbench_params_json(parse_scbench_params(params, where));
   }
 
   std::unique_ptr<PreparedRun> prepare(const SuiteInputs& in) const override {

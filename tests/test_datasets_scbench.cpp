@@ -149,14 +149,18 @@ TEST(DatasetsScbench, JsonlLoaderReadsScbenchFormatAndNamesBadLines) {
       return std::string(e.what());
     }
   };
-  EXPECT_EQ(err("{\"context\": 1, \"multi_turns\": []}\n"), p + ":1: $.context: expected a string");
-  EXPECT_EQ(err("\n{\"context\": \"c\", \"multi_turns\": []}\n"),
-            p + ":2: $.multi_turns: expected a non-empty array");
+  EXPECT_EQ(err("{\"context\": 1, \"multi_turns\": []}\n"),
+            p + ":1: $.context: expected a string, got an integer 1");
+  EXPECT_EQ(
+      err("\n{\"context\": \"c\", \"multi_turns\": []}\n"),
+      p + ":2: $.multi_turns: expected a non-empty array of at most 1024 turns, got an array");
   EXPECT_EQ(err("{\"context\": \"c\", \"multi_turns\": [{\"input\": \"i\", \"answer\": {}}]}\n"),
-            p + ":1: $.multi_turns[0].answer: expected a string, a number or a list of them");
+            p + ":1: $.multi_turns[0].answer: expected a string, a number or a list of them, got "
+                "an object");
   EXPECT_EQ(err("{\"context\": \"c\", \"multi_turns\": [{\"input\": \"i\", \"answer\": [\"a\", "
                 "null]}]}\n"),
-            p + ":1: $.multi_turns[0].answer[1]: expected a string, a number or a list of them");
+            p + ":1: $.multi_turns[0].answer[1]: expected a string, a number or a list of them, "
+                "got null");
   EXPECT_NE(err("{\"context\": \"c\",\n").find(p + ":1: invalid JSON"), std::string::npos);
   EXPECT_EQ(err("\n"), p + ": no samples");
 }

@@ -161,7 +161,7 @@ TEST_F(SuiteRun, BrokenConfigOrDatasetFailsWithExit2AndLosesNothing) {
   write_file(dir_.path("kv.jsonl"), test::slurp(dir_.path("kv.jsonl")) +
                                         R"({"id": "b", "multi_turns": []})"
                                         "\n");
-  expect_exit2(run(), dir_.path("kv.jsonl") + ":2: $.context: expected a string");
+  expect_exit2(run(), dir_.path("kv.jsonl") + ":2: $.context: missing");
   EXPECT_EQ(test::slurp(out()), before);
   write_file(dir_.path("kv.jsonl"),
              "{\"id\": \"a\", \"context\": \"c\", \"multi_turns\": [{\"input\": \"i\"}]}\n");

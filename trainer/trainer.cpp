@@ -12,8 +12,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
-#include <variant>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -22,10 +22,11 @@
 #include <unistd.h>
 #endif
 
-#include "datasets/prose.h"
-#include "datasets/rng.h"
 #include "common/check.h"
 #include "common/json_io.h"
+#include "common/json_reader.h"
+#include "datasets/prose.h"
+#include "datasets/rng.h"
 #include "methods/registry.h"
 
 namespace kvb {
@@ -36,70 +37,29 @@ namespace {
 
 constexpr int32_t kVocab = 258, kBos = 256, kEos = 257;
 
-// ---- config --------------------------------------------------------------------------------
-
-struct Reader {
-  const json& j;
-  std::string file, path;  // path: JSON pointer of `j` ("" at the top)
-  std::string where() const { return path.empty() ? file : file + ": " + path; }
-  template <typename T>
-  T get(const char* key, T def) const {
-    if (!j.contains(key)) return def;
-    try {
-      return j.at(key).get<T>();
-    } catch (const json::exception&) {
-      throw InputError(file + ": " + path + "/" + key + ": wrong type");
-    }
-  }
-  // Overwrites `field` (its current value is the default) when `key` is present.
-  template <typename T>
-  void opt(const char* key, T& field) const {
-    field = get<T>(key, field);
-  }
-  template <typename T>
-  T need(const char* key) const {
-    KVB_INPUT_CHECK(j.contains(key), where(), ": missing '", key, "'");
-    return get<T>(key, T{});
-  }
-  void only(const std::vector<const char*>& keys) const {
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      bool ok = false;
-      for (const char* k : keys) ok |= it.key() == k;
-      KVB_INPUT_CHECK(ok, where(), ": unknown key '", it.key(), "'");
-    }
-  }
-  // An object of optional fields, each key named once: unknown keys are refused, present ones
-  // overwrite their field (whose current value is the default).
-  using Field = std::pair<const char*, std::variant<double*, int64_t*, std::string*>>;
-  void fields(std::initializer_list<Field> fs) const {
-    std::vector<const char*> keys;
-    for (const Field& f : fs) keys.push_back(f.first);
-    only(keys);
-    for (const Field& f : fs) std::visit([&](auto* field) { opt(f.first, *field); }, f.second);
-  }
-};
-
-Reader sub(const Reader& r, const char* key) {
-  const json& v = r.j.at(key);
-  KVB_INPUT_CHECK(v.is_object(), r.file, ": ", r.path, "/", key, ": expected an object");
-  return Reader{v, r.file, r.path + "/" + key};
-}
+// ---- config ----------------------------------------------------------------------------------
 
 // Overwrites the weights a "mixture" object names (`w` holds the defaults) and checks the result.
-void read_mixture(const Reader& r, MixtureWeights& w) {
-  std::string ask = w.kv_ask_by_key ? "key" : "phrase";
-  r.fields({{"needle", &w.needle}, {"passkey", &w.passkey}, {"kv", &w.kv}, {"vars", &w.vars},
-            {"prefix", &w.prefix}, {"copy", &w.copy}, {"min_tasks", &w.min_tasks},
-            {"max_tasks", &w.max_tasks}, {"kv_question", &ask}, {"kv_asks", &w.kv_asks}});
-  KVB_INPUT_CHECK(ask == "key" || ask == "phrase", r.where(),
-                  ": kv_question must be \"phrase\" or \"key\", not \"", ask, "\"");
-  w.kv_ask_by_key = ask == "key";
-  KVB_INPUT_CHECK(w.needle >= 0 && w.passkey >= 0 && w.kv >= 0 && w.vars >= 0 && w.prefix >= 0 &&
-                      w.copy >= 0 && w.needle + w.passkey + w.kv + w.vars + w.prefix + w.copy > 0,
-                  r.where(), ": weights must be >= 0 and not all zero");
-  KVB_INPUT_CHECK(w.min_tasks >= 1 && w.max_tasks >= w.min_tasks, r.where(),
-                  ": need 1 <= min_tasks <= max_tasks");
-  KVB_INPUT_CHECK(w.kv_asks >= 1, r.where(), ": kv_asks must be >= 1");
+void read_mixture(const JsonNode& m, MixtureWeights& w) {
+  m.only_keys({"needle", "passkey", "kv", "vars", "prefix", "copy", "min_tasks", "max_tasks",
+               "kv_question", "kv_asks"});
+  for (const auto& [key, field] : {std::pair<const char*, double*>{"needle", &w.needle},
+                                   {"passkey", &w.passkey},
+                                   {"kv", &w.kv},
+                                   {"vars", &w.vars},
+                                   {"prefix", &w.prefix},
+                                   {"copy", &w.copy}})
+    *field = m.number(key, *field, 0.0, kMaxTrainWeight);
+  w.min_tasks = m.integer("min_tasks", w.min_tasks, 1, kMaxTrainTasks);
+  w.max_tasks = m.integer("max_tasks", w.max_tasks, 1, kMaxTrainTasks);
+  if (m.has("kv_question"))
+    w.kv_ask_by_key = m.at("kv_question").choice({"phrase", "key"}) == "key";
+  w.kv_asks = m.integer("kv_asks", w.kv_asks, 1, kMaxTrainTasks);
+  if (!(w.needle + w.passkey + w.kv + w.vars + w.prefix + w.copy > 0))
+    m.fail("the task weights must not all be zero");
+  if (w.max_tasks < w.min_tasks)
+    m.fail("max_tasks (" + std::to_string(w.max_tasks) + ") must be at least min_tasks (" +
+           std::to_string(w.min_tasks) + ")");
 }
 
 }  // namespace
@@ -125,95 +85,109 @@ const TrainPhase& TrainConfig::phase_at(int64_t step) const {
 }
 
 TrainConfig parse_train_config(const json& j, const std::string& where) {
-  KVB_INPUT_CHECK(j.is_object(), where, ": expected a JSON object");
-  Reader r{j, where, ""};
-  r.only({"$comment", "name", "seed", "threads", "dtype", "model", "optimizer", "phases", "mixture",
-          "answer_weight", "prose_only", "checkpoint_every", "log_every", "eval"});
+  // Every field through the JSON layer with its range (the limits table in trainer/trainer.h),
+  // all checked before anything is allocated: "<file>: <json path>: expected ..., got ...".
+  const JsonNode r(j, where);
+  r.only_keys({"$comment", "name", "seed", "threads", "dtype", "model", "optimizer", "phases",
+               "mixture", "answer_weight", "prose_only", "checkpoint_every", "log_every", "eval"});
   TrainConfig c;
-  c.name = r.need<std::string>("name");
-  c.seed = r.get<uint64_t>("seed", 1);
-  c.threads = r.get<int64_t>("threads", 2);
-  c.dtype = r.get<std::string>("dtype", "fp32");
-  KVB_INPUT_CHECK(c.dtype == "fp32" || c.dtype == "bf16", where, ": /dtype: '", c.dtype,
-                  "' (expected fp32 or bf16)");
-  KVB_INPUT_CHECK(c.threads >= 1, where, ": /threads must be >= 1");
+  const JsonNode name = r.at("name");
+  c.name = name.str();
+  if (c.name.empty() || c.name.size() > kMaxTrainNameChars)
+    name.expected("a name of 1 to " + std::to_string(kMaxTrainNameChars) + " characters");
+  c.seed = static_cast<uint64_t>(r.integer("seed", 1, 0, std::numeric_limits<int64_t>::max()));
+  c.threads = r.integer("threads", 2, 1, kMaxTrainThreads);
+  if (r.has("dtype")) c.dtype = r.at("dtype").choice({"fp32", "bf16"});
 
-  KVB_INPUT_CHECK(j.contains("model"), where, ": missing 'model'");
-  Reader m = sub(r, "model");
-  m.only({"hidden_size", "intermediate_size", "n_layers", "n_heads", "n_kv_heads", "head_dim",
-          "rope_theta", "rms_eps"});
+  const JsonNode m = r.at("model");
+  m.only_keys({"hidden_size", "intermediate_size", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+               "rope_theta", "rms_eps"});
   ModelConfig& mc = c.model;
   mc.architecture = "LlamaForCausalLM";
   mc.model_type = "llama";
   mc.vocab_size = kVocab;
-  mc.hidden_size = m.need<int64_t>("hidden_size");
-  mc.intermediate_size = m.need<int64_t>("intermediate_size");
-  mc.n_layers = m.need<int64_t>("n_layers");
-  mc.n_heads = m.need<int64_t>("n_heads");
-  mc.n_kv_heads = m.get<int64_t>("n_kv_heads", mc.n_heads);
-  mc.head_dim = m.get<int64_t>("head_dim", mc.n_heads > 0 ? mc.hidden_size / mc.n_heads : 0);
-  mc.rope_theta = m.get<double>("rope_theta", 10000.0);
-  mc.rms_eps = m.get<double>("rms_eps", 1e-5);
+  mc.hidden_size = m.at("hidden_size").integer(1, kMaxTrainHidden);
+  mc.intermediate_size = m.at("intermediate_size").integer(1, kMaxTrainIntermediate);
+  mc.n_layers = m.at("n_layers").integer(1, kMaxTrainLayers);
+  mc.n_heads = m.at("n_heads").integer(1, kMaxTrainHeads);
+  mc.n_kv_heads = m.integer("n_kv_heads", mc.n_heads, 1, mc.n_heads);
+  mc.head_dim = m.integer("head_dim", mc.hidden_size / mc.n_heads, 0, kMaxTrainHeadDim);
+  mc.rope_theta = m.number("rope_theta", 10000.0, 1.0, 1e9);
+  mc.rms_eps = m.number("rms_eps", 1e-5, 1e-12, 1.0);
   mc.tie_word_embeddings = true;
   mc.bos_ids = {kBos};
   mc.eos_ids = {kEos};
   mc.torch_dtype = c.dtype == "bf16" ? "bfloat16" : "float32";
-  KVB_INPUT_CHECK(mc.hidden_size > 0 && mc.intermediate_size > 0 && mc.n_layers > 0 &&
-                      mc.n_heads > 0 && mc.n_kv_heads > 0 && mc.head_dim > 0 && mc.head_dim % 2 == 0,
-                  where, ": /model: sizes must be positive (head_dim even)");
-  KVB_INPUT_CHECK(mc.n_heads % mc.n_kv_heads == 0, where,
-                  ": /model: n_heads must be a multiple of n_kv_heads");
+  if (mc.head_dim < 2 || mc.head_dim % 2 != 0)
+    m.fail("head_dim " + std::to_string(mc.head_dim) +
+           " must be even and at least 2 (default: hidden_size / n_heads)");
+  if (mc.n_heads % mc.n_kv_heads != 0) m.fail("n_heads must be a multiple of n_kv_heads");
+  if (mc.n_params() > kMaxTrainParams)
+    m.fail(std::to_string(mc.n_params()) + " parameters, more than the " +
+           std::to_string(kMaxTrainParams) + " a reference model may have");
 
-  if (j.contains("optimizer")) {
-    sub(r, "optimizer").fields({{"lr", &c.lr}, {"min_lr", &c.min_lr}, {"warmup", &c.warmup},
-                                {"decay_steps", &c.decay_steps}, {"weight_decay", &c.weight_decay},
-                                {"beta1", &c.beta1}, {"beta2", &c.beta2}, {"clip", &c.clip},
-                                {"cooldown_steps", &c.cooldown_steps}});
-    KVB_INPUT_CHECK(c.lr > 0 && c.min_lr >= 0 && c.warmup >= 0 && c.clip >= 0, where,
-                    ": /optimizer: lr must be > 0; min_lr, warmup, clip >= 0");
-    KVB_INPUT_CHECK(c.decay_steps == 0 || c.decay_steps > c.warmup, where,
-                    ": /optimizer: decay_steps must be 0 (all steps) or more than warmup");
+  if (auto o = r.find("optimizer")) {
+    o->only_keys({"lr", "min_lr", "warmup", "decay_steps", "weight_decay", "beta1", "beta2", "clip",
+                  "cooldown_steps"});
+    c.lr = o->number("lr", c.lr, 0.0, 10.0);
+    c.min_lr = o->number("min_lr", c.min_lr, 0.0, 10.0);
+    c.warmup = o->integer("warmup", c.warmup, 0, kMaxTrainSteps);
+    c.decay_steps = o->integer("decay_steps", c.decay_steps, 0, kMaxTrainSteps);
+    c.weight_decay = o->number("weight_decay", c.weight_decay, 0.0, 10.0);
+    c.beta1 = o->number("beta1", c.beta1, 0.0, 0.999999);
+    c.beta2 = o->number("beta2", c.beta2, 0.0, 0.999999);
+    c.clip = o->number("clip", c.clip, 0.0, 1e6);
+    c.cooldown_steps = o->integer("cooldown_steps", c.cooldown_steps, 0, kMaxTrainSteps);
+    if (!(c.lr > 0)) o->at("lr").expected("a learning rate in (0, 10]");
+    if (c.decay_steps != 0 && c.decay_steps <= c.warmup)
+      o->at("decay_steps")
+          .fail("must be 0 (all steps) or more than warmup (" + std::to_string(c.warmup) + ")");
   }
-  if (j.contains("mixture")) read_mixture(sub(r, "mixture"), c.mixture);
-  KVB_INPUT_CHECK(j.contains("phases") && j["phases"].is_array() && !j["phases"].empty(), where,
-                  ": /phases: expected a non-empty array of {steps, seq_len, batch}");
-  for (size_t i = 0; i < j["phases"].size(); ++i) {
-    const json& p = j["phases"][i];
-    Reader pr{p, where, "/phases/" + std::to_string(i)};
-    KVB_INPUT_CHECK(p.is_object(), pr.where(), ": expected an object");
-    pr.only({"steps", "seq_len", "batch", "mixture", "window_rows", "row_block"});
-    TrainPhase ph{pr.need<int64_t>("steps"), pr.need<int64_t>("seq_len"), pr.need<int64_t>("batch"),
-                  c.mixture, pr.get<double>("window_rows", 0.0), pr.get<int64_t>("row_block", 0)};
-    KVB_INPUT_CHECK(ph.row_block >= 0, pr.where(), ": row_block must be >= 0 (0: one block)");
-    KVB_INPUT_CHECK(ph.steps > 0 && ph.seq_len >= 64 && ph.batch > 0, pr.where(),
-                    ": steps and batch must be > 0, seq_len >= 64");
-    KVB_INPUT_CHECK(ph.window_rows >= 0 && ph.window_rows <= 1, pr.where(),
-                    ": window_rows must be in [0, 1]");
-    if (p.contains("mixture")) read_mixture(sub(pr, "mixture"), ph.mixture);
+  if (auto mix = r.find("mixture")) read_mixture(*mix, c.mixture);
+  const JsonNode phases = r.at("phases");
+  if (!phases.is_array() || phases.size() == 0 || phases.size() > kMaxTrainPhases)
+    phases.expected("a non-empty array of at most " + std::to_string(kMaxTrainPhases) +
+                    " phases {steps, seq_len, batch}");
+  int64_t total = 0;
+  for (const JsonNode& p : phases.items()) {
+    p.only_keys({"steps", "seq_len", "batch", "mixture", "window_rows", "row_block"});
+    TrainPhase ph{
+        p.at("steps").integer(1, kMaxTrainSteps), p.at("seq_len").integer(64, kMaxTrainSeqLen),
+        p.at("batch").integer(1, kMaxTrainBatch), c.mixture,
+        p.number("window_rows", 0.0, 0.0, 1.0),   p.integer("row_block", 0, 0, kMaxTrainSeqLen)};
+    if (ph.batch * ph.seq_len > kMaxTrainBatchTokens)
+      p.fail("batch x seq_len = " + std::to_string(ph.batch * ph.seq_len) +
+             " tokens a step, more than the " + std::to_string(kMaxTrainBatchTokens) +
+             " a step may have");
+    total += ph.steps;
+    if (total > kMaxTrainSteps)
+      p.fail("the phases' steps add up to more than " + std::to_string(kMaxTrainSteps));
+    if (auto mix = p.find("mixture")) read_mixture(*mix, ph.mixture);
     c.phases.push_back(ph);
   }
   c.model.max_position = c.context();
-  KVB_INPUT_CHECK(c.cooldown_steps == 0 ||
-                      (c.cooldown_steps > 0 && c.cooldown_steps <= c.total_steps() - c.warmup),
-                  where,
-                  ": /optimizer: cooldown_steps must be >= 0 and leave the warm-up before it");
-  r.opt("prose_only", c.prose_only);
-  r.opt("answer_weight", c.answer_weight);
-  r.opt("checkpoint_every", c.checkpoint_every);
-  r.opt("log_every", c.log_every);
-  KVB_INPUT_CHECK(c.prose_only >= 0 && c.prose_only <= 1, where, ": /prose_only must be in [0, 1]");
-  KVB_INPUT_CHECK(c.answer_weight > 0, where, ": /answer_weight must be > 0");
-  KVB_INPUT_CHECK(c.checkpoint_every > 0 && c.log_every > 0, where,
-                  ": /checkpoint_every and /log_every must be > 0");
-  if (j.contains("eval")) {
-    sub(r, "eval").fields({{"per_decile", &c.eval.per_decile}, {"kv_samples", &c.eval.kv_samples},
-                           {"prose_windows", &c.eval.prose_windows}});
+  if (c.cooldown_steps > 0 && c.cooldown_steps > c.total_steps() - c.warmup)
+    r.at("optimizer")
+        .at("cooldown_steps")
+        .fail("must leave the warm-up before it: at most total steps (" +
+              std::to_string(c.total_steps()) + ") less warmup (" + std::to_string(c.warmup) + ")");
+  c.prose_only = r.number("prose_only", c.prose_only, 0.0, 1.0);
+  c.answer_weight = r.number("answer_weight", c.answer_weight, 0.0, kMaxTrainWeight);
+  if (!(c.answer_weight > 0)) r.at("answer_weight").expected("a weight in (0, 1e6]");
+  c.checkpoint_every = r.integer("checkpoint_every", c.checkpoint_every, 1, kMaxTrainSteps);
+  c.log_every = r.integer("log_every", c.log_every, 1, kMaxTrainSteps);
+  if (auto e = r.find("eval")) {
+    e->only_keys({"per_decile", "kv_samples", "prose_windows"});
+    c.eval.per_decile = e->integer("per_decile", c.eval.per_decile, 1, kMaxTrainEvalSamples);
+    c.eval.kv_samples = e->integer("kv_samples", c.eval.kv_samples, 1, kMaxTrainEvalSamples);
+    c.eval.prose_windows =
+        e->integer("prose_windows", c.eval.prose_windows, 1, kMaxTrainEvalSamples);
   }
   return c;
 }
 
 TrainConfig load_train_config(const std::string& path) {
-  return parse_train_config(read_json_file(path), path);
+  return parse_train_config(read_json_input(path), path);
 }
 
 // ---- model ---------------------------------------------------------------------------------
@@ -392,6 +366,32 @@ std::string fmt_float(double v) {
   return buf;
 }
 
+// A loss.jsonl figure (checked by read_loss_log to be a number or null: a NaN is written as null).
+double number_or_nan(const json& v) {
+  return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+}
+
+// The records of loss.jsonl, each checked: "<path>:<line>: <field>: expected ..., got ...".
+std::vector<json> read_loss_log(const std::string& path) {
+  std::vector<json> lines;
+  std::ifstream in(path);
+  std::string l;
+  int64_t n = 0;
+  while (std::getline(in, l)) {
+    ++n;
+    if (l.empty()) continue;
+    const std::string source = path + ":" + std::to_string(n);
+    json j = parse_json(l, source);
+    const JsonNode e(j, source);
+    e.at("step").integer(0, kMaxTrainSteps);
+    e.at("seq_len").integer(0, kMaxTrainSeqLen);
+    for (const char* k : {"loss", "answer_loss", "lr"})  // null: a NaN
+      if (auto v = e.find(k)) v->number();
+    lines.push_back(std::move(j));
+  }
+  return lines;
+}
+
 // Keeps the first `keep_steps` lines of loss.jsonl (those of steps < keep_steps).
 void truncate_loss_log(const std::string& path, int64_t keep_steps) {
   if (!fs::exists(path)) return;
@@ -399,9 +399,12 @@ void truncate_loss_log(const std::string& path, int64_t keep_steps) {
   std::string line, kept;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
-    json j = json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.contains("step")) break;
-    if (j["step"].get<int64_t>() >= keep_steps) break;
+    try {  // a line that is not a step's record ends the part kept
+      const json j = parse_json(line, path);
+      if (JsonNode(j, path).at("step").integer() >= keep_steps) break;
+    } catch (const InputError&) {
+      break;
+    }
     kept += line + "\n";
   }
   write_file(path, kept);
@@ -596,8 +599,9 @@ std::string readme_text(const TrainConfig& cfg, const json& eval, const std::vec
   const size_t stride = std::max<size_t>(1, log.size() / 20);
   for (size_t i = 0; i < log.size(); ++i)
     if (i % stride == 0 || i + 1 == log.size())
-      o << "| " << log[i]["step"] << " | " << log[i]["seq_len"] << " | " << log[i]["loss"].get<double>()
-        << " | " << log[i]["answer_loss"].get<double>() << " | " << log[i]["lr"].get<double>() << " |\n";
+      o << "| " << log[i]["step"] << " | " << log[i]["seq_len"] << " | "
+        << number_or_nan(log[i]["loss"]) << " | " << number_or_nan(log[i]["answer_loss"]) << " | "
+        << number_or_nan(log[i]["lr"]) << " |\n";
   o << "\n## Evaluation (eval.json; full cache, held-out seeds)\n\n| task | accuracy |\n|---|---:|\n";
   for (const char* t : {"passkey", "needle", "kv", "vars", "prefix", "copy"})
     if (eval.contains(t)) o << "| " << t << " | " << eval[t]["accuracy"].get<double>() << " |\n";
@@ -617,6 +621,12 @@ std::string readme_text(const TrainConfig& cfg, const json& eval, const std::vec
 // so each step page-faults its whole working set back in: at 2048 bytes a step spent 2/3 of its
 // time in the kernel. Keeping freed memory in the heap makes it ~2.5x faster (measured: 6 steps of
 // kvb-ref-s at 2048 bytes, 53 s -> 21 s on 2 cores) and changes no number.
+// The command line's overrides, with the limits of train.json's own fields.
+void check_train_options(const TrainOptions& opt) {
+  KVB_INPUT_CHECK(opt.threads <= kMaxTrainThreads, "train --threads: ", opt.threads,
+                  " is more than the ", kMaxTrainThreads, " threads a run may use");
+}
+
 void keep_freed_memory() {
 #if defined(__GLIBC__)
   mallopt(M_MMAP_MAX, 0);
@@ -630,6 +640,7 @@ void keep_freed_memory() {
 int train_model(const std::string& config_path, const std::string& out_dir, const TrainOptions& opt) {
   const std::string config_text = read_file(config_path);
   TrainConfig cfg = load_train_config(config_path);
+  check_train_options(opt);
   if (opt.threads > 0) cfg.threads = opt.threads;
   at::set_num_threads(static_cast<int>(cfg.threads));
   keep_freed_memory();
@@ -657,10 +668,14 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
   int64_t step = 0;
   double elapsed = 0;
   if (fs::exists(ck / "state.json")) {
-    json st = read_json_file((ck / "state.json").string());
-    KVB_INPUT_CHECK(st.value("config", std::string()) == config_text, (ck / "state.json").string(),
+    const std::string state_path = (ck / "state.json").string();
+    const json st = read_json_input(state_path);
+    const JsonNode sn(st, state_path);
+    KVB_INPUT_CHECK(sn.str("config", "") == config_text, state_path,
                     ": the checkpoint was made from a different train.json; remove ", ck.string(),
                     " to start over");
+    const int64_t saved_step = sn.at("step").integer(0, cfg.total_steps());
+    const double saved_elapsed = sn.number("elapsed_s", 0.0, 0.0, 1e12);
     std::vector<torch::Tensor> saved;
     torch::load(saved, (ck / "weights.pt").string());
     KVB_INPUT_CHECK(saved.size() == params.size(), (ck / "weights.pt").string(),
@@ -670,8 +685,8 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
       for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved[i]);
     }
     torch::load(adam, (ck / "optimizer.pt").string());
-    step = st.at("step").get<int64_t>();
-    elapsed = st.value("elapsed_s", 0.0);
+    step = saved_step;
+    elapsed = saved_elapsed;
     truncate_loss_log(loss_path, step);
     if (!opt.quiet) std::printf("resuming %s at step %lld\n", cfg.name.c_str(), static_cast<long long>(step));
   } else {
@@ -752,13 +767,7 @@ int train_model(const std::string& config_path, const std::string& out_dir, cons
   write_file((out / "tokenizer.json").string(), byte_tokenizer_json());
   if (fs::absolute(config_path) != fs::absolute(out / "train.json"))
     write_file((out / "train.json").string(), config_text);
-  std::vector<json> lines;
-  {
-    std::ifstream in(loss_path);
-    std::string l;
-    while (std::getline(in, l))
-      if (!l.empty()) lines.push_back(json::parse(l));
-  }
+  const std::vector<json> lines = read_loss_log(loss_path);
   json eval = json::object();
   if (opt.eval) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -786,12 +795,16 @@ int train_model_process_per_phase(const std::string& config_path, const std::str
   // Only the configuration is read here: no tensor has been made in this process, so each child
   // starts as a fresh process would (libtorch's thread pools are created on first use).
   const TrainConfig cfg = load_train_config(config_path);
+  check_train_options(opt);
   const int64_t total = cfg.total_steps();
   const int64_t stop = opt.max_steps >= 0 ? std::min(opt.max_steps, total) : total;
   // A resumed run starts at the phase its checkpoint is in (train_model checks the checkpoint).
   const fs::path state = fs::path(out_dir) / "checkpoint" / "state.json";
-  const int64_t done =
-      fs::exists(state) ? read_json_file(state.string()).value("step", int64_t{0}) : 0;
+  int64_t done = 0;
+  if (fs::exists(state)) {
+    const json st = read_json_input(state.string());
+    done = JsonNode(st, state.string()).integer("step", 0, 0, total);
+  }
   int64_t boundary = 0;
   for (size_t i = 0; i + 1 < cfg.phases.size(); ++i) {
     boundary += cfg.phases[i].steps;

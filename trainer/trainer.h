@@ -19,6 +19,44 @@
 
 namespace kvb {
 
+// train.json limits: every field is read through the JSON layer (common/json_reader.h) with its
+// range, and refused with one line "<file>: <json path>: expected ..., got ..." (exit 2) before
+// anything is allocated or written:
+//   name                         1 .. 100 characters
+//   seed                         0 .. 2^63-1
+//   threads (and --threads)      1 .. 256 (kMaxTrainThreads)
+//   dtype                        fp32 | bf16
+//   model.hidden_size            1 .. 8192          model.intermediate_size  1 .. 32768
+//   model.n_layers               1 .. 64            model.n_heads            1 .. 128
+//   model.n_kv_heads             1 .. n_heads, dividing it
+//   model.head_dim               2 .. 1024, even (default hidden_size / n_heads)
+//   model.rope_theta             1 .. 1e9           model.rms_eps            1e-12 .. 1
+//   the model                    at most 2^28 parameters (ModelConfig::n_params, vocab 258)
+//   optimizer.lr                 (0, 10]            min_lr, weight_decay     0 .. 10
+//   optimizer.beta1, beta2       0 .. 0.999999      clip                     0 .. 1e6
+//   optimizer.warmup, decay_steps, cooldown_steps   0 .. 2^30 (decay_steps 0 or > warmup;
+//                                cooldown_steps at most the total steps less warmup)
+//   phases                       1 .. 64 phases; steps 1 .. 2^30 each, 2^30 together;
+//                                seq_len 64 .. 65536; batch 1 .. 4096; batch x seq_len at most
+//                                2^20 tokens; window_rows 0 .. 1; row_block 0 .. 65536
+//   mixture (top level, phases)  weights 0 .. 1e6, not all 0; min_tasks, max_tasks, kv_asks
+//                                1 .. 64 (min_tasks <= max_tasks); kv_question phrase | key
+//   prose_only                   0 .. 1             answer_weight            (0, 1e6]
+//   checkpoint_every, log_every  1 .. 2^30
+//   eval.per_decile, kv_samples, prose_windows      1 .. 100000
+inline constexpr int64_t kMaxTrainThreads = 256;
+inline constexpr size_t kMaxTrainNameChars = 100;
+inline constexpr int64_t kMaxTrainHidden = 8192, kMaxTrainIntermediate = 32768;
+inline constexpr int64_t kMaxTrainLayers = 64, kMaxTrainHeads = 128, kMaxTrainHeadDim = 1024;
+inline constexpr int64_t kMaxTrainParams = int64_t{1} << 28;
+inline constexpr int64_t kMaxTrainSteps = int64_t{1} << 30;
+inline constexpr size_t kMaxTrainPhases = 64;
+inline constexpr int64_t kMaxTrainSeqLen = 65536, kMaxTrainBatch = 4096;
+inline constexpr int64_t kMaxTrainBatchTokens = int64_t{1} << 20;
+inline constexpr double kMaxTrainWeight = 1e6;
+inline constexpr int64_t kMaxTrainTasks = 64;
+inline constexpr int64_t kMaxTrainEvalSamples = 100000;
+
 struct TrainPhase {
   int64_t steps = 0, seq_len = 0, batch = 0;
   MixtureWeights mixture;  // train.json's "mixture", with what the phase's own "mixture" names

@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <optional>
 
 #include "common/check.h"
-#include "common/json_io.h"
+#include "common/error_text.h"
+#include "common/json_reader.h"
 
 namespace kvb {
 namespace {
@@ -62,73 +65,110 @@ std::optional<double> pick(const std::map<std::string, double>& c, const std::st
   return std::nullopt;
 }
 
+// A name-like string field: 1 .. kMaxBenchNameChars characters, none of them a control character.
+std::string name_field(const JsonNode& n) {
+  const std::string s = n.str();
+  bool control = false;
+  for (unsigned char c : s) control |= c < 0x20 || c == 0x7f;
+  if (s.empty() || s.size() > kMaxBenchNameChars || control)
+    n.expected("a name of 1 to " + std::to_string(kMaxBenchNameChars) +
+               " characters without control characters");
+  return s;
+}
+
+// Whether a counter's name maps to a column (counters_of / pick below).
+bool mapped_counter(const std::string& k) {
+  for (const char* part : {"GB/s", "GFLOP/s", "frac_of", "roofline"})
+    if (k.find(part) != std::string::npos) return true;
+  return k == "bytes_per_second" || k == "bytes_moved" || k == "bytes";
+}
+
 }  // namespace
 
 BenchImport read_benchmark_json(const std::string& path) {
   KVB_INPUT_CHECK(std::filesystem::exists(path), path, ": no such file");
-  const json doc = read_json_file(path);
-  KVB_INPUT_CHECK(doc.is_object(), path, ": not a Google Benchmark JSON object");
-  KVB_INPUT_CHECK(doc.contains("benchmarks") && doc["benchmarks"].is_array(), path,
-                  ": no \"benchmarks\" array (not Google Benchmark JSON output)");
-  const json& benches = doc["benchmarks"];
-  KVB_INPUT_CHECK(!benches.empty(), path, ": \"benchmarks\" is empty");
+  // The one JSON layer: depth, duplicate keys, numbers beyond a double and the size refused.
+  const json doc = read_json_input(path);
+  const JsonNode root(doc, path);
+  if (!root.is_object()) root.expected("a Google Benchmark JSON object");
+  if (!root.has("benchmarks"))
+    root.fail("no \"benchmarks\" array (not Google Benchmark JSON output)");
+  const JsonNode benches = root.at("benchmarks");
+  benches.array();
+  KVB_INPUT_CHECK(benches.size() > 0, path, ": \"benchmarks\" is empty");
+  if (benches.size() > kMaxBenchEntries)
+    benches.fail(std::to_string(benches.size()) + " entries, more than the " +
+                 std::to_string(kMaxBenchEntries) + " an import may have");
   BenchImport out;
-  if (doc.contains("context") && doc["context"].is_object()) out.context = doc["context"];
+  if (auto ctx = root.find("context")) {
+    // Free-form but for what the import files: the host and the date of the run.
+    out.context = ctx->object().raw();
+    if (auto host = ctx->find("host_name")) name_field(*host);
+    if (auto date = ctx->find("date")) {
+      const std::string d = date->str();
+      const bool iso = d.size() >= 10 && d.size() <= 64 &&
+                       std::isdigit(static_cast<unsigned char>(d[0])) && d[4] == '-' && d[7] == '-';
+      bool control = false;
+      for (unsigned char c : d) control |= c < 0x20 || c == 0x7f;
+      if (!iso || control) date->expected("an ISO 8601 date (2024-06-01T10:00:00+00:00)");
+    }
+  }
 
   std::vector<Group> groups;
   std::map<std::string, size_t> index;  // run name -> group
-  for (size_t i = 0; i < benches.size(); ++i) {
-    const json& e = benches[i];
-    const std::string where = path + ": benchmarks[" + std::to_string(i) + "]";
-    KVB_INPUT_CHECK(e.is_object(), where, ": not an object");
-    KVB_INPUT_CHECK(e.contains("name") && e["name"].is_string() &&
-                        !e["name"].get<std::string>().empty(),
-                    where, ": no string \"name\"");
-    const std::string name = e["name"].get<std::string>();
-    if (e.value("error_occurred", false)) {
+  for (const JsonNode& e : benches.items()) {
+    e.object();
+    const std::string name = name_field(e.at("name"));
+    if (e.boolean("error_occurred", false)) {
       ++out.skipped;
       continue;
     }
-    KVB_INPUT_CHECK(e.contains("real_time") && e["real_time"].is_number(), where, " (", name,
-                    "): no numeric \"real_time\"");
-    const std::string unit =
-        e.contains("time_unit") && e["time_unit"].is_string() ? e["time_unit"].get<std::string>()
-                                                              : "ns";
-    const double to_ms = unit == "ns"   ? 1e-6
-                         : unit == "us" ? 1e-3
-                         : unit == "ms" ? 1.0
-                         : unit == "s"  ? 1e3
-                                        : -1.0;
-    KVB_INPUT_CHECK(to_ms > 0, where, " (", name, "): unknown time_unit '", unit, "'");
-    const bool aggregate = e.value("run_type", std::string("iteration")) == "aggregate";
-    const std::string agg_name =
-        aggregate && e.contains("aggregate_name") && e["aggregate_name"].is_string()
-            ? e["aggregate_name"].get<std::string>()
-            : "";
-    KVB_INPUT_CHECK(!aggregate || !agg_name.empty(), where, " (", name,
-                    "): an aggregate without \"aggregate_name\"");
+    const double real_time = e.at("real_time").number(0.0, kMaxBenchTime);
+    // The other fields Google Benchmark writes, where present: of their types and ranges.
+    if (auto v = e.find("cpu_time")) v->number(0.0, kMaxBenchTime);
+    if (auto v = e.find("iterations")) v->integer(0, std::numeric_limits<int64_t>::max());
+    if (auto v = e.find("threads")) v->integer(1, 1 << 20);
+    if (auto v = e.find("repetition_index")) v->integer(0, kMaxBenchRepetitions);
+    const JsonNode* unit_node = nullptr;
+    const auto unit_opt = e.find("time_unit");
+    if (unit_opt) unit_node = &*unit_opt;
+    const std::string unit = unit_node ? unit_node->choice({"ns", "us", "ms", "s"}) : "ns";
+    const double to_ms = unit == "ns" ? 1e-6 : unit == "us" ? 1e-3 : unit == "ms" ? 1.0 : 1e3;
+    const bool aggregate =
+        e.has("run_type") && e.at("run_type").choice({"iteration", "aggregate"}) == "aggregate";
+    std::string agg_name;
+    if (aggregate) {
+      if (!e.has("aggregate_name"))
+        e.fail("an aggregate of " + quote_input(name) + " without \"aggregate_name\"");
+      agg_name = name_field(e.at("aggregate_name"));
+    }
     std::string run_name;
-    if (e.contains("run_name") && e["run_name"].is_string())
-      run_name = e["run_name"].get<std::string>();
+    if (e.has("run_name")) run_name = name_field(e.at("run_name"));
     if (run_name.empty()) {
       run_name = name;
       if (aggregate && run_name.ends_with("_" + agg_name))
         run_name.resize(run_name.size() - agg_name.size() - 1);
     }
+    // Counters that map to a column: non-negative figures (bytes_moved becomes an integer).
+    for (const auto& [k, v] : e.members())
+      if (mapped_counter(k)) v.number(0.0, kMaxBenchCounter);
     auto [it, fresh] = index.try_emplace(run_name, groups.size());
     if (fresh) groups.push_back(Group{run_name, "", {}, {}, {}, {}, 0});
     Group& g = groups[it->second];
-    if (g.label.empty() && e.contains("label") && e["label"].is_string())
-      g.label = e["label"].get<std::string>();
-    if (e.contains("repetitions") && e["repetitions"].is_number_integer())
-      g.repetitions = std::max(g.repetitions, e["repetitions"].get<int64_t>());
-    const double ms = e["real_time"].get<double>() * to_ms;
+    if (e.has("label")) {
+      const std::string label = name_field(e.at("label"));
+      if (g.label.empty()) g.label = label;
+    }
+    g.repetitions = std::max(g.repetitions, e.integer("repetitions", 0, 0, kMaxBenchRepetitions));
+    const double ms = real_time * to_ms;
     if (aggregate) {
       // cv is a fraction (aggregate_unit "percentage"), stddev a spread: neither is a time here.
-      g.aggregates[agg_name] = &e;
+      if (g.aggregates.count(agg_name))
+        e.fail("a second " + quote_input(agg_name) + " aggregate of " + quote_input(run_name));
+      g.aggregates[agg_name] = &e.raw();
       g.aggregate_ms[agg_name] = ms;
     } else {
-      g.iterations.push_back(&e);
+      g.iterations.push_back(&e.raw());
       g.iteration_ms.push_back(ms);
     }
   }
@@ -147,7 +187,7 @@ BenchImport read_benchmark_json(const std::string& path) {
     } else {
       const auto& a = g.aggregate_ms;
       const auto med = a.count("median") ? a.find("median") : a.find("mean");
-      KVB_INPUT_CHECK(med != a.end(), path, ": ", g.run_name,
+      KVB_INPUT_CHECK(med != a.end(), path, ": ", quote_input(g.run_name),
                       ": aggregates without a median or mean");
       t.name = g.run_name;
       t.shape = std::move(shape);
@@ -163,10 +203,11 @@ BenchImport read_benchmark_json(const std::string& path) {
       if (auto it = c.find("bytes_per_second"); it != c.end()) t.gbps = it->second / 1e9;
     t.gflops = pick(c, "GFLOP/s", {"GFLOP/s"});
     t.roofline_fraction = pick(c, "roofline_fraction", {"frac_of", "roofline"});
+    // Checked above: 0 .. kMaxBenchCounter, so the conversion is defined.
     if (auto b = pick(c, "bytes_moved", {}); b)
-      t.bytes_moved = static_cast<int64_t>(*b);
+      t.bytes_moved = std::llround(*b);
     else if (auto b2 = pick(c, "bytes", {}); b2)
-      t.bytes_moved = static_cast<int64_t>(*b2);
+      t.bytes_moved = std::llround(*b2);
     out.timings.push_back(std::move(t));
   }
   return out;

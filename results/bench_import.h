@@ -36,9 +36,31 @@ struct BenchImport {
   int64_t skipped = 0;                                // entries with error_occurred
 };
 
-// Reads the Google Benchmark JSON file at `path`. kvb::InputError "<path>: <problem>" when it is
-// missing, not JSON, has no "benchmarks" array (or an empty one), or an entry lacks a string
-// "name" or a numeric "real_time", or has an unknown time_unit.
+// Limits, each refused with one line before the database is opened:
+//   the file                      through the JSON layer (common/json_reader.h): 512 MiB, nesting
+//                                 64 deep, no duplicate keys, no number beyond a double
+//   benchmarks                    1 .. 100,000 entries (kMaxBenchEntries)
+//   name, run_name, label,        strings of 1 .. 1000 characters without control characters
+//     aggregate_name
+//   real_time                     a number in [0, 1e15] (in its time_unit: ns, us, ms or s)
+//   repetitions, repetition_index integers in [0, 1e9]; iterations an integer >= 0; threads an
+//                                 integer in [1, 2^20]; cpu_time a number in [0, 1e15]
+//   context.host_name             a name as above; context.date an ISO 8601 date of at most 64
+//                                 characters (the run's started_at)
+//   run_type                      "iteration" | "aggregate"; error_occurred a boolean; context an
+//                                 object
+//   counters mapped to a column   numbers in [0, 1e18] (GB/s, GFLOP/s, bytes_per_second,
+//                                 bytes_moved, bytes, frac_of*, *roofline*)
+//   one aggregate of each aggregate_name per run name
+inline constexpr size_t kMaxBenchEntries = 100000;
+inline constexpr size_t kMaxBenchNameChars = 1000;
+inline constexpr double kMaxBenchTime = 1e15;
+inline constexpr double kMaxBenchCounter = 1e18;
+inline constexpr int64_t kMaxBenchRepetitions = 1000000000;
+
+// Reads the Google Benchmark JSON file at `path`. kvb::InputError "<path>: <json path>: <problem>"
+// when it is missing, not JSON, has no "benchmarks" array (or an empty one), an entry lacks a
+// string "name" or a numeric "real_time", has an unknown time_unit, or breaks a limit above.
 BenchImport read_benchmark_json(const std::string& path);
 
 }  // namespace kvb

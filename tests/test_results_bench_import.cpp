@@ -227,11 +227,11 @@ TEST_F(BenchImport, BadInputIsRefusedWithNothingWritten) {
   json j = bench_json();
   j["benchmarks"][2].erase("name");
   write_file(dir_.path("noname.json"), j.dump());
-  refused(dir_.path("noname.json"), "benchmarks[2]: no string \"name\"");
+  refused(dir_.path("noname.json"), "benchmarks[2].name: missing");
   j = bench_json();
   j["benchmarks"][1].erase("real_time");
   write_file(dir_.path("notime.json"), j.dump());
-  refused(dir_.path("notime.json"), "benchmarks[1] (BM_Prefill/2048/512): no numeric \"real_time\"");
+  refused(dir_.path("notime.json"), "benchmarks[1].real_time: missing");
 
   for (const auto& b : test::bad_databases(dir_, db()))
     test::expect_refused("import-bench --db " + q(b.path) + " --json " + q(bench()), b.path,

@@ -46,21 +46,30 @@ pid_t lock_holder(int fd) {
   return static_cast<pid_t>(fl.l_start - kLockBase - 1);
 }
 
+[[noreturn]] void cannot_lock(const std::string& path, int fd) {
+  const int e = errno;
+  ::close(fd);
+  throw InputError(path + ": cannot lock the database: " + std::strerror(e) +
+                   " (a file system without locks?)");
+}
+
 // Takes the lock byte (F_WRLCK or F_RDLCK) and the pid slot; false when another holds it.
-bool take(int fd, short type) {
+bool take(int fd, short type, const std::string& path) {
   if (!ofd_lock(fd, type, kLockBase, 1)) {
     if (errno == EAGAIN || errno == EACCES) return false;
-    throw Error(std::string("cannot lock a results database: ") + std::strerror(errno));
+    cannot_lock(path, fd);
   }
   ofd_lock(fd, F_RDLCK, kLockBase + 1 + ::getpid(), 1);  // only names us; best effort
   return true;
 }
 #else
 pid_t lock_holder(int) { return 0; }
-bool take(int fd, short type) {
+bool take(int fd, short type, const std::string& path) {
   if (::flock(fd, (type == F_WRLCK ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return true;
   if (errno == EWOULDBLOCK) return false;
-  throw Error(std::string("cannot lock a results database: ") + std::strerror(errno));
+  const int e = errno;
+  ::close(fd);
+  throw InputError(path + ": cannot lock the database: " + std::strerror(e));
 }
 #endif
 
@@ -115,7 +124,7 @@ DbLock DbLock::exclusive(const std::string& path) {
       if ((errno == EEXIST && !existed) || (errno == ENOENT && existed)) continue;  // raced
       throw InputError(path + ": cannot open for writing: " + std::strerror(errno));
     }
-    if (!take(fd, F_WRLCK)) in_use(path, fd);
+    if (!take(fd, F_WRLCK, path)) in_use(path, fd);
     // Another writer may have removed a file it had created while this one waited to lock it.
     if (!same_file(fd, path)) {
       ::close(fd);
@@ -143,7 +152,7 @@ int open_for_reading(const std::string& path) {
 
 std::optional<DbLock> DbLock::try_shared(const std::string& path) {
   const int fd = open_for_reading(path);
-  if (!take(fd, F_RDLCK)) {
+  if (!take(fd, F_RDLCK, path)) {
     ::close(fd);
     return std::nullopt;
   }
@@ -152,7 +161,7 @@ std::optional<DbLock> DbLock::try_shared(const std::string& path) {
 
 DbLock DbLock::shared(const std::string& path) {
   const int fd = open_for_reading(path);
-  if (!take(fd, F_RDLCK)) in_use(path, fd);
+  if (!take(fd, F_RDLCK, path)) in_use(path, fd);
   return DbLock(path, fd, false);
 }
 

@@ -54,8 +54,11 @@ std::string trim(const std::string& s) {
 std::string load_text_dir(const std::string& dir) {
   KVB_INPUT_CHECK(fs::is_directory(dir), one_line(dir), ": not a directory");
   std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && e.path().extension() == ".txt") {
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  KVB_INPUT_CHECK(!ec, one_line(dir), ": cannot read the directory (", ec.message(), ")");
+  for (const auto& e : it)
+    if (e.is_regular_file(ec) && e.path().extension() == ".txt") {
       files.push_back(e.path().string());
       KVB_INPUT_CHECK(static_cast<int64_t>(files.size()) <= kMaxTextDirFiles, one_line(dir),
                       ": more than ", kMaxTextDirFiles, " .txt files");

@@ -8,7 +8,7 @@ debs=(build-essential cmake ninja-build pkg-config
       libtorch-dev libopenblas0-pthread
       nlohmann-json3-dev libcli11-dev libsqlite3-dev sqlite3
       libbenchmark-dev libgtest-dev libgmock-dev libpcre2-dev
-      nodejs npm chromium)
+      nodejs npm chromium clang libclang-rt-dev llvm)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

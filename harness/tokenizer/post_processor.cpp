@@ -8,24 +8,39 @@ namespace {
 
 int32_t token_id(const JsonNode& v) { return static_cast<int32_t>(v.integer(0, kMaxTokenIds - 1)); }
 
+// A template item's Sequence or SpecialToken object: an object whose type_id, when given, is a
+// u32 (as HF's Piece has it).
+void check_piece(const JsonNode& piece) {
+  piece.object();
+  piece.integer("type_id", 0, 0, 0xFFFFFFFFll);
+}
+
 // TemplateProcessing: the "single" template's SpecialToken items before/after Sequence "A".
 SpecialIds read_template(const JsonNode& j) {
   const JsonNode single = j.at("single");
   const auto specials = j.find("special_tokens");
-  if (specials) specials->object();
+  if (specials) {
+    // Every entry as HF reads it: {"id": string, "ids": [u32], "tokens": [string]}.
+    for (const auto& [name, entry] : specials->members()) {
+      entry.object();
+      entry.at("id").str();
+      for (const JsonNode& v : entry.at("ids").array().items()) token_id(v);
+      if (auto tokens = entry.find("tokens")) tokens->strings();
+    }
+  }
   SpecialIds out;
   bool seen_sequence = false;
   for (const JsonNode& item : single.array().items()) {
     item.object();
     if (const auto seq = item.find("Sequence")) {
-      seq->object();
+      check_piece(*seq);
       const std::string id = seq->at("id").str();
       if (id != "A" || seen_sequence) item.fail("a single-sequence template holds one Sequence A");
       seen_sequence = true;
       continue;
     }
     const JsonNode tok = item.at("SpecialToken");
-    tok.object();
+    check_piece(tok);
     const std::string id = tok.at("id").str();
     const auto entry = specials ? specials->find(id) : std::nullopt;
     if (!entry) {
@@ -43,13 +58,13 @@ SpecialIds read_template(const JsonNode& j) {
     for (const JsonNode& item : pair->array().items()) {
       item.object();
       if (const auto seq = item.find("Sequence")) {
-        seq->object();
+        check_piece(*seq);
         const JsonNode id = seq->at("id");
         if (id.str() != "A" && id.str() != "B") id.expected("\"A\" or \"B\"");
         continue;
       }
       const JsonNode tok = item.at("SpecialToken");
-      tok.object();
+      check_piece(tok);
       const std::string id = tok.at("id").str();
       if (!specials || !specials->has(id)) {
         tok.at("id").fail("special token " + quote_input(id) + " is not in " +

@@ -15,7 +15,7 @@
 #include "harness/provenance.h"
 #include "methods/registry.h"
 #include "results/bench_import.h"
-#include "results/cell_record.h"
+#include "suites/cell_record.h"
 #include "results/compare.h"
 #include "results/db_file.h"
 #include "results/leaderboard.h"

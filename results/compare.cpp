@@ -9,7 +9,7 @@
 #include "common/dtype.h"
 #include "common/hash.h"
 #include "methods/registry.h"
-#include "results/cell_record.h"
+#include "suites/cell_record.h"
 #include "results/results_db.h"
 #include "suites/registry.h"
 

@@ -13,7 +13,7 @@
 #include "common/check.h"
 #include "common/json_reader.h"
 #include "methods/registry.h"
-#include "results/cell_record.h"
+#include "suites/cell_record.h"
 #include "results/compare.h"
 #include "results/results_db.h"
 #include "results/svg_chart.h"

@@ -11,7 +11,7 @@
 #include "common/check.h"
 #include "common/error_text.h"
 #include "common/json_reader.h"
-#include "results/cell_record.h"
+#include "suites/cell_record.h"
 #include "results/sqlite_store.h"
 
 namespace kvb {

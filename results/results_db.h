@@ -10,7 +10,7 @@
 //      that refer to rows that exist (PRAGMA foreign_key_check), and every value of the type its
 //      column declares;
 //   5. every stored record (cells.record) parses and has the shape its readers rely on
-//      (results/cell_record.h), every run's config parses.
+//      (suites/cell_record.h), every run's config parses.
 // A failure is kvb::InputError "<path>: <problem>", one line.
 #pragma once
 

@@ -15,7 +15,7 @@
 #include "common/hash.h"
 #include "common/json_io.h"
 #include "common/time.h"
-#include "results/cell_record.h"
+#include "suites/cell_record.h"
 #include "results/results_db.h"
 
 namespace kvb {

@@ -67,7 +67,7 @@ class NiahSuite : public Suite {
   MetricRef headline() const override { return {"score", Better::kHigher}; }
 
   std::string summary(const nlohmann::json& m) const override {
-    return "score " + format_number("%.3f", m["score"].get<double>());
+    return "score " + format_number("%.3f", summary_number(m, "score"));
   }
 
   std::vector<CompareRule> compare_rules() const override {

@@ -143,16 +143,16 @@ class PerplexitySuite : public Suite {
   MetricRef headline() const override { return {"kl_mean", Better::kLower}; }
 
   std::string summary(const nlohmann::json& m) const override {
-    const std::string ppl = "ppl " + format_number("%.4g", m["ppl"].get<double>()) + " ± " +
-                            format_number("%.2g", m["ppl_se"].get<double>());
-    if (m.value("reference", false)) return ppl + "  (the reference: KL 0 by construction)";
-    std::string s = "KL " + format_number("%.3g", m["kl_mean"].get<double>()) + " (p99 " +
-                    format_number("%.3g", m["kl_p99"].get<double>()) + ")";
+    const auto num = [&m](const char* name) { return summary_number(m, name); };
+    const std::string ppl =
+        "ppl " + format_number("%.4g", num("ppl")) + " ± " + format_number("%.2g", num("ppl_se"));
+    if (summary_flag(m, "reference")) return ppl + "  (the reference: KL 0 by construction)";
+    std::string s = "KL " + format_number("%.3g", num("kl_mean")) + " (p99 " +
+                    format_number("%.3g", num("kl_p99")) + ")";
     if (m.contains("delta_nll"))
-      s += "  ΔNLL " + format_number("%+.3g", m["delta_nll"].get<double>()) + " ± " +
-           format_number("%.2g", m["delta_nll_se"].get<double>());
-    return s + "  top1 " + format_number("%.1f%%", 100.0 * m["top1_agreement"].get<double>()) +
-           "  " + ppl;
+      s += "  ΔNLL " + format_number("%+.3g", num("delta_nll")) + " ± " +
+           format_number("%.2g", num("delta_nll_se"));
+    return s + "  top1 " + format_number("%.1f%%", 100.0 * num("top1_agreement")) + "  " + ppl;
   }
 
   // The mean NLL paired with each run's own full-cache reference (falling back to its standard

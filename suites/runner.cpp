@@ -8,9 +8,11 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "common/check.h"
 #include "common/dtype.h"
+#include "common/error_text.h"
 #include "common/hash.h"
 #include "common/json_io.h"
 #include "common/json_reader.h"
@@ -20,6 +22,7 @@
 #include "harness/provenance.h"
 #include "harness/tokenizer/tokenizer.h"
 #include "methods/registry.h"
+#include "suites/cell_record.h"
 #include "suites/config.h"
 #include "suites/progress.h"
 #include "suites/registry.h"
@@ -42,7 +45,8 @@ const Suite& suite_of(const std::string& name) {
 }
 
 std::string headline(const nlohmann::json& r) {
-  return cell_summary(suite_of(r["suite"].get<std::string>()), r["metrics"]);
+  const Suite* s = find_suite(r["suite"].get<std::string>());
+  return s ? cell_summary(*s, r["metrics"]) : "(a suite this build does not know)";
 }
 
 // Every cell of the config in run order; with shard_count > 1 only those at positions
@@ -141,11 +145,19 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
         throw InputError(cfg.path + ": $.datasets." + name + ": " + e.what());
       }
     }
+  // Every model's tokenizer too (load_suite_config read their config.json): a broken one fails
+  // the run now, not after the cells of the models before it.
+  std::vector<std::unique_ptr<Tokenizer>> tokenizers;
+  for (const std::string& m : cfg.models)
+    tokenizers.push_back(load_tokenizer((fs::path(m) / "tokenizer.json").string()));
   SuiteRunSummary sum;
   if (!opt.db_path.empty())
     sum.out_path = opt.db_path;
   else
     sum.out_path = opt.out_path.empty() ? "out/" + cfg.name + ".jsonl" : opt.out_path;
+  // Opening checks the store (a database: its writer lock, then every check of
+  // results/results_db.h) and writes nothing; nothing is written before the first finished
+  // cell, and a run whose cells were all finished before writes nothing at all.
   std::unique_ptr<ResultStore> store = open_store(sum.out_path);
   if (cfg.threads > 0) at::set_num_threads(cfg.threads);
   {
@@ -164,10 +176,27 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
 
   const std::vector<Cell> cells = plan(cfg, opt.shard_index, opt.shard_count);
   sum.cells = static_cast<int64_t>(cells.size());
+  {
+    // The records stored before for this run's cells (it resumes) are read at the end for the
+    // summary table: checked now, before anything is computed or written.
+    std::set<std::string> planned;
+    for (const Cell& c : cells) planned.insert(c.key);
+    for (const auto& r : store->cells()) {
+      const std::string key = r["key"].get<std::string>();  // every store checks it is a string
+      if (!planned.count(key)) continue;
+      const std::string source = store->path() + ": cell " + quote_input(key);
+      check_cell_record(r, source);
+      try {
+        headline(r);
+      } catch (const InputError& e) {
+        throw InputError(source + ": " + e.what());
+      }
+    }
+  }
   Progress prog(sum.cells, progress_out, opt.tty);
 
   std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tok;
+  const Tokenizer* tok = nullptr;
   size_t model_idx = static_cast<size_t>(-1);
   // By run/dataset, prepared when first needed and shared by every method (one model at a time).
   std::map<std::string, std::unique_ptr<PreparedRun>> prepared;
@@ -188,7 +217,7 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
     if (model_idx != c.model) {
       prepared.clear();  // it refers to the model and tokenizer replaced here
       model = std::make_unique<Model>(Model::load(cfg.models[c.model], parse_dtype(cfg.dtype)));
-      tok = load_tokenizer((fs::path(cfg.models[c.model]) / "tokenizer.json").string());
+      tok = tokenizers[c.model].get();
       model_idx = c.model;
       if (!model_hash.count(cfg.models[c.model]))
         model_hash[cfg.models[c.model]] = model_weights_hash(cfg.models[c.model]);

@@ -48,9 +48,9 @@ class ScbenchSuite : public Suite {
   MetricRef headline() const override { return {"score", Better::kHigher}; }
 
   std::string summary(const nlohmann::json& m) const override {
-    std::string t = "score " + format_number("%.3f", m["score"].get<double>()) + "  turns [";
-    for (size_t i = 0; i < m["turn_scores"].size(); ++i)
-      t += (i ? " " : "") + format_number("%.2f", m["turn_scores"][i].get<double>());
+    std::string t = "score " + format_number("%.3f", summary_number(m, "score")) + "  turns [";
+    const std::vector<double> turns = summary_numbers(m, "turn_scores");
+    for (size_t i = 0; i < turns.size(); ++i) t += (i ? " " : "") + format_number("%.2f", turns[i]);
     return t + "]";
   }
 

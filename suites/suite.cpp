@@ -1,7 +1,10 @@
 #include "suites/suite.h"
 
 #include <cstdio>
+#include <limits>
 #include <set>
+
+#include "common/json_reader.h"
 
 namespace kvb {
 
@@ -31,11 +34,41 @@ std::string format_number(const char* format, double v) {
   return b;
 }
 
+namespace {
+
+double number_or_nan(const JsonNode& v) {
+  if (v.raw().is_number()) return v.raw().get<double>();  // a NaN too
+  if (v.is_null()) return std::numeric_limits<double>::quiet_NaN();
+  v.expected("a number");
+}
+
+}  // namespace
+
+double summary_number(const nlohmann::json& metrics, const std::string& name) {
+  const JsonNode m(metrics, "", "metrics");
+  if (metrics.is_object() && metrics.contains(name) && metrics[name].is_null())
+    return std::numeric_limits<double>::quiet_NaN();
+  return number_or_nan(m.at(name));
+}
+
+std::vector<double> summary_numbers(const nlohmann::json& metrics, const std::string& name) {
+  std::vector<double> out;
+  for (const JsonNode& v : JsonNode(metrics, "", "metrics").at(name).items())
+    out.push_back(number_or_nan(v));
+  return out;
+}
+
+bool summary_flag(const nlohmann::json& metrics, const std::string& name) {
+  return metrics.is_object() && metrics.contains(name) && metrics[name].is_boolean() &&
+         metrics[name].get<bool>();
+}
+
 std::optional<std::string> not_applicable_reason(const nlohmann::json& metrics) {
   if (!metrics.is_object() || !metrics.contains("applicable") ||
       !metrics["applicable"].is_boolean() || metrics["applicable"].get<bool>())
     return std::nullopt;
-  return metrics.value("not_applicable", std::string("not applicable"));
+  const auto why = metrics.find("not_applicable");
+  return why != metrics.end() && why->is_string() ? why->get<std::string>() : "not applicable";
 }
 
 std::string cell_summary(const Suite& suite, const nlohmann::json& metrics) {

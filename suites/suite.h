@@ -167,6 +167,16 @@ class Suite {
 // printf-style formatting of one number, for summary() and the leaderboard.
 std::string format_number(const char* format, double v);
 
+// What summary() reads from a cell's metrics, through the JSON layer, so that a stored record
+// whose metrics lack a field or hold another type is kvb::InputError "metrics.<name>: ..." (the
+// runner adds the store and the cell), not an exception from deep in nlohmann. A number as it is
+// (a NaN too), null (how a NaN is stored) as NaN.
+double summary_number(const nlohmann::json& metrics, const std::string& name);
+// An array of such numbers.
+std::vector<double> summary_numbers(const nlohmann::json& metrics, const std::string& name);
+// metrics[name] when it is true; false when absent or anything else.
+bool summary_flag(const nlohmann::json& metrics, const std::string& name);
+
 // The params that tell runs of one suite on one dataset apart: "k=v, ..." of the fields of `mine`
 // that differ in (or are absent from) one of `others` ("chunk=256, mode=prefill, prefix=768").
 std::string params_label(const nlohmann::json& mine, const std::vector<const nlohmann::json*>& others);

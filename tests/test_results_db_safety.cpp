@@ -333,6 +333,16 @@ TEST_F(ResultsDbSafety, ARefusedRunLeavesTheDatabaseIdentical) {
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_EQ(test::count_lines(r.err), 1) << r.err;
   EXPECT_FALSE(fs::exists(dir_.path("new.db")));
+  // A stored record without what its summary line reads: the run reads it at the end, so it is
+  // refused now, before computing anything.
+  const std::string no_ppl = copy("noppl.db");
+  test::exec_rw(no_ppl,
+                "UPDATE cells SET record = json_remove(record, '$.metrics.ppl') WHERE id = "
+                "(SELECT min(id) FROM cells WHERE suite = 'perplexity')");
+  expect_refused("run --progress lines --suite " + q(cfg()) + " --db " + q(no_ppl), no_ppl,
+                 "|prose|");
+  r = test::run_kvbench("run --progress lines --suite " + q(cfg()) + " --db " + q(no_ppl));
+  EXPECT_NE(r.err.find("\": metrics.ppl: missing"), std::string::npos) << r.err;
   // The database damaged: refused before the run's row or its ended_at is touched.
   test::exec_rw(db, "UPDATE cells SET record = '{' WHERE id = 2");
   expect_refused("run --progress lines --suite " + q(cfg()) + " --db " + q(db), db, "cell 2");

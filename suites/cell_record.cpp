@@ -1,4 +1,4 @@
-#include "results/cell_record.h"
+#include "suites/cell_record.h"
 
 #include "common/json_reader.h"
 

@@ -137,6 +137,11 @@ json parse_json(std::string_view text, const std::string& source, const JsonLimi
     throw InputError(source + ": " + std::to_string(text.size()) + " bytes, more than the " +
                      std::to_string(limits.max_bytes) + " a JSON input may have");
   }
+  // nlohmann's lexer takes a NUL byte between tokens for the end of the input, so
+  // "{...}\0anything" would parse; a JSON text never holds a raw NUL.
+  if (auto nul = text.find('\0'); nul != std::string_view::npos) {
+    throw InputError(source + ": invalid JSON: a NUL byte at offset " + std::to_string(nul));
+  }
   json root;
   CheckedDomBuilder builder(root, source, limits.max_depth);
   json::sax_parse(text.begin(), text.end(), &builder, json::input_format_t::json, true);

@@ -6,7 +6,7 @@
 //     recursive code), before the document is built;
 //   - a key that appears twice in one object (nlohmann keeps the last one silently);
 //   - numbers that do not fit a double (1e999) — nlohmann reports them as overflow;
-//   - texts larger than `JsonLimits::max_bytes`.
+//   - texts larger than `JsonLimits::max_bytes`, and any NUL byte (nlohmann would stop there).
 //
 // Reading goes through `JsonNode`, a view that knows its source and its path in the document
 // (`model.vocab`, `runs[2].methods[0]`). Every getter checks the type and range and throws

@@ -47,6 +47,12 @@ TEST(JsonReader, NumbersBeyondDoubleAreRefused) {
             "n.json: number overflow parsing '-1e999'");
 }
 
+TEST(JsonReader, NulBytesAreRefusedEvenAfterAValue) {
+  const std::string text("{\"a\": 1}\0garbage", 17);
+  EXPECT_EQ(error_of([&] { kvb::parse_json(text, "z.json"); }),
+            "z.json: invalid JSON: a NUL byte at offset 8");
+}
+
 TEST(JsonReader, SyntaxErrorsNameTheSource) {
   const std::string e = error_of([] { kvb::parse_json("{\"a\": \n", "s.json"); });
   EXPECT_EQ(e.rfind("s.json: invalid JSON: ", 0), 0u) << e;

@@ -416,7 +416,7 @@ TEST_F(ResultsDbSafety, ASecondWriterIsRefusedWithOneLineAndReadersKeepReading) 
   // The run decodes its perplexity windows token by token, which takes a few seconds.
   json slow = json::parse(test::slurp(cfg()));
   slow["methods"] = {"full", "streaming(sink=2,window=24)", "kivi(bits=4)"};
-  slow["runs"][0]["params"] = {{"ctx", 256}, {"chunk", 1}, {"max_windows", 4}};
+  slow["runs"][0]["params"] = {{"ctx", 256}, {"chunk", 1}, {"max_windows", 8}};
   write_file(dir_.path("slow.json"), slow.dump());
   const std::string db = dir_.path("busy.db");
   Child w = spawn({"run", "--progress", "lines", "--suite", dir_.path("slow.json"), "--db", db},

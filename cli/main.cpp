@@ -99,11 +99,14 @@ int main(int argc, char** argv) {
   std::string describe;
   auto* meth = app.add_subcommand("methods", "List KV-cache methods, or describe one spec's memory");
   meth->add_option("--describe", describe, "Spec to canonicalize and cost, e.g. 'kivi(bits=2)'");
-  meth->add_option("--layers", ma.layers, "Model layers (default: SmolLM2-135M's 30)");
-  meth->add_option("--heads", ma.heads, "Query heads (default 9)");
-  meth->add_option("--kv-heads", ma.kv_heads, "KV heads (default 3)");
-  meth->add_option("--head-dim", ma.head_dim, "Head dim (default 64)");
-  meth->add_option("--tokens", ma.tokens, "Tokens in the cache (default 4096)");
+  meth->add_option("--layers", ma.layers, "Model layers (default: SmolLM2-135M's 30)")
+      ->check(CLI::Range(1, 1024));
+  meth->add_option("--heads", ma.heads, "Query heads (default 9)")->check(CLI::Range(1, 1024));
+  meth->add_option("--kv-heads", ma.kv_heads, "KV heads (default 3)")->check(CLI::Range(1, 1024));
+  meth->add_option("--head-dim", ma.head_dim, "Head dim (default 64)")->check(CLI::Range(1, 1024));
+  // The same limits as config.json's (harness/model/config.h) and a spec's token counts.
+  meth->add_option("--tokens", ma.tokens, "Tokens in the cache (default 4096)")
+      ->check(CLI::Range(1, 1 << 24));
   meth->add_option("--dtype", ma.dtype, "Compute dtype of the keys/values: fp32, fp16, bf16");
   meth->add_flag("--json", ma.json, "JSON output");
 

@@ -7,6 +7,7 @@
 
 #include "common/check.h"
 #include "common/dtype.h"
+#include "common/error_text.h"
 #include "methods/registry.h"
 
 namespace kvb::cli {
@@ -66,7 +67,7 @@ int run_methods(const std::string& describe_spec, const MethodsArgs& a) {
   shape.head_dim = a.head_dim;
   shape.max_position = a.tokens;
   std::optional<MemoryUse> m = method->promised_memory(shape, a.tokens, compute);
-  KVB_INPUT_CHECK(m.has_value(), "spec '", describe_spec, "': ", method->spec(),
+  KVB_INPUT_CHECK(m.has_value(), "spec ", quote_input(describe_spec), ": ", method->spec(),
                   " makes no memory promise");
   std::optional<MemoryUse> ref =
       make_method("full(dtype=fp16)")->promised_memory(shape, a.tokens, compute);

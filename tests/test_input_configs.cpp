@@ -249,6 +249,18 @@ TEST(InputSpec, IntegersAreRangeCheckedBeforeArithmetic) {
   EXPECT_EQ(json::parse(r.out)["spec"], "random(budget=8,seed=4294967295)");
 }
 
+TEST(InputSpec, DescribeShapeFlagsAreBounded) {
+  // The shape `methods --describe` computes a promise for has the limits a config.json has.
+  for (const char* flag : {"--layers 1025", "--heads 0", "--kv-heads 2000", "--head-dim 4096",
+                           "--tokens 16777217", "--tokens 99999999999999999999"}) {
+    const auto r = test::run_kvbench(std::string("methods --describe kivi ") + flag);
+    EXPECT_EQ(r.code, 2) << flag << ": " << r.err;
+    EXPECT_EQ(test::count_lines(r.err), 1) << flag << ": " << r.err;
+    EXPECT_NE(r.err.find(std::string(flag).substr(0, std::string(flag).find(' '))),
+              std::string::npos) << r.err;
+  }
+}
+
 TEST(InputSpec, NonFiniteDuplicateAndMalformedParams) {
   for (const char* v : {"inf", "nan", "1e999", "-", "0x10", "1.5"})
     expect_refused(describe(std::string("streaming(window=") + v + ")"),

@@ -561,6 +561,18 @@ class KiviMethod : public StorageMethod {
       return m;
     }
     const int64_t l = kept.tokens, lq = l / residual_ * residual_, w = std::min(residual_, l);
+    if (!kept.kept_in) {
+      // Counts only (a chain of several selectors, whose stages act in each other's stead): which
+      // tokens were kept is unknown, so payload and metadata are bounded apart. Payload: every
+      // kept key and value in full precision (d * es >= d * bits / 8 always). Metadata: every
+      // kept value quantized, with its scales, and every key group touched. fuzz_spec found
+      // streaming(sink=0,window=3)+h2o(budget=5)+kivi(bits=4,group=2,residual=6) holding twice
+      // the payload the count-based split promised.
+      m.payload_bytes = h * 2 * slots * d * es;
+      m.metadata_bytes = h * (kept.blocks_touched(lq, group_) * (2 * d * 2 + 4) +
+                              2 * slots * (d / gv) * 2 + (l - lq) + w);
+      return m;
+    }
     const int64_t nrk = kept.in(lq, l);
     // A full-precision value costs more than a quantized one with its scales at any sane group
     // (gv >= 4): the most full-precision values bound the total.

@@ -574,14 +574,20 @@ class KiviMethod : public StorageMethod {
       return m;
     }
     const int64_t nrk = kept.in(lq, l);
-    // A full-precision value costs more than a quantized one with its scales at any sane group
-    // (gv >= 4): the most full-precision values bound the total.
+    // Payload: the most full-precision keys and values (a full-precision row is never smaller
+    // than its codes). Metadata: as many quantized values as that leaves, unless a quantized
+    // value with its scales costs more than a full-precision one (a tiny group in bf16/fp16),
+    // then every kept value quantized. Either way payload and payload + metadata are bounds
+    // (fuzz_spec found snapkv(budget=8,window=2)+kivi(bits=4,group=2,residual=4) in bf16 over
+    // the payload promise when the split was taken from the total's worst case alone).
     const bool fp_costs_more = d * es >= dp + 4 * (d / gv);
-    const int64_t nrv = fp_costs_more ? kept.in(l - w, l) : 0;
+    const int64_t nrv = kept.in(l - w, l);
     const int64_t nqk = slots - nrk, nqv = slots - nrv;
+    const int64_t nqv_meta = fp_costs_more ? nqv : slots;
     const int64_t groups = kept.blocks_touched(lq, group_);
     m.payload_bytes = h * ((nqk + nqv) * dp + (nrk + nrv) * d * es);
-    m.metadata_bytes = h * (groups * (2 * d * 2 + 4) + 2 * nqv * (d / gv) * 2 + (l - lq) + w);
+    m.metadata_bytes =
+        h * (groups * (2 * d * 2 + 4) + 2 * nqv_meta * (d / gv) * 2 + (l - lq) + w);
     return m;
   }
 

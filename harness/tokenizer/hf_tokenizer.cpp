@@ -86,6 +86,13 @@ HfTokenizer::HfTokenizer(const nlohmann::json& j, const std::string& source,
             .fail("adds token id " + std::to_string(id) + ", outside the vocabulary (ids 0.." +
                   std::to_string(vocab_size_ - 1) + ")");
       }
+      // An id inside the range that no token holds (a gap in the vocabulary) would become the
+      // tokenizer's BOS/EOS without a string (fuzz_tokenizer_json found it).
+      if (added_.find_by_id(id) == nullptr && model_->id_to_token(id) == nullptr) {
+        root.at("post_processor")
+            .fail("adds token id " + std::to_string(id) +
+                  ", which no token of the vocabulary or added_tokens holds");
+      }
     }
   }
   // Without a tokenizer_config.json, the post-processor's first / last special token.

@@ -368,6 +368,14 @@ TEST_F(ModelFiles, TokenizerIdsBeyondTheModelsVocabulary) {
   t["post_processor"]["special_tokens"]["<s>"]["ids"] = {1000};
   write_file(alone, t.dump());
   expect_tokenizer_error(alone, "post_processor: adds token id 1000, outside the vocabulary");
+  // Inside the range but in a gap of the vocabulary (ids up to 1000, none at 500): refused too
+  // (fuzz_tokenizer_json found such an id becoming BOS without a string).
+  t = tokenizer_json();
+  t["model"]["vocab"]["zz"] = 1000;
+  t["post_processor"]["special_tokens"]["<s>"]["ids"] = {500};
+  write_file(alone, t.dump());
+  expect_tokenizer_error(alone,
+                         "adds token id 500, which no token of the vocabulary or added_tokens holds");
 }
 
 TEST_F(ModelFiles, RegexesCannotHangOrLoop) {

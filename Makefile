@@ -19,6 +19,7 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_JOBS          ?= 2
 FUZZ_OUT           ?= out/fuzz
 FUZZ_TARGETS       ?= $(patsubst tests/fuzz/%.cpp,%,$(wildcard tests/fuzz/fuzz_*.cpp))
+FUZZ_FLAGS         ?=
 
 .PHONY: all setup configure build test demo bench clean fuzz-build fuzz fuzz-smoke
 
@@ -63,14 +64,16 @@ fuzz-build: $(FUZZ_BUILD)/build.ninja
 
 fuzz: setup
 	@$(MAKE) --no-print-directory fuzz-build
-	@bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ_OUT) $(FUZZ_TARGETS)
+	@FUZZ_FLAGS="$(FUZZ_FLAGS)" bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_JOBS) \
+	  $(FUZZ_OUT) $(FUZZ_TARGETS)
 
 # CI: a regression in a parser shows up as a crash on the seeds or within seconds of mutation.
-# A fresh corpus each time (nothing carried over from earlier runs).
+# A fresh corpus each time (nothing carried over from earlier runs) and a fixed seed, so that
+# runs on one machine mutate alike (how far they get still depends on its speed).
 fuzz-smoke: fuzz-build
 	@rm -rf $(FUZZ_BUILD)/smoke
-	@bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS) $(FUZZ_JOBS) $(FUZZ_BUILD)/smoke \
-	  $(FUZZ_TARGETS)
+	@FUZZ_FLAGS="-seed=1 $(FUZZ_FLAGS)" bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS) \
+	  $(FUZZ_JOBS) $(FUZZ_BUILD)/smoke $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(BUILD)

@@ -38,9 +38,12 @@ summary() {
   local t=$1 dir="$out/$1" log="$out/$1/log.txt"
   local rc execs rate cov corpus found
   rc=$(cat "$dir/status" 2>/dev/null || echo "?")
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
-  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
-  cov=$(grep -o ' cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
+  # -a: a log holds the raw bytes of what a finding printed. Fork mode (-fork=N) prints no
+  # final stats: then the last status line's count, and no rate.
+  execs=$(grep -a -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
+  [ -n "$execs" ] || execs=$(grep -a -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
+  rate=$(grep -a -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
+  cov=$(grep -a -o ' cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
   corpus=$(find "$dir/corpus" -type f | wc -l)
   found=$(find "$dir" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' \
           -o -name 'leak-*' -o -name 'slow-unit-*' \) -newer "$dir/log.txt.start" | tr '\n' ' ')

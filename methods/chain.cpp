@@ -3,16 +3,22 @@
 #include <algorithm>
 
 #include "common/check.h"
+#include "methods/head_split_store.h"
 
 namespace kvb {
 namespace {
 
 class ChainState : public KVCacheState {
  public:
+  // A HeadSplitStore as the store makes the chain ragged: its one selector's evictions may keep
+  // a different number of slots per head (SelectorMethod::ragged_heads()).
   ChainState(std::unique_ptr<SlotStore> store, std::vector<std::unique_ptr<SelectorState>> sel,
              int64_t n_layers)
       : store_(std::move(store)), sel_(std::move(sel)),
-        seen_(static_cast<size_t>(n_layers), 0), last_pos_(static_cast<size_t>(n_layers), -1) {}
+        seen_(static_cast<size_t>(n_layers), 0), last_pos_(static_cast<size_t>(n_layers), -1) {
+    ragged_ = dynamic_cast<HeadSplitStore*>(store_.get());
+    KVB_CHECK(!ragged_ || sel_.size() == 1, "chain: a ragged selector must be the only one");
+  }
 
   void append(int layer, const KVAppend& a) override {
     const int64_t t = a.k.size(2);
@@ -45,6 +51,23 @@ class ChainState : public KVCacheState {
   }
 
   KVView view(int layer) const override { return store_->view(layer); }
+
+  // The store's view, with the slots a query-aware selector (Quest) skips for these queries
+  // masked out (logit_bias -inf).
+  KVView read_view(int layer, const torch::Tensor& q) const override {
+    KVView v = store_->view(layer);
+    if (v.slots() == 0) return v;
+    SelectContext ctx = context(layer);
+    for (const auto& s : sel_) {
+      torch::Tensor bias = s->read_bias(layer, q, ctx);
+      if (!bias.defined()) continue;
+      KVB_CHECK(bias.dim() == 3 && bias.size(2) == v.slots(), "chain: read_bias ", bias.sizes(),
+                " over ", v.slots(), " slots");
+      bias = bias.to(torch::kFloat32);
+      v.logit_bias = v.logit_bias.defined() ? v.logit_bias.to(torch::kFloat32) + bias : bias;
+    }
+    return v;
+  }
 
   MemoryUse memory(int layer) const override {
     MemoryUse m = store_->memory(layer);
@@ -80,6 +103,11 @@ class ChainState : public KVCacheState {
 
   void apply(int layer, const Eviction& e) {
     if (!e.any()) return;
+    if (ragged_) {  // the one selector keeps no per-slot bookkeeping the store's order moves
+      apply_ragged(*ragged_, layer, e);
+      return;
+    }
+    KVB_CHECK(!e.keep_len.defined(), "chain: a ragged eviction from a uniform selector");
     if (e.drop_one.defined()) {
       const int64_t n = store_->slots(layer);
       if (store_->can_drop_swap()) {
@@ -104,6 +132,7 @@ class ChainState : public KVCacheState {
   std::unique_ptr<SlotStore> store_;
   std::vector<std::unique_ptr<SelectorState>> sel_;
   std::vector<int64_t> seen_, last_pos_;
+  HeadSplitStore* ragged_ = nullptr;  // store_, when the chain is ragged
 };
 
 }  // namespace
@@ -125,6 +154,9 @@ std::string ChainMethod::spec() const {
 std::unique_ptr<KVCacheState> ChainMethod::make_state(const ModelShape& shape) const {
   std::vector<std::unique_ptr<SelectorState>> sel;
   for (const auto& s : selectors_) sel.push_back(s->make_selector(shape));
+  if (ragged())
+    return std::make_unique<ChainState>(std::make_unique<HeadSplitStore>(storage_, shape),
+                                        std::move(sel), shape.n_layers);
   return std::make_unique<ChainState>(storage_->make_store(shape), std::move(sel), shape.n_layers);
 }
 
@@ -132,30 +164,70 @@ std::optional<MemoryUse> ChainMethod::promised_memory(const ModelShape& shape, i
                                                       torch::ScalarType compute,
                                                       int64_t prompt_tokens) const {
   const int64_t prompt = prompt_tokens < 0 ? tokens : std::min(prompt_tokens, tokens);
-  int64_t slots = tokens;
-  for (const auto& s : selectors_) slots = std::min(slots, s->promised_slots(tokens, prompt));
-  KeptSlots kept{tokens, slots, {}};
-  // Which tokens stay is the rule of a selector alone; stages in a chain may act in each other's
-  // stead (a later stage's budget binding first), so a longer chain promises counts only.
-  if (selectors_.size() == 1) {
-    const SelectorMethod* sel = selectors_.front().get();
-    kept.kept_in = [sel, tokens, prompt](int64_t from, int64_t to) {
-      return sel->promised_kept_in(tokens, prompt, from, to);
-    };
-  }
-  MemoryUse l = storage_->layer_promise(shape, kept, compute);
-  if (slots < tokens) l.metadata_bytes += shape.n_head_kv * slots * 8;  // explicit positions
-  for (const auto& s : selectors_) l.metadata_bytes += s->promised_metadata(shape, slots);
+  if (ragged()) return ragged_promise(shape, tokens, compute, prompt);
   MemoryUse m;
-  m.payload_bytes = l.payload_bytes * shape.n_layers;
-  m.metadata_bytes = l.metadata_bytes * shape.n_layers;
-  m.slots = shape.n_head_kv * slots * shape.n_layers;
   m.tokens_seen = tokens;
+  for (int layer = 0; layer < static_cast<int>(shape.n_layers); ++layer) {
+    int64_t slots = tokens;
+    for (const auto& s : selectors_)
+      slots = std::min(slots, s->promised_layer_slots(shape, layer, tokens, prompt));
+    KeptSlots kept{tokens, slots, {}};
+    // Which tokens stay is the rule of a selector alone; stages in a chain may act in each
+    // other's stead (a later stage's budget binding first), so a longer chain promises counts
+    // only.
+    if (selectors_.size() == 1) {
+      const SelectorMethod* sel = selectors_.front().get();
+      kept.kept_in = [sel, &shape, layer, tokens, prompt](int64_t from, int64_t to) {
+        return sel->promised_layer_kept_in(shape, layer, tokens, prompt, from, to);
+      };
+    }
+    MemoryUse l = storage_->layer_promise(shape, kept, compute);
+    if (slots < tokens) l.metadata_bytes += shape.n_head_kv * slots * 8;  // explicit positions
+    for (const auto& s : selectors_) l.metadata_bytes += s->promised_metadata(shape, slots);
+    m.payload_bytes += l.payload_bytes;
+    m.metadata_bytes += l.metadata_bytes;
+    m.slots += shape.n_head_kv * slots;
+  }
+  return m;
+}
+
+bool ChainMethod::ragged() const {
+  return selectors_.size() == 1 && selectors_.front()->ragged_heads();
+}
+
+// Every (layer, KV head) is a one-head store. Storage whose bytes follow the kept count alone
+// (full, int: so much per slot) is exact from the total; otherwise (KIVI) every head is bounded
+// as if it held the most slots a head may hold.
+std::optional<MemoryUse> ChainMethod::ragged_promise(const ModelShape& shape, int64_t tokens,
+                                                     torch::ScalarType compute,
+                                                     int64_t prompt) const {
+  const SelectorMethod::RaggedPromise r =
+      selectors_.front()->promised_ragged(shape, tokens, prompt);
+  ModelShape one = shape;
+  one.n_head_kv = 1;
+  one.n_head_q = shape.n_head_q / std::max<int64_t>(shape.n_head_kv, 1);
+  MemoryUse m;
+  m.tokens_seen = tokens;
+  m.slots = r.slots;
+  if (storage_->promise_exact_after_any_drops()) {
+    const MemoryUse unit = storage_->layer_promise(one, KeptSlots::all(1), compute);
+    m.payload_bytes = unit.payload_bytes * r.slots;
+    m.metadata_bytes = unit.metadata_bytes * r.slots;
+  } else {
+    const int64_t heads = shape.n_layers * shape.n_head_kv;
+    const int64_t most = std::min(r.max_head_slots, tokens);
+    const MemoryUse each = storage_->layer_promise(
+        one, most < tokens ? KeptSlots{tokens, most, {}} : KeptSlots::all(tokens), compute);
+    m.payload_bytes = each.payload_bytes * heads;
+    m.metadata_bytes = each.metadata_bytes * heads;
+  }
+  m.metadata_bytes += r.dropped_slots * 8 + r.metadata;  // explicit positions, the selector's
   return m;
 }
 
 bool ChainMethod::promise_is_exact() const {
   if (storage_->promise_exact_after_any_drops()) return true;
+  if (ragged()) return false;
   return selectors_.size() == 1 && selectors_.front()->keeps_slots_known_in_advance();
 }
 

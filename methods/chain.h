@@ -21,9 +21,19 @@
 
 namespace kvb {
 
+// Which slots of a layer to drop. Uniform selectors keep the same number of slots in every head.
+// Head-wise selectors (SelectorMethod::ragged_heads(): AdaKV, DuoAttention, RazorAttention) may
+// keep a different number per head: their chain stores each (batch row, KV head) in a store of
+// its own (methods/head_split_store.h), so a head that keeps fewer slots holds fewer bytes.
 struct Eviction {
-  torch::Tensor drop_one;  // [B, H_kv] int64: drop exactly this slot of each head, or undefined
+  // [B, H_kv] int64: drop exactly this slot of each head, or undefined. Ragged selectors may
+  // give -1 for a head that drops nothing.
+  torch::Tensor drop_one;
   torch::Tensor keep;      // [B, H_kv, S'] int64 ascending: keep these slots, or undefined
+  // Ragged selectors only: [B, H_kv] int64, head (b, h) keeps keep[b, h, :keep_len[b, h]] (the
+  // rest of its row is padding). Undefined: every head keeps S'. A head whose keep_len equals its
+  // slot count keeps everything (its ascending indices are all of its slots).
+  torch::Tensor keep_len;
   bool any() const { return drop_one.defined() || keep.defined(); }
 };
 
@@ -48,6 +58,12 @@ class SelectorState {
   virtual void keep(int layer, const torch::Tensor& idx) {}          // [B, H_kv, S']
   virtual void drop_swap(int layer, const torch::Tensor& slot, int64_t slots_before) {}  // [B, H_kv]
   virtual int64_t metadata_bytes(int layer) const { return 0; }
+  // Query-aware reading (Quest): an additive bias over the held slots for the queries `q`
+  // ([B, H_q, T, D] post-RoPE) about to attend ([B, H_kv, S] float, 0 = read, -inf = skip), or
+  // undefined to read everything. Slots skipped are still held; reading them is what is saved.
+  virtual torch::Tensor read_bias(int layer, const torch::Tensor& q, const SelectContext& ctx) {
+    return {};
+  }
   virtual std::unique_ptr<SelectorState> clone() const = 0;
 };
 
@@ -68,8 +84,35 @@ class SelectorMethod {
                                    int64_t to) const {
     return std::min(promised_slots(tokens, prompt), to - from);
   }
-  // Selector bookkeeping bytes per layer (batch 1) with `slots` slots held (after end_prefill).
+  // Per-layer budgets (PyramidKV): the promise for one layer. Defaults: the layer-free forms.
+  virtual int64_t promised_layer_slots(const ModelShape& shape, int layer, int64_t tokens,
+                                       int64_t prompt) const {
+    return promised_slots(tokens, prompt);
+  }
+  virtual int64_t promised_layer_kept_in(const ModelShape& shape, int layer, int64_t tokens,
+                                         int64_t prompt, int64_t from, int64_t to) const {
+    return promised_kept_in(tokens, prompt, from, to);
+  }
+  // Selector bookkeeping bytes per layer (batch 1) with `slots` slots held (after end_prefill);
+  // for ragged selectors `slots` is the layer's total over its KV heads.
   virtual int64_t promised_metadata(const ModelShape& shape, int64_t slots) const { return 0; }
+  // Whether heads of a layer may keep different numbers of slots (AdaKV, DuoAttention,
+  // RazorAttention). Such a selector is the only selector of its chain, and its chain's store
+  // holds every (batch row, KV head) apart. Its promise is promised_ragged().
+  virtual bool ragged_heads() const { return false; }
+  struct RaggedPromise {      // over the whole model (every layer and KV head), batch 1
+    int64_t slots = 0;          // slots held
+    int64_t dropped_slots = 0;  // of which in heads that dropped any (they hold explicit positions)
+    int64_t max_head_slots = 0;  // the most slots one head may hold
+    int64_t metadata = 0;       // the selector's own bookkeeping bytes
+  };
+  // Ragged selectors: what the model's cache holds after `prompt` tokens, end_prefill(), and the
+  // rest of `tokens`. Per-head counts may depend on the data (AdaKV) and on a calibration
+  // (DuoAttention's head roles); these totals may not.
+  virtual RaggedPromise promised_ragged(const ModelShape& shape, int64_t tokens,
+                                        int64_t prompt) const {
+    return {};
+  }
   // Whether the stage only ever acts at end_prefill() (SnapKV: it compresses the prompt once):
   // without end_prefill (perplexity decode mode) it keeps everything.
   virtual bool acts_only_at_end_prefill() const { return false; }
@@ -98,8 +141,13 @@ class ChainMethod : public KVMethod {
   bool promise_is_exact() const override;
   const StorageMethod& storage() const { return *storage_; }
   bool storage_implicit() const { return storage_implicit_; }
+  // Whether its selector keeps a different number of slots per head (its store is a
+  // HeadSplitStore, methods/head_split_store.h).
+  bool ragged() const;
 
  private:
+  std::optional<MemoryUse> ragged_promise(const ModelShape& shape, int64_t tokens,
+                                          torch::ScalarType compute, int64_t prompt) const;
   std::vector<std::shared_ptr<const SelectorMethod>> selectors_;
   std::shared_ptr<const StorageMethod> storage_;
   bool storage_implicit_;

@@ -34,7 +34,9 @@ struct KVAppend {            // new tokens for one layer
   torch::Tensor q;           // [B, H_q, T, D] post-RoPE queries of these tokens
 };
 
-struct KVView {              // what attention reads: dense, dequantized, compute dtype
+// What attention reads: dense, dequantized, compute dtype. Heads holding fewer slots than others
+// (head-wise budgets, methods/head_split_store.h) are padded: position -1, logit_bias -inf.
+struct KVView {
   torch::Tensor k, v;        // [B, H_kv, S, D] (S may be 0; undefined tensors mean S = 0)
   torch::Tensor pos;         // [B, H_kv, S] int64 source position of each slot
   torch::Tensor logit_bias;  // [B, H_kv, S] float, or undefined: log(count) after merges, -inf masks
@@ -70,6 +72,9 @@ class KVCacheState {
   virtual bool wants_attention(int layer) const { return false; }
   virtual void observe(int layer, const torch::Tensor& probs) {}  // [B, H_q, T, S + T]
   virtual KVView view(int layer) const = 0;
+  // What the chunk's queries q ([B, H_q, T, D] post-RoPE) read: view(layer), with the slots a
+  // query-aware method (Quest) skips masked by logit_bias -inf. The engine attends through this.
+  virtual KVView read_view(int layer, const torch::Tensor& q) const { return view(layer); }
   // The prompt has been consumed (all layers appended); methods that compress once after
   // prefill (SnapKV, PyramidKV) do it here. Not called in perplexity decode mode.
   virtual void end_prefill() {}

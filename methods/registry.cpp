@@ -161,6 +161,17 @@ std::vector<StageSpec> canonicalize(const std::string& text, torch::ScalarType c
     KVB_INPUT_CHECK(last || e->kind() == StageKind::kSelector, spec, ": '", st.name,
                     "' stores the cache and must be the last stage");
   }
+  // A selector keeping a different number of slots per head owns its chain's selection.
+  if (chain.size() > 2 || (chain.size() == 2 && find_method(chain.back().name)->kind() ==
+                                                    StageKind::kSelector)) {
+    for (const StageSpec& st : chain) {
+      const auto* make = std::get_if<SelectorFactory>(&find_method(st.name)->make);
+      KVB_INPUT_CHECK(!make || !(*make)(st)->ragged_heads(), spec, ": '", st.name,
+                      "' keeps a different number of slots per head and must be the only "
+                      "selecting stage (it composes with a storage stage: ",
+                      st.name, "(...)+kivi)");
+    }
+  }
   // Selectors alone store into full(dtype=<compute>); in fp32 runs that store is left implicit.
   if (find_method(chain.back().name)->kind() == StageKind::kSelector)
     chain.push_back(canonicalize("full", compute).front());

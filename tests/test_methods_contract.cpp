@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "harness/model/model.h"
@@ -87,24 +88,41 @@ TEST(MethodContract, ViewShapesAndPositionsStayConsistent) {
         EXPECT_EQ(v.pos.sizes(), torch::IntArrayRef({1, 2, s}));
         EXPECT_EQ(v.pos.scalar_type(), torch::kLong);
         MemoryUse mu = st->memory(l);
-        EXPECT_EQ(mu.slots, 2 * s);
         EXPECT_EQ(mu.tokens_seen, in.n);
         torch::Tensor pos = v.pos.contiguous();
+        // Heads holding fewer slots than the longest (head-wise budgets) are padded at the end:
+        // position -1, logit_bias -inf. memory() counts the held slots only.
+        int64_t held = 0;
         for (int64_t h = 0; h < 2; ++h) {
           std::set<int64_t> seen;
+          int64_t n = 0;
           for (int64_t i = 0; i < s; ++i) {
             const int64_t p = pos[0][h][i].item<int64_t>();
+            if (p == -1) {
+              ASSERT_TRUE(v.logit_bias.defined()) << "padding without a logit bias";
+              EXPECT_TRUE(std::isinf(v.logit_bias[0][h][i].item<float>()) &&
+                          v.logit_bias[0][h][i].item<float>() < 0)
+                  << "padding slot " << i << " is read";
+              continue;
+            }
+            ASSERT_EQ(n, i) << "a held slot after padding";
+            ++n;
             ASSERT_TRUE(p >= 0 && p < in.n) << "position " << p;
             ASSERT_TRUE(seen.insert(p).second) << "position " << p << " held twice";
           }
+          held += n;
+          if (n == 0) continue;
           // The slot holds what was appended at its position.
-          torch::Tensor idx = pos[0][h];
+          torch::Tensor idx = pos[0][h].narrow(0, 0, n);
           torch::Tensor want_k = in.k[l][0][h].index_select(0, idx), want_v = in.v[l][0][h].index_select(0, idx);
-          const double ek = (v.k[0][h].to(torch::kFloat32) - want_k).abs().mean().item<double>();
-          const double ev = (v.v[0][h].to(torch::kFloat32) - want_v).abs().mean().item<double>();
+          const double ek =
+              (v.k[0][h].narrow(0, 0, n).to(torch::kFloat32) - want_k).abs().mean().item<double>();
+          const double ev =
+              (v.v[0][h].narrow(0, 0, n).to(torch::kFloat32) - want_v).abs().mean().item<double>();
           EXPECT_LE(ek, tol) << "layer " << l << " head " << h;
           EXPECT_LE(ev, tol) << "layer " << l << " head " << h;
         }
+        EXPECT_EQ(mu.slots, held);
       }
     };
     for (int64_t chunk : {37, 37, 100, 64, 62}) {

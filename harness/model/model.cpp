@@ -124,7 +124,7 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   torch::Tensor q5 = (q * scale).view({B, Hkv, G, T, D});
 
-  KVView past = cache.view(layer);
+  KVView past = cache.read_view(layer, q);
   const int64_t S = past.slots();
   torch::Tensor pk, pv, bias;
   if (S > 0) {

@@ -41,11 +41,13 @@ void ScoreSelectorState::observe(int layer, const torch::Tensor& probs, const Se
   Layer& L = layers_[static_cast<size_t>(layer)];
   KVB_CHECK(rule_.held_scores && add.size(2) == L.len, "score selector: attention over ",
             add.size(2), " slots, ", L.len, " held");
-  L.score.narrow(2, 0, L.len).add_(add);
+  if (rule_.replace_observed) L.score.narrow(2, 0, L.len).copy_(add);
+  else L.score.narrow(2, 0, L.len).add_(add);
 }
 
 Eviction ScoreSelectorState::select(int layer, const SelectContext& ctx) {
-  if (rule_.when != ScoreRule::kOverBudget || ctx.store.slots(layer) <= rule_.budget) return {};
+  if (rule_.when != ScoreRule::kOverBudget || ctx.store.slots(layer) <= rule_.budget_of(layer))
+    return {};
   return decide(layer, ctx, /*allow_drop_one=*/true);
 }
 
@@ -54,7 +56,8 @@ Eviction ScoreSelectorState::end_prefill(int layer, const SelectContext& ctx) {
   if (rule_.when != ScoreRule::kEndPrefill || L.decided) return {};
   L.decided = true;
   Eviction e;
-  if (ctx.store.slots(layer) > rule_.budget) e = decide(layer, ctx, /*allow_drop_one=*/false);
+  if (ctx.store.slots(layer) > rule_.budget_of(layer))
+    e = decide(layer, ctx, /*allow_drop_one=*/false);
   prefill_done(layer);
   return e;
 }
@@ -89,10 +92,11 @@ Eviction ScoreSelectorState::decide(int layer, const SelectContext& ctx, bool al
   KVB_CHECK(rank.size(2) == s, "score selector: ", rank.size(2), " scores for ", s, " slots");
   if (protect.defined()) rank = rank.masked_fill(protect, std::numeric_limits<float>::infinity());
   Eviction e;
-  if (allow_drop_one && s == rule_.budget + 1) {
+  const int64_t budget = rule_.budget_of(layer);
+  if (allow_drop_one && s == budget + 1) {
     e.drop_one = rank.argmin(-1);
   } else {
-    e.keep = std::get<0>(std::get<1>(rank.topk(rule_.budget, -1)).sort(-1));
+    e.keep = std::get<0>(std::get<1>(rank.topk(budget, -1)).sort(-1));
   }
   return e;
 }
@@ -126,23 +130,23 @@ std::unique_ptr<SelectorState> ScoreSelectorState::clone() const {
   return c;
 }
 
-int64_t ScoreSelector::promised_slots(int64_t tokens, int64_t prompt) const {
-  if (rule_.when == ScoreRule::kOverBudget) return std::min(tokens, rule_.budget);
-  return prompt <= rule_.budget ? tokens : rule_.budget + (tokens - prompt);
+int64_t ScoreSelector::slots_for(int64_t budget, int64_t tokens, int64_t prompt) const {
+  if (rule_.when == ScoreRule::kOverBudget) return std::min(tokens, budget);
+  return prompt <= budget ? tokens : budget + (tokens - prompt);
 }
 
-int64_t ScoreSelector::promised_kept_in(int64_t tokens, int64_t prompt, int64_t from,
-                                        int64_t to) const {
+int64_t ScoreSelector::kept_in_for(int64_t budget, int64_t tokens, int64_t prompt, int64_t from,
+                                   int64_t to) const {
   auto overlap = [&](int64_t a, int64_t b) {
     return std::max<int64_t>(0, std::min(b, to) - std::max(a, from));
   };
   // The tokens the decision (the last one, for kOverBudget) chose among.
   const int64_t chosen = rule_.when == ScoreRule::kOverBudget ? tokens : prompt;
-  if (chosen <= rule_.budget) return overlap(0, tokens);
+  if (chosen <= budget) return overlap(0, tokens);
   const int64_t recent_from = chosen - rule_.recent;
   const int64_t sinks = std::min(rule_.sink, recent_from);
   const int64_t kept = overlap(0, sinks) + overlap(recent_from, tokens);
-  const int64_t others = rule_.budget - sinks - rule_.recent;
+  const int64_t others = budget - sinks - rule_.recent;
   return kept + std::min(std::max<int64_t>(others, 0), overlap(sinks, recent_from));
 }
 

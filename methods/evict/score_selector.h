@@ -27,11 +27,19 @@ namespace kvb {
 
 struct ScoreRule {
   enum When { kOverBudget, kEndPrefill };
-  int64_t budget = 0;  // slots kept per KV head
+  int64_t budget = 0;  // slots kept per KV head (every layer, unless layer_budgets says otherwise)
   int64_t sink = 0;    // first tokens appended, always kept
   int64_t recent = 0;  // slots with position > last appended - recent, always kept
   When when = kOverBudget;
   bool held_scores = false;  // scores live per slot between decisions (4 bytes per slot)
+  // observed() scores replace the held ones instead of adding to them (TOVA: only the current
+  // query's attention counts).
+  bool replace_observed = false;
+  // Per-layer budgets (PyramidKV), one per layer; empty: `budget` in every layer.
+  std::vector<int64_t> layer_budgets = {};
+  int64_t budget_of(int layer) const {
+    return layer_budgets.empty() ? budget : layer_budgets[static_cast<size_t>(layer)];
+  }
 };
 
 class ScoreSelectorState : public SelectorState {
@@ -95,12 +103,38 @@ class ScoreSelector : public SelectorMethod {
       : SelectorMethod(stage), rule_(rule) {}
   // kOverBudget: min(tokens, budget). kEndPrefill: a prompt of at most `budget` tokens is kept
   // whole, a longer one cut to `budget`; tokens after it are never evicted.
-  int64_t promised_slots(int64_t tokens, int64_t prompt) const final;
+  int64_t promised_slots(int64_t tokens, int64_t prompt) const final {
+    return slots_for(rule_.budget, tokens, prompt);
+  }
   // The protected tokens (the first `sink`, the `recent` latest — of the prompt for kEndPrefill —
   // and, for kEndPrefill, every token after the prompt) are all kept; the others share the rest
   // of the budget.
   int64_t promised_kept_in(int64_t tokens, int64_t prompt, int64_t from,
-                           int64_t to) const final;
+                           int64_t to) const final {
+    return kept_in_for(rule_.budget, tokens, prompt, from, to);
+  }
+  // The same with the layer's budget (layer_budgets()).
+  int64_t promised_layer_slots(const ModelShape& shape, int layer, int64_t tokens,
+                               int64_t prompt) const final {
+    return slots_for(layer_budget(shape, layer), tokens, prompt);
+  }
+  int64_t promised_layer_kept_in(const ModelShape& shape, int layer, int64_t tokens,
+                                 int64_t prompt, int64_t from, int64_t to) const final {
+    return kept_in_for(layer_budget(shape, layer), tokens, prompt, from, to);
+  }
+  // Per-layer budgets on `shape` (one per layer), or empty for `budget` in every layer. States
+  // get them in their rule (rule_for()).
+  virtual std::vector<int64_t> layer_budgets(const ModelShape& shape) const { return {}; }
+  int64_t layer_budget(const ModelShape& shape, int layer) const {
+    const std::vector<int64_t> b = layer_budgets(shape);
+    return b.empty() ? rule_.budget : b[static_cast<size_t>(layer)];
+  }
+  // The rule a state on `shape` follows: rule() with layer_budgets(shape) filled in.
+  ScoreRule rule_for(const ModelShape& shape) const {
+    ScoreRule r = rule_;
+    r.layer_budgets = layer_budgets(shape);
+    return r;
+  }
   int64_t promised_metadata(const ModelShape& shape, int64_t slots) const final {
     return rule_.held_scores ? shape.n_head_kv * slots * 4 : 0;
   }
@@ -108,6 +142,9 @@ class ScoreSelector : public SelectorMethod {
   const ScoreRule& rule() const { return rule_; }
 
  private:
+  int64_t slots_for(int64_t budget, int64_t tokens, int64_t prompt) const;
+  int64_t kept_in_for(int64_t budget, int64_t tokens, int64_t prompt, int64_t from,
+                      int64_t to) const;
   ScoreRule rule_;
 };
 

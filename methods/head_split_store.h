@@ -1,0 +1,66 @@
+// The store of a chain whose selector keeps a different number of slots per KV head (AdaKV,
+// DuoAttention, RazorAttention: SelectorMethod::ragged_heads()). Every (batch row, KV head) is a
+// store of its own, made by the chain's storage method for one head, so a head that keeps 64
+// slots holds 64 slots' bytes whatever its neighbours keep — memory really shrinks, unlike a
+// mask over a dense cache.
+//
+// view() pads the heads to the longest: a padding slot has position -1, zero key and value, and
+// logit_bias -inf (attention gives it weight 0). slots() is the longest head's count; memory()
+// counts only what the heads hold. positions() pads with -1 too.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "methods/chain.h"
+#include "methods/slot_store.h"
+
+namespace kvb {
+
+class HeadSplitStore : public SlotStore {
+ public:
+  HeadSplitStore(std::shared_ptr<const StorageMethod> storage, const ModelShape& shape);
+
+  void append(int layer, const KVAppend& a) override;
+  KVView view(int layer) const override;
+  MemoryUse memory(int layer) const override;
+  using SlotStore::memory;
+  int64_t slots(int layer) const override;
+  torch::Tensor positions(int layer) const override;  // [B, H, S] int64, -1 = padding
+  int n_layers() const override { return static_cast<int>(shape_.n_layers); }
+
+  // Uniform keep: every head keeps idx[b, h, :] (its own slots, ascending).
+  void keep(int layer, const torch::Tensor& idx) override { keep_ragged(layer, idx, {}); }
+  // Head (b, h) keeps idx[b, h, :len[b, h]] (ascending); len undefined: all of idx's row. A head
+  // keeping as many slots as it holds is left as it is.
+  void keep_ragged(int layer, const torch::Tensor& idx, const torch::Tensor& len);
+  // Head (b, h) drops slot[b, h] (-1: nothing): swapped with its last slot when the heads'
+  // store can (can_drop_swap()), else removed keeping the order of the rest.
+  void drop_one(int layer, const torch::Tensor& slot);
+  bool can_drop_swap() const override;
+  void drop_swap(int layer, const torch::Tensor& slot) override { drop_one(layer, slot); }
+
+  // Slots held by head (b, h) of `layer`; [B, H] int64 (zeros before the first append).
+  torch::Tensor head_slots(int layer) const;
+  // The store of one (batch row, KV head), or nullptr before the first append.
+  const SlotStore* head(int64_t b, int64_t h) const;
+
+  std::unique_ptr<SlotStore> clone_store() const override;
+
+ private:
+  SlotStore& at(int64_t b, int64_t h) { return *heads_[static_cast<size_t>(b * shape_.n_head_kv + h)]; }
+  const SlotStore& at(int64_t b, int64_t h) const {
+    return *heads_[static_cast<size_t>(b * shape_.n_head_kv + h)];
+  }
+
+  std::shared_ptr<const StorageMethod> storage_;
+  ModelShape shape_;    // the model's
+  ModelShape one_;      // one KV head
+  int64_t batch_ = 0;   // 0 until the first append
+  std::vector<std::unique_ptr<SlotStore>> heads_;  // [B * H_kv]
+};
+
+// Applies a ragged selector's eviction to a HeadSplitStore.
+void apply_ragged(HeadSplitStore& store, int layer, const Eviction& e);
+
+}  // namespace kvb

@@ -12,17 +12,25 @@ class ChainState : public KVCacheState {
  public:
   // A HeadSplitStore as the store makes the chain ragged: its one selector's evictions may keep
   // a different number of slots per head (SelectorMethod::ragged_heads()).
+  // pre_rope: some stage attends at positions within the cache (SelectorMethod::
+  // positions_in_cache): the store holds the keys before RoPE and the model rotates them.
   ChainState(std::unique_ptr<SlotStore> store, std::vector<std::unique_ptr<SelectorState>> sel,
-             int64_t n_layers)
+             int64_t n_layers, bool pre_rope)
       : store_(std::move(store)), sel_(std::move(sel)),
-        seen_(static_cast<size_t>(n_layers), 0), last_pos_(static_cast<size_t>(n_layers), -1) {
+        seen_(static_cast<size_t>(n_layers), 0), last_pos_(static_cast<size_t>(n_layers), -1),
+        read_bytes_(static_cast<size_t>(n_layers), -1), pre_rope_(pre_rope) {
     ragged_ = dynamic_cast<HeadSplitStore*>(store_.get());
     KVB_CHECK(!ragged_ || sel_.size() == 1, "chain: a ragged selector must be the only one");
   }
 
   void append(int layer, const KVAppend& a) override {
     const int64_t t = a.k.size(2);
-    store_->append(layer, a);
+    if (pre_rope_) {
+      KVB_CHECK(a.k_pre_rope.defined(), "chain: positions in the cache need KVAppend::k_pre_rope");
+      store_->append(layer, KVAppend{a.k_pre_rope, a.k_pre_rope, a.v, a.pos, a.q});
+    } else {
+      store_->append(layer, a);
+    }
     seen_[layer] += t;
     if (t > 0) last_pos_[layer] = last_appended(a);
     SelectContext ctx = context(layer);
@@ -54,19 +62,56 @@ class ChainState : public KVCacheState {
 
   // The store's view, with the slots a query-aware selector (Quest) skips for these queries
   // masked out (logit_bias -inf).
+  // Records what the read takes (bytes_read_last_step): the store's payload and metadata in
+  // proportion to the held slots read, plus the selectors' read_metadata_bytes().
   KVView read_view(int layer, const torch::Tensor& q) const override {
     KVView v = store_->view(layer);
-    if (v.slots() == 0) return v;
+    if (v.slots() == 0) {
+      read_bytes_[layer] = 0;
+      return v;
+    }
     SelectContext ctx = context(layer);
+    torch::Tensor skip;  // [B, H_kv, S] bool: held slots some selector skips
+    int64_t selecting = 0;
     for (const auto& s : sel_) {
       torch::Tensor bias = s->read_bias(layer, q, ctx);
+      selecting += s->read_metadata_bytes(layer);
       if (!bias.defined()) continue;
       KVB_CHECK(bias.dim() == 3 && bias.size(2) == v.slots(), "chain: read_bias ", bias.sizes(),
                 " over ", v.slots(), " slots");
       bias = bias.to(torch::kFloat32);
+      torch::Tensor off = torch::isneginf(bias);
+      skip = skip.defined() ? skip.logical_or(off) : off;
       v.logit_bias = v.logit_bias.defined() ? v.logit_bias.to(torch::kFloat32) + bias : bias;
     }
+    const MemoryUse held = store_->memory(layer);
+    int64_t read = held.payload_bytes + held.metadata_bytes;
+    if (skip.defined() && held.slots > 0) {
+      if (v.pos.defined()) skip = skip.logical_and(v.pos >= 0);  // padding is not held
+      const int64_t skipped = skip.sum().item<int64_t>();
+      read = static_cast<int64_t>(static_cast<double>(read) *
+                                  static_cast<double>(held.slots - skipped) /
+                                  static_cast<double>(held.slots) + 0.5);
+    }
+    read_bytes_[layer] = read + selecting;
     return v;
+  }
+
+  std::optional<int64_t> rope_positions_from_cache(int layer) const override {
+    if (!pre_rope_) return std::nullopt;
+    return store_->slots(layer);
+  }
+
+  std::optional<int64_t> bytes_read_last_step() const override {
+    int64_t total = 0;
+    bool any = false;
+    for (int64_t b : read_bytes_) {
+      if (b < 0) continue;
+      total += b;
+      any = true;
+    }
+    if (!any) return std::nullopt;
+    return total;
   }
 
   MemoryUse memory(int layer) const override {
@@ -84,9 +129,10 @@ class ChainState : public KVCacheState {
     std::vector<std::unique_ptr<SelectorState>> sel;
     for (const auto& s : sel_) sel.push_back(s->clone());
     auto c = std::make_unique<ChainState>(store_->clone_store(), std::move(sel),
-                                          static_cast<int64_t>(seen_.size()));
+                                          static_cast<int64_t>(seen_.size()), pre_rope_);
     c->seen_ = seen_;
     c->last_pos_ = last_pos_;
+    c->read_bytes_ = read_bytes_;
     return c;
   }
 
@@ -110,7 +156,8 @@ class ChainState : public KVCacheState {
     KVB_CHECK(!e.keep_len.defined(), "chain: a ragged eviction from a uniform selector");
     if (e.drop_one.defined()) {
       const int64_t n = store_->slots(layer);
-      if (store_->can_drop_swap()) {
+      // Positions in the cache are slot indices: slots must stay in source order there.
+      if (store_->can_drop_swap() && !pre_rope_) {
         store_->drop_swap(layer, e.drop_one);
         for (auto& s : sel_) s->drop_swap(layer, e.drop_one, n);
         return;
@@ -132,6 +179,8 @@ class ChainState : public KVCacheState {
   std::unique_ptr<SlotStore> store_;
   std::vector<std::unique_ptr<SelectorState>> sel_;
   std::vector<int64_t> seen_, last_pos_;
+  mutable std::vector<int64_t> read_bytes_;  // per layer: bytes the latest read took, -1 before
+  bool pre_rope_ = false;
   HeadSplitStore* ragged_ = nullptr;  // store_, when the chain is ragged
 };
 
@@ -142,6 +191,21 @@ ChainMethod::ChainMethod(std::vector<std::shared_ptr<const SelectorMethod>> sele
     : selectors_(std::move(selectors)), storage_(std::move(storage)),
       storage_implicit_(storage_implicit) {
   KVB_CHECK(!selectors_.empty() && storage_, "ChainMethod: needs selectors and a storage");
+  const SelectorMethod* in_cache = nullptr;
+  const SelectorMethod* bounds = nullptr;
+  for (const auto& s : selectors_) {
+    if (s->positions_in_cache()) in_cache = s.get();
+    if (s->reads_post_rope_keys()) bounds = s.get();
+  }
+  KVB_INPUT_CHECK(!in_cache || !bounds, "spec ", quote_spec(spec()), ": ", bounds ? bounds->spec() : "",
+                  " bounds q.k from post-RoPE keys, but ", in_cache ? in_cache->spec() : "",
+                  " stores keys before RoPE (positions in the cache): they cannot share a chain");
+}
+
+bool ChainMethod::positions_in_cache() const {
+  for (const auto& s : selectors_)
+    if (s->positions_in_cache()) return true;
+  return false;
 }
 
 std::string ChainMethod::spec() const {
@@ -156,8 +220,9 @@ std::unique_ptr<KVCacheState> ChainMethod::make_state(const ModelShape& shape) c
   for (const auto& s : selectors_) sel.push_back(s->make_selector(shape));
   if (ragged())
     return std::make_unique<ChainState>(std::make_unique<HeadSplitStore>(storage_, shape),
-                                        std::move(sel), shape.n_layers);
-  return std::make_unique<ChainState>(storage_->make_store(shape), std::move(sel), shape.n_layers);
+                                        std::move(sel), shape.n_layers, positions_in_cache());
+  return std::make_unique<ChainState>(storage_->make_store(shape), std::move(sel), shape.n_layers,
+                                      positions_in_cache());
 }
 
 std::optional<MemoryUse> ChainMethod::promised_memory(const ModelShape& shape, int64_t tokens,

@@ -64,6 +64,9 @@ class SelectorState {
   virtual torch::Tensor read_bias(int layer, const torch::Tensor& q, const SelectContext& ctx) {
     return {};
   }
+  // Bytes the latest read_bias(layer, ...) read to choose its slots (Quest: every page bound of
+  // the layer); counted into KVCacheState::bytes_read_last_step(). 0 for selectors without one.
+  virtual int64_t read_metadata_bytes(int layer) const { return 0; }
   virtual std::unique_ptr<SelectorState> clone() const = 0;
 };
 
@@ -119,6 +122,15 @@ class SelectorMethod {
   // Whether the slots it keeps follow from the token count alone (StreamingLLM: the sinks and
   // the window), so that a storage stage can promise exactly what it holds after its drops.
   virtual bool keeps_slots_known_in_advance() const { return false; }
+  // Whether the chain attends at positions within the cache (StreamingLLM's positions=cache):
+  // its store then holds keys before RoPE (KVAppend::k_pre_rope) and the chain's state answers
+  // KVCacheState::rope_positions_from_cache() (the model rotates). Selectors still see the
+  // appended post-RoPE keys in on_append() and the source positions everywhere.
+  virtual bool positions_in_cache() const { return false; }
+  // Whether read_bias() bounds post-RoPE q . k from the held keys (Quest): such a stage cannot
+  // share a chain with a positions_in_cache() stage, whose store holds keys before RoPE
+  // (ChainMethod refuses the chain).
+  virtual bool reads_post_rope_keys() const { return false; }
 
  private:
   StageSpec stage_;
@@ -144,6 +156,8 @@ class ChainMethod : public KVMethod {
   // Whether its selector keeps a different number of slots per head (its store is a
   // HeadSplitStore, methods/head_split_store.h).
   bool ragged() const;
+  // Whether a stage attends at positions within the cache (its store holds pre-RoPE keys).
+  bool positions_in_cache() const;
 
  private:
   std::optional<MemoryUse> ragged_promise(const ModelShape& shape, int64_t tokens,

@@ -75,6 +75,21 @@ class KVCacheState {
   // What the chunk's queries q ([B, H_q, T, D] post-RoPE) read: view(layer), with the slots a
   // query-aware method (Quest) skips masked by logit_bias -inf. The engine attends through this.
   virtual KVView read_view(int layer, const torch::Tensor& q) const { return view(layer); }
+  // Position re-assignment inside the cache (StreamingLLM's `positions=cache`). nullopt (the
+  // default): the view holds post-RoPE keys and the chunk takes the positions the engine gives.
+  // A value S (the layer's slot count, what view(layer) holds): the state stores keys before
+  // RoPE (KVAppend::k_pre_rope), and the model rotates view slot j at position j and the chunk's
+  // T queries and keys at S .. S + T - 1; KVAppend::pos still carries the source positions.
+  // RoPE stays in the model; the state only says where the cache's positions start.
+  virtual std::optional<int64_t> rope_positions_from_cache(int layer) const {
+    return std::nullopt;
+  }
+  // Bytes the latest read_view() of each layer read, summed over layers: the payload and
+  // metadata of the slots read (the store's bytes in proportion to the slots read) plus what a
+  // query-aware selector read to choose them (Quest's page bounds). nullopt: every read takes
+  // all that is held (memory()'s payload + metadata), the case of every method without a
+  // read_bias.
+  virtual std::optional<int64_t> bytes_read_last_step() const { return std::nullopt; }
   // The prompt has been consumed (all layers appended); methods that compress once after
   // prefill (SnapKV, PyramidKV) do it here. Not called in perplexity decode mode.
   virtual void end_prefill() {}

@@ -29,7 +29,8 @@ std::string join(const std::vector<std::string>& v) {
   X(h2o)               \
   X(snapkv)            \
   X(knorm)             \
-  X(random)
+  X(random)            \
+  X(quest)
 
 }  // namespace
 

@@ -115,8 +115,16 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
   q = q.transpose(1, 2);                                // [B, H_q, T, D]
   torch::Tensor k_pre = k.transpose(1, 2).contiguous();  // [B, H_kv, T, D]
   v = v.transpose(1, 2).contiguous();                   // [B, H_kv, T, D]
-  torch::Tensor cos = cos_cache_.index_select(0, pos);  // [T, D]
-  torch::Tensor sin = sin_cache_.index_select(0, pos);
+  // Positions within the cache (StreamingLLM's positions=cache): the chunk sits right after the
+  // cache's S slots, whose pre-RoPE keys are rotated at 0 .. S-1 below.
+  const std::optional<int64_t> cache_base = cache.rope_positions_from_cache(layer);
+  torch::Tensor rope_pos = pos;  // [T] int64
+  if (cache_base) {
+    ensure_rope(*cache_base + T);
+    rope_pos = torch::arange(*cache_base, *cache_base + T, pos.options());
+  }
+  torch::Tensor cos = cos_cache_.index_select(0, rope_pos);  // [T, D]
+  torch::Tensor sin = sin_cache_.index_select(0, rope_pos);
   q = apply_rope(q, cos, sin).contiguous();
   torch::Tensor k_rot = apply_rope(k_pre, cos, sin).contiguous();
 
@@ -129,6 +137,11 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
   torch::Tensor pk, pv, bias;
   if (S > 0) {
     pk = past.k.to(dtype_);  // [B, H_kv, S, D]
+    if (cache_base) {
+      KVB_CHECK(*cache_base == S, "attention: the cache said ", *cache_base, " slots, its view has ",
+                S);
+      pk = apply_rope(pk, cos_cache_.narrow(0, 0, S), sin_cache_.narrow(0, 0, S));
+    }
     pv = past.v.to(dtype_);
     if (past.logit_bias.defined()) bias = past.logit_bias.to(dtype_).view({B, Hkv, 1, 1, S});
   }

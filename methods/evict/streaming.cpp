@@ -1,6 +1,21 @@
-// `streaming(sink=4, window=N)`: StreamingLLM (Xiao et al. 2023). Keeps the first `sink` tokens
-// (attention sinks) and the `window` most recent ones; everything in between is evicted as it
-// leaves the window. Keys keep the RoPE of their original positions (no position re-assignment).
+// `streaming(sink=4, window=N, positions=original|cache)`: StreamingLLM (Xiao et al. 2023).
+// Keeps the first `sink` tokens (attention sinks) and the `window` most recent ones; everything
+// in between is evicted as it leaves the window.
+//
+// positions=original (the default): keys keep the RoPE of their source positions and queries
+// take theirs (no position re-assignment). The canonical spec leaves the default out, so every
+// spec recorded before the parameter existed keeps its canonical form:
+// `streaming(sink=4,window=1020)`; `positions=cache` is printed (keys sorted:
+// `streaming(positions=cache,sink=4,window=1020)`).
+//
+// positions=cache: the paper's position re-assignment. Attention uses positions within the
+// cache: the held slots (sinks 0..sink-1, then the window) at 0..S-1 and the new tokens at S,
+// S+1, ... The chain's store holds the keys before RoPE (KVAppend::k_pre_rope) and tells the
+// model so (KVCacheState::rope_positions_from_cache); the model rotates the view's keys at their
+// slot indices and the chunk's queries and keys after the last slot, so RoPE never leaves the
+// model. Positions seen stay below sink + window + chunk, whatever the context length. Eviction
+// is the same rule in both modes (the store's positions are the source positions). Quest cannot
+// share its chain (its bounds are of post-RoPE keys).
 #include <algorithm>
 #include <limits>
 
@@ -48,7 +63,9 @@ class StreamingState : public SelectorState {
 class StreamingSelector : public SelectorMethod {
  public:
   explicit StreamingSelector(const StageSpec& stage)
-      : SelectorMethod(stage), sink_(spec_int(stage, "sink")), window_(spec_int(stage, "window")) {}
+      : SelectorMethod(stage), sink_(spec_int(stage, "sink")), window_(spec_int(stage, "window")),
+        in_cache_(stage.params.count("positions") && stage.params.at("positions") == "cache") {}
+  bool positions_in_cache() const override { return in_cache_; }
   std::unique_ptr<SelectorState> make_selector(const ModelShape& shape) const override {
     return std::make_unique<StreamingState>(sink_, window_, shape.n_layers);
   }
@@ -68,6 +85,7 @@ class StreamingSelector : public SelectorMethod {
 
  private:
   int64_t sink_, window_;
+  bool in_cache_;
 };
 
 }  // namespace
@@ -87,14 +105,34 @@ MethodEntry streaming_entry() {
             {},
             1,
             kMaxSpecTokens,
-            "recent tokens kept (slots = sink + window)"}},
+            "recent tokens kept (slots = sink + window)"},
+           {"positions",
+            "enum",
+            "original",
+            {"original", "cache"},
+            0,
+            0,
+            "RoPE positions: original (source positions) or cache (positions within the cache, "
+            "StreamingLLM's re-assignment; keys held before RoPE); the default is left out of the "
+            "canonical spec"}},
       .make = SelectorFactory(
           [](const StageSpec& s) { return std::make_unique<StreamingSelector>(s); }),
-      .finalize = nullptr,
-      .contract = {.examples = {"streaming(window=100)", "streaming(sink=0,window=64)"},
+      // The default positions=original is not printed: canonical specs recorded before the
+      // parameter existed stay what they were.
+      .finalize =
+          [](const std::string& /*text*/, StageSpec& st) {
+            auto it = st.params.find("positions");
+            if (it != st.params.end() && it->second == "original") st.params.erase(it);
+          },
+      .contract = {.examples = {"streaming(window=100)", "streaming(sink=0,window=64)",
+                                "streaming(window=50,positions=cache)"},
                    .view_tolerance = exact_view,
-                   .lossless = {"streaming(window=64)", "streaming(sink=0,window=37)"},
-                   .compressing = {"streaming(sink=2,window=8)"}},
+                   // Nothing evicted and the sequence starts at 0: cache positions are the source
+                   // positions, so the logits are the full cache's.
+                   .lossless = {"streaming(window=64)", "streaming(sink=0,window=37)",
+                                "streaming(window=64,positions=cache)"},
+                   .compressing = {"streaming(sink=2,window=8)",
+                                   "streaming(sink=2,window=8,positions=cache)"}},
   };
 }
 

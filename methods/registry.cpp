@@ -28,6 +28,8 @@ std::string join(const std::vector<std::string>& v) {
   X(streaming)         \
   X(h2o)               \
   X(snapkv)            \
+  X(pyramidkv)         \
+  X(adakv)             \
   X(knorm)             \
   X(random)            \
   X(quest)

@@ -275,13 +275,16 @@ TEST(MethodRegistryHooks, ActsOnlyAtEndPrefillFollowsTheStagesRules) {
                         "knorm(budget=8)+kivi", "random(budget=8)"})
     EXPECT_FALSE(acts_only_at_end_prefill(s)) << s;
   // Derived from each selector's own rule: every registered selector whose score rule decides at
-  // end_prefill is one-shot, and no other.
+  // end_prefill is one-shot, and no other — besides the one-shot selectors that are not score
+  // selectors (AdaKV's head-wise allocation at end_prefill).
+  const std::set<std::string> one_shot_unscored = {"adakv"};
   for (const MethodEntry& e : method_registry()) {
     if (e.kind() != StageKind::kSelector) continue;
     const StageSpec st = canonicalize(e.contract.examples.front()).front();
     auto sel = std::get<SelectorFactory>(e.make)(st);
     const auto* score = dynamic_cast<const ScoreSelector*>(sel.get());
-    const bool one_shot = score && score->rule().when == ScoreRule::kEndPrefill;
+    const bool one_shot = score ? score->rule().when == ScoreRule::kEndPrefill
+                                : one_shot_unscored.count(e.name) > 0;
     EXPECT_EQ(acts_only_at_end_prefill(e.contract.examples.front()), one_shot) << e.name;
   }
 }

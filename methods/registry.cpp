@@ -32,7 +32,13 @@ std::string join(const std::vector<std::string>& v) {
   X(adakv)             \
   X(knorm)             \
   X(random)            \
-  X(quest)
+  X(quest)             \
+  X(tova)              \
+  X(scissorhands)      \
+  X(a2sf)              \
+  X(observed_attention) \
+  X(keydiff)           \
+  X(lagkv)
 
 }  // namespace
 

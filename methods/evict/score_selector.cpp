@@ -102,6 +102,7 @@ Eviction ScoreSelectorState::decide(int layer, const SelectContext& ctx, bool al
 }
 
 void ScoreSelectorState::keep(int layer, const torch::Tensor& idx) {
+  kept(layer, idx);
   Layer& L = layers_[static_cast<size_t>(layer)];
   if (!L.score.defined()) return;
   torch::Tensor g = L.score.narrow(2, 0, L.len).gather(2, idx);
@@ -110,11 +111,17 @@ void ScoreSelectorState::keep(int layer, const torch::Tensor& idx) {
 }
 
 void ScoreSelectorState::drop_swap(int layer, const torch::Tensor& slot, int64_t slots_before) {
+  dropped_swap(layer, slot, slots_before);
   Layer& L = layers_[static_cast<size_t>(layer)];
   if (!L.score.defined()) return;
   torch::Tensor src = L.score.narrow(2, slots_before - 1, 1).clone();  // [B, H_kv, 1]
   L.score.scatter_(2, slot.unsqueeze(-1), src);
   L.len = slots_before - 1;
+}
+
+torch::Tensor ScoreSelectorState::held_scores(int layer) const {
+  const Layer& L = layers_[static_cast<size_t>(layer)];
+  return L.score.defined() ? L.score.narrow(2, 0, L.len) : torch::Tensor();
 }
 
 int64_t ScoreSelectorState::metadata_bytes(int layer) const {

@@ -73,12 +73,19 @@ class ScoreSelectorState : public SelectorState {
   // kEndPrefill: the layer's one decision was made (or nothing needed evicting).
   virtual void prefill_done(int layer) {}
   virtual int64_t extra_metadata_bytes(int layer) const { return 0; }  // beyond held scores
+  // Per-slot bookkeeping of the subclass's own (Scissorhands' importance records) follows the
+  // chain's keep()/drop_swap() through these (called before the base moves its held scores).
+  virtual void kept(int layer, const torch::Tensor& idx) {}  // [B, H_kv, S']
+  virtual void dropped_swap(int layer, const torch::Tensor& slot, int64_t slots_before) {}
   // A copy of the derived state whose own tensors are deep copies (the base copies its own).
   virtual std::unique_ptr<ScoreSelectorState> copy() const = 0;
 
   const ScoreRule& rule() const { return rule_; }
   const ModelShape& shape() const { return shape_; }
   bool decided(int layer) const { return layers_[static_cast<size_t>(layer)].decided; }
+  // The held scores of the layer's slots ([B, H_kv, S] float32, a view; undefined when none are
+  // held): what observed() may update from (A2SF decays them).
+  torch::Tensor held_scores(int layer) const;
 
  private:
   struct Layer {
@@ -136,7 +143,13 @@ class ScoreSelector : public SelectorMethod {
     return r;
   }
   int64_t promised_metadata(const ModelShape& shape, int64_t slots) const final {
-    return rule_.held_scores ? shape.n_head_kv * slots * 4 : 0;
+    return (rule_.held_scores ? shape.n_head_kv * slots * 4 : 0) +
+           extra_promised_metadata(shape, slots);
+  }
+  // Bookkeeping a state holds beyond the held scores (extra_metadata_bytes()), per layer with
+  // `slots` slots per KV head held, batch 1.
+  virtual int64_t extra_promised_metadata(const ModelShape& shape, int64_t slots) const {
+    return 0;
   }
   bool acts_only_at_end_prefill() const final { return rule_.when == ScoreRule::kEndPrefill; }
   const ScoreRule& rule() const { return rule_; }

@@ -143,10 +143,11 @@ int run_export(const ExportArgs& a) {
   } else if (a.table == "memory") {
     header =
         "run_id,run_name,suite,model,method,dataset,payload_bytes,metadata_bytes,tokens,"
-        "bits_per_token,promised_bytes";
+        "bits_per_token,promised_bytes,read_bytes_per_step";
     sql = std::string("SELECT c.run_id, r.name, c.suite, m.path, me.spec, d.name, "
                       "x.payload_bytes, x.metadata_bytes, x.tokens, x.bits_per_token, ") +
-          (db.version() >= 2 ? "x.promised_bytes" : "NULL") + " FROM memory x" + cell_joins +
+          (db.version() >= 2 ? "x.promised_bytes" : "NULL") + ", " +
+          (db.version() >= 3 ? "x.read_bytes_per_step" : "NULL") + " FROM memory x" + cell_joins +
           where + " ORDER BY c.run_id, c.id";
   } else {
     KVB_INPUT_CHECK(a.table == "kernel_timings", "--table ", a.table,

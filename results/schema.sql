@@ -97,3 +97,6 @@ CREATE TABLE kernel_timings (
   roofline_fraction REAL,
   PRIMARY KEY (run_id, cell_key, name, shape, device)
 );
+-- migration 3: the bytes a method's cache read per decode step next to what it held (Quest
+-- holds every token and reads a few pages; NULL in rows from before version 3).
+ALTER TABLE memory ADD COLUMN read_bytes_per_step INTEGER;

@@ -393,7 +393,8 @@ void SqliteStore::write_cell(const json& r) {
       const int64_t tokens = mu.at("tokens_seen").get<int64_t>();
       Stmt mem(db_,
                "INSERT INTO memory (cell_id, payload_bytes, metadata_bytes, tokens, "
-               "bits_per_token, promised_bytes) VALUES (?, ?, ?, ?, ?, ?)");
+               "bits_per_token, promised_bytes, read_bytes_per_step) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)");
       mem.bind(1, cell_id)
           .bind(2, pay)
           .bind(3, meta)
@@ -403,6 +404,10 @@ void SqliteStore::write_cell(const json& r) {
         mem.bind(6, mu["promised_bytes"].get<int64_t>());
       else
         mem.bind_null(6);
+      if (mu.contains("read_bytes_per_step"))
+        mem.bind(7, mu["read_bytes_per_step"].get<int64_t>());
+      else
+        mem.bind_null(7);
       mem.step();
     }
     if (m.contains("timings"))
@@ -470,10 +475,12 @@ int64_t SqliteStore::merge(const std::string& path, const DbLock* held) {
   // Read-only, and without side files (results/db_file.h): the shared lock keeps writers out.
   std::error_code ec;
   const bool immutable = check_db_file(path).wal && !fs::exists(path + "-wal", ec);
-  // What a version-1 file lacks reads as its migration-2 default.
+  // What a version-1 file lacks reads as its migration-2 default; a version-2 file's memory rows
+  // have no read_bytes_per_step (NULL).
   const bool v1 = src_version < 2;
   const std::string src_cuda = v1 ? "''" : "sr.cuda_version";
   const std::string src_promised = v1 ? "NULL" : "x.promised_bytes";
+  const std::string src_read = src_version < 3 ? "NULL" : "x.read_bytes_per_step";
   Stmt attach(db_, "ATTACH DATABASE ? AS src");
   attach.bind(1, sqlite_uri(path, immutable ? "mode=ro&immutable=1" : "mode=ro")).step();
   int64_t added = 0;
@@ -538,9 +545,10 @@ int64_t SqliteStore::merge(const std::string& path, const DbLock* held) {
                to_cell + "JOIN src.metrics x ON x.cell_id = sc.id");
       exec(db_,
            "INSERT OR IGNORE INTO memory (cell_id, payload_bytes, metadata_bytes, tokens, "
-           "bits_per_token, promised_bytes) SELECT c.id, x.payload_bytes, x.metadata_bytes, "
-           "x.tokens, x.bits_per_token, " +
-               src_promised + to_cell + "JOIN src.memory x ON x.cell_id = sc.id");
+           "bits_per_token, promised_bytes, read_bytes_per_step) SELECT c.id, x.payload_bytes, "
+           "x.metadata_bytes, x.tokens, x.bits_per_token, " +
+               src_promised + ", " + src_read + to_cell +
+               "JOIN src.memory x ON x.cell_id = sc.id");
       if (!v1)
         exec(db_,
              "INSERT OR IGNORE INTO kernel_timings (run_id, cell_key, name, shape, device, reps, "

@@ -33,7 +33,7 @@ struct sqlite3;
 
 namespace kvb {
 
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 inline constexpr int kApplicationId = 0x4b564231;  // "KVB1"
 // results/schema.sql, compiled in at build time.
 extern const char* const kSchemaSql;

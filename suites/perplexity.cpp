@@ -180,10 +180,14 @@ class MemoryMeter {
   explicit MemoryMeter(int64_t ctx) : ctx_(ctx) {}
   void add(const PerplexityWindow& w, const KVCacheState& st) {
     last_ = st.memory();
+    // The window's last forward step (decode mode with chunk 1: its last decode step); a state
+    // that reads all it holds has read what memory() holds.
+    last_read_ = st.bytes_read_last_step().value_or(last_.payload_bytes + last_.metadata_bytes);
     last_prompt_ = w.prompt;
     if (static_cast<int64_t>(w.input.size()) != ctx_) return;
     prompt_ = w.prompt;
     ++full_;
+    read_ += static_cast<double>(last_read_);
     pay_ += static_cast<double>(last_.payload_bytes);
     meta_ += static_cast<double>(last_.metadata_bytes);
     slots_ += static_cast<double>(last_.slots);
@@ -194,6 +198,7 @@ class MemoryMeter {
     r.memory_prompt_tokens = prompt > 0 ? prompt : -1;
     if (full_ == 0) {
       r.memory = last_;
+      r.read_bytes_per_step = last_read_;
       r.memory_measured_at = "last_window";
       r.memory_windows = 1;
       return;
@@ -203,13 +208,14 @@ class MemoryMeter {
     r.memory.metadata_bytes = std::llround(meta_ / k);
     r.memory.slots = std::llround(slots_ / k);
     r.memory.tokens_seen = seen_;
+    r.read_bytes_per_step = std::llround(read_ / k);
     r.memory_measured_at = "full_window_mean";
     r.memory_windows = full_;
   }
 
  private:
-  int64_t ctx_, full_ = 0, seen_ = 0, prompt_ = 0, last_prompt_ = 0;
-  double pay_ = 0, meta_ = 0, slots_ = 0;
+  int64_t ctx_, full_ = 0, seen_ = 0, prompt_ = 0, last_prompt_ = 0, last_read_ = 0;
+  double pay_ = 0, meta_ = 0, slots_ = 0, read_ = 0;
   MemoryUse last_;
 };
 
@@ -335,6 +341,7 @@ nlohmann::json PerplexityResult::metrics_json() const {
   nlohmann::json mem = memory_use_json(memory, memory_prompt_tokens);
   mem["measured_at"] = memory_measured_at;
   mem["windows"] = memory_windows;
+  if (read_bytes_per_step >= 0) mem["read_bytes_per_step"] = read_bytes_per_step;
   return {{"ppl", ppl},
           {"ppl_se", ppl_se},
           {"nll", nll},

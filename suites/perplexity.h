@@ -103,6 +103,10 @@ struct PerplexityResult {
   std::string memory_measured_at;  // "full_window_mean" | "last_window"
   int64_t memory_windows = 0;      // windows averaged
   int64_t memory_prompt_tokens = -1;  // prefill mode: the prompt of the windows measured
+  // Bytes the cache read at the last forward step of each window (KVCacheState::
+  // bytes_read_last_step: Quest reads fewer than it holds; a method reading everything, what
+  // memory() holds), averaged as memory is; metrics "memory.read_bytes_per_step". -1: not measured.
+  int64_t read_bytes_per_step = -1;
   double seconds = 0;              // the method's pass only
   nlohmann::json metrics_json() const;
 };

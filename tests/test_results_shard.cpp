@@ -179,19 +179,22 @@ TEST_F(ResultsShard, ExportWritesCsvAndJsonl) {
   const auto mem = lines(m.out);
   ASSERT_EQ(mem.size(), 7u) << m.out;
   EXPECT_EQ(mem[0], "run_id,run_name,suite,model,method,dataset,payload_bytes,metadata_bytes,"
-                    "tokens,bits_per_token,promised_bytes");
+                    "tokens,bits_per_token,promised_bytes,read_bytes_per_step");
   EXPECT_NE(m.out.find(",\"streaming(sink=2,window=24)\",prose,"), std::string::npos) << m.out;
   int64_t payload = 0, metadata = 0, tokens = 0;
   for (size_t i = 1; i < mem.size(); ++i) {
-    // The last five fields are numbers; the method spec before them may hold quoted commas.
+    // The last six fields are numbers (read_bytes_per_step empty outside perplexity); the method
+    // spec before them may hold quoted commas.
     std::string row = mem[i];
-    std::vector<std::string> f;  // promised, bits per token, tokens, metadata, payload
-    for (int k = 0; k < 5; ++k) {
+    std::vector<std::string> f;  // read per step, promised, bits per token, tokens, metadata,
+                                 // payload
+    for (int k = 0; k < 6; ++k) {
       const size_t at = row.rfind(',');
       ASSERT_NE(at, std::string::npos) << mem[i];
       f.push_back(row.substr(at + 1));
       row.resize(at);
     }
+    f.erase(f.begin());
     EXPECT_GT(std::stoll(f[4]), 0) << mem[i];
     payload += std::stoll(f[4]), metadata += std::stoll(f[3]), tokens += std::stoll(f[2]);
   }

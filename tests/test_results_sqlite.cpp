@@ -135,6 +135,12 @@ TEST_F(ResultsSqlite, RunFillsEveryTableWithProvenance) {
                    "c.suite = 'perplexity' AND abs(x.promised_bytes - x.payload_bytes - "
                    "x.metadata_bytes) <= 0.01 * x.promised_bytes + 1"),
             3);
+  // Perplexity records the bytes read per decode step; these methods read all they hold.
+  EXPECT_EQ(scalar(db,
+                   "SELECT count(*) FROM memory x JOIN cells c ON c.id = x.cell_id WHERE "
+                   "c.suite = 'perplexity' AND x.read_bytes_per_step > 0 AND "
+                   "x.read_bytes_per_step <= x.payload_bytes + x.metadata_bytes"),
+            3);
   // NIAH's prefill timings: one row per cell and context length, over its 2 depths.
   EXPECT_EQ(scalar(db,
                    "SELECT count(*) FROM kernel_timings WHERE name = 'niah.prefill' AND "
@@ -277,6 +283,10 @@ TEST_F(ResultsSqlite, Version1DatabaseIsUpgradedInPlace) {
   // Rows from before keep what version 1 knew; the new ones have everything.
   EXPECT_EQ(scalar(old, "SELECT count(*) FROM memory WHERE promised_bytes IS NULL"), 3);
   EXPECT_EQ(scalar(old, "SELECT count(*) FROM memory WHERE promised_bytes > 0"), 5);
+  // Version 3's column: NULL in the rows from before.
+  EXPECT_EQ(scalar(old, "SELECT count(*) FROM memory WHERE read_bytes_per_step IS NULL AND "
+                        "promised_bytes IS NULL"),
+            3);
   EXPECT_EQ(scalar(old, "SELECT count(DISTINCT cell_key) FROM kernel_timings"), 2);
   EXPECT_EQ(scalar(old, "SELECT count(*) FROM runs WHERE cuda_version = ''"), 1);
 }

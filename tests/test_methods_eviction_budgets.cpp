@@ -350,7 +350,8 @@ TEST(MethodAdaKV, MemoryIsTheHeadsSlotsAndEqualsSnapKVsAtTheSameBudget) {
   int64_t held = 0;
   for (int l = 0; l < 2; ++l) {
     int64_t layer = 0;
-    for (int64_t h = 0; h < 2; ++h) layer += static_cast<int64_t>(held_positions(*ada, l, h).size());
+    for (int64_t h = 0; h < 2; ++h)
+      layer += static_cast<int64_t>(held_positions(*ada, l, h).size());
     EXPECT_EQ(layer, 2 * (40 + 5)) << "layer " << l;
     held += layer;
   }
@@ -440,7 +441,8 @@ TEST(MethodEvictionHeadSplitStore, PadsRaggedHeadsAndClonesIndependently) {
   EXPECT_FALSE(store.view(0).logit_bias.defined());  // not padded: one concatenation
 
   // Head 0 keeps slots 1 and 4, head 1 keeps all six (its row is padding past its length).
-  torch::Tensor idx = torch::tensor({1, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5}, torch::kLong).view({1, 2, 6});
+  torch::Tensor idx =
+      torch::tensor({1, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5}, torch::kLong).view({1, 2, 6});
   torch::Tensor len = torch::tensor({2, 6}, torch::kLong).view({1, 2});
   auto before = store.clone_store();
   store.keep_ragged(0, idx, len);
@@ -459,8 +461,9 @@ TEST(MethodEvictionHeadSplitStore, PadsRaggedHeadsAndClonesIndependently) {
     }
     EXPECT_EQ(view.logit_bias[0][1][i].item<float>(), 0.0f);
   }
-  EXPECT_TRUE(torch::equal(view.k[0][0].narrow(0, 0, 2), k[0][0].index_select(0, torch::tensor({1, 4}))));
-  EXPECT_TRUE(torch::equal(view.v[0][0].narrow(0, 0, 2), v[0][0].index_select(0, torch::tensor({1, 4}))));
+  const torch::Tensor kept0 = torch::tensor({1, 4});
+  EXPECT_TRUE(torch::equal(view.k[0][0].narrow(0, 0, 2), k[0][0].index_select(0, kept0)));
+  EXPECT_TRUE(torch::equal(view.v[0][0].narrow(0, 0, 2), v[0][0].index_select(0, kept0)));
   EXPECT_TRUE(torch::equal(view.k[0][0].narrow(0, 2, 4), torch::zeros({4, 4})));
   EXPECT_TRUE(torch::equal(view.k[0][1], k[0][1]));
   EXPECT_TRUE(torch::equal(store.positions(0)[0][0], view.pos[0][0]));
@@ -480,8 +483,8 @@ TEST(MethodEvictionHeadSplitStore, PadsRaggedHeadsAndClonesIndependently) {
 
   // A clone evolves on its own, both ways.
   auto copy = store.clone_store();
-  store.append(0, KVAppend{k.narrow(2, 0, 1), k.narrow(2, 0, 1), v.narrow(2, 0, 1), torch::tensor({6}),
-                           torch::randn({1, 2, 1, 4})});
+  store.append(0, KVAppend{k.narrow(2, 0, 1), k.narrow(2, 0, 1), v.narrow(2, 0, 1),
+                           torch::tensor({6}), torch::randn({1, 2, 1, 4})});
   EXPECT_TRUE(torch::equal(copy->view(0).pos[0][0].narrow(0, 0, 2), torch::tensor({1, 4})));
   EXPECT_EQ(copy->memory(0).slots, 7);
   EXPECT_EQ(store.memory(0).slots, 9);

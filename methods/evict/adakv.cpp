@@ -81,8 +81,9 @@ class AdaKVState : public SelectorState {
     const float inf = std::numeric_limits<float>::infinity();
     const KVView v = ctx.store.view(layer);
     const int64_t s = v.slots(), b = v.k.size(0), h = v.k.size(1);
-    torch::Tensor pos = ctx.store.positions(layer);  // [B, H_kv, S]
-    KVB_CHECK((pos >= 0).all().item<bool>(), "adakv: heads hold different slots before end_prefill");
+    const torch::Tensor& pos = v.pos;  // [B, H_kv, S], on the keys' device
+    KVB_CHECK((pos >= 0).all().item<bool>(),
+              "adakv: heads hold different slots before end_prefill");
     torch::Tensor in_window = pos > ctx.last_pos - cfg_.window;  // [B, H_kv, S] bool
     const torch::Tensor& q = queries_.q(layer);                  // [B, H_q, w, D]
     const double voters = static_cast<double>(q.size(1) / h * q.size(2));
@@ -104,7 +105,8 @@ class AdaKVState : public SelectorState {
     Eviction e;
     e.keep_len = keep.sum(-1).to(torch::kLong);  // [B, H_kv]
     // Kept slots first, ascending, then the dropped ones (padding).
-    torch::Tensor order = torch::arange(s, pos.options()).view({1, 1, s}) + s * (~keep).to(torch::kLong);
+    torch::Tensor order = torch::arange(s, pos.options().dtype(torch::kLong)).view({1, 1, s}) +
+                          s * (~keep).to(torch::kLong);
     e.keep = std::get<1>(order.sort(-1)).narrow(2, 0, e.keep_len.max().item<int64_t>());
     return e;
   }

@@ -25,7 +25,8 @@ using test::method_shape;
 
 // Attention weights for a chunk: colpos [H_kv, S + T] (the position each column holds, per KV
 // head), qpos [T] -> [1, H_q, T, S + T].
-using ProbsFn = std::function<torch::Tensor(const torch::Tensor& colpos, const torch::Tensor& qpos)>;
+using ProbsFn =
+    std::function<torch::Tensor(const torch::Tensor& colpos, const torch::Tensor& qpos)>;
 
 // The engine's call order (view, append, observe) with recorded inputs.
 struct Driver {
@@ -42,12 +43,16 @@ struct Driver {
   int64_t n = 0;
 
   Driver(const ModelShape& s, uint64_t seed, ProbsFn fn = {})
-      : shape(s), gen(at::make_generator<at::CPUGeneratorImpl>(seed)), probs_fn(std::move(fn)),
-        k(static_cast<size_t>(s.n_layers)), v(static_cast<size_t>(s.n_layers)),
+      : shape(s),
+        gen(at::make_generator<at::CPUGeneratorImpl>(seed)),
+        probs_fn(std::move(fn)),
+        k(static_cast<size_t>(s.n_layers)),
+        v(static_cast<size_t>(s.n_layers)),
         last(static_cast<size_t>(s.n_layers)) {
-    if (!probs_fn) probs_fn = [this](const torch::Tensor& c, const torch::Tensor& q) {
-      return random_probs(c, q);
-    };
+    if (!probs_fn)
+      probs_fn = [this](const torch::Tensor& c, const torch::Tensor& q) {
+        return random_probs(c, q);
+      };
   }
 
   // Random logits, causal by position, softmax.
@@ -84,8 +89,8 @@ struct Driver {
 
 // What one query gave each position in one KV head: G query heads summed (or averaged).
 // Returns, per query t of the chunk, position -> weight.
-std::vector<std::map<int64_t, double>> group_attention(const Driver::Step& S, int64_t h,
-                                                       int64_t g, bool mean) {
+std::vector<std::map<int64_t, double>> group_attention(const Driver::Step& S, int64_t h, int64_t g,
+                                                       bool mean) {
   std::vector<std::map<int64_t, double>> out(static_cast<size_t>(S.t));
   torch::Tensor p = S.probs[0].to(torch::kFloat64);
   for (int64_t t = 0; t < S.t; ++t)
@@ -145,10 +150,9 @@ void expect_online_rule(const std::string& spec, const OnlineRule& rule, uint64_
         const Driver::Step& S = drv.last[static_cast<size_t>(l)];
         for (int64_t p = drv.n - chunk; p < drv.n; ++p) held[p] = 0;
         rule.update(held, group_attention(S, h, g, rule.mean_over_group), S.s);
-        keep_best<std::tuple<bool, double, int64_t>>(
-            held, rule.budget, [&](int64_t p, double sc) {
-              return std::make_tuple(p > last - rule.recent, sc, rule.ties_to_newer ? p : 0);
-            });
+        keep_best<std::tuple<bool, double, int64_t>>(held, rule.budget, [&](int64_t p, double sc) {
+          return std::make_tuple(p > last - rule.recent, sc, rule.ties_to_newer ? p : 0);
+        });
         ASSERT_EQ(held_positions(*st, l, h), keys_of(held))
             << "layer " << l << " head " << h << " after " << drv.n << " tokens";
       }
@@ -185,14 +189,13 @@ TEST(MethodEvictionScorers, A2SFDecaysAccumulatedAttentionPerQuery) {
 
 // Scissorhands: per query, the positions whose (group-mean) weight exceeds 1/n, n = the tokens
 // that query attends; counts over the last `history` queries; ties keep the newer token.
-void expect_scissorhands(const std::string& spec, int64_t budget, int64_t recent,
-                         int64_t history, uint64_t seed, ProbsFn fn = {}) {
+void expect_scissorhands(const std::string& spec, int64_t budget, int64_t recent, int64_t history,
+                         uint64_t seed, ProbsFn fn = {}) {
   auto records = std::make_shared<std::vector<std::vector<std::set<int64_t>>>>(4);
   auto which = std::make_shared<size_t>(0);
   OnlineRule r{budget, recent, true, {}, true};
   r.update = [records, which, history](std::map<int64_t, double>& held,
-                                       const std::vector<std::map<int64_t, double>>& a,
-                                       int64_t s) {
+                                       const std::vector<std::map<int64_t, double>>& a, int64_t s) {
     auto& rec = (*records)[*which];
     for (size_t t = 0; t < a.size(); ++t) {
       const double n = static_cast<double>(s + static_cast<int64_t>(t) + 1);
@@ -283,9 +286,9 @@ TEST(MethodEvictionScorers, ScissorhandsForgetsImportanceOutsideTheWindow) {
   EXPECT_TRUE(holds_token0("scissorhands(budget=8,history=400,recent=0)", fn, 30));
   EXPECT_FALSE(holds_token0("scissorhands(budget=8,history=8,recent=0)", fn, 30));
   // And the property check on this hand-built attention.
-  expect_scissorhands("scissorhands(budget=8,history=8,recent=2)", 8, 2, 8, 13,
-                      token0_attention(method_shape(2, 4, 2, 8),
-                                       [](int64_t q) { return q < 6 ? 0.9 : 0.001; }));
+  expect_scissorhands(
+      "scissorhands(budget=8,history=8,recent=2)", 8, 2, 8, 13,
+      token0_attention(method_shape(2, 4, 2, 8), [](int64_t q) { return q < 6 ? 0.9 : 0.001; }));
 }
 
 // Observed attention: summed over the prompt's queries and the group, divided by G times the
@@ -353,7 +356,8 @@ TEST(MethodEvictionScorers, KeyDiffKeepsTheKeysLeastLikeTheMeanDirection) {
             std::vector<double> anchor(8, 0.0);
             for (int64_t p : set) {
               const double nrm = keys[p].norm().item<double>();
-              for (int64_t d = 0; d < 8; ++d) anchor[d] += keys[p][d].item<double>() / nrm / set.size();
+              for (int64_t d = 0; d < 8; ++d)
+                anchor[d] += keys[p][d].item<double>() / nrm / set.size();
             }
             double an = 0;
             for (double x : anchor) an += x * x;
@@ -367,8 +371,8 @@ TEST(MethodEvictionScorers, KeyDiffKeepsTheKeysLeastLikeTheMeanDirection) {
             keep_best<double>(score, budget, [](int64_t, double sc) { return sc; });
             set = keys_of(score);
           }
-          ASSERT_EQ(held_positions(*st, l, h), set) << "layer " << l << " head " << h
-                                                    << " after " << drv.n;
+          ASSERT_EQ(held_positions(*st, l, h), set)
+              << "layer " << l << " head " << h << " after " << drv.n;
         }
     }
   }
@@ -421,7 +425,8 @@ std::set<int64_t> lagkv_rule(const torch::Tensor& keys, const torch::Tensor& val
       byscore.push_back({(sk[static_cast<size_t>(i)] + sv[static_cast<size_t>(i)]) / 2, i});
     std::sort(byscore.begin(), byscore.end());
     for (int64_t rank = 0; rank < lag; ++rank)
-      r.push_back({0, static_cast<double>(rank), c, sink + c * lag + byscore[static_cast<size_t>(rank)].second});
+      r.push_back({0, static_cast<double>(rank), c,
+                   sink + c * lag + byscore[static_cast<size_t>(rank)].second});
   }
   std::sort(r.begin(), r.end(), [](const auto& a, const auto& b) {
     return std::make_tuple(std::get<0>(a), std::get<1>(a), std::get<2>(a)) >
@@ -446,14 +451,15 @@ TEST(MethodEvictionScorers, LagKVKeepsTheTopLagRelativeScoresAtEndOfPrefill) {
     SCOPED_TRACE(c.spec);
     auto st = make_method(c.spec)->make_state(shape);
     Driver drv(shape, 16);
-    for (int64_t done = 0; done < c.prompt; done += 33) drv.feed(*st, std::min<int64_t>(33, c.prompt - done));
+    for (int64_t done = 0; done < c.prompt; done += 33)
+      drv.feed(*st, std::min<int64_t>(33, c.prompt - done));
     st->end_prefill();
     for (int i = 0; i < 3; ++i) drv.feed(*st, 1);
     for (int l = 0; l < 2; ++l)
       for (int64_t h = 0; h < 2; ++h) {
-        std::set<int64_t> want = lagkv_rule(drv.k[l][0][h].narrow(0, 0, c.prompt),
-                                            drv.v[l][0][h].narrow(0, 0, c.prompt), c.budget,
-                                            c.lag, c.sink);
+        std::set<int64_t> want =
+            lagkv_rule(drv.k[l][0][h].narrow(0, 0, c.prompt), drv.v[l][0][h].narrow(0, 0, c.prompt),
+                       c.budget, c.lag, c.sink);
         for (int64_t p = c.prompt; p < drv.n; ++p) want.insert(p);
         ASSERT_EQ(held_positions(*st, l, h), want) << "layer " << l << " head " << h;
       }

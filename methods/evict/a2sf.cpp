@@ -83,7 +83,12 @@ MethodEntry a2sf_entry() {
           "forget*score + the attention it got (summed over a KV group's query heads); over "
           "`budget` slots, evict the lowest-score token outside the `recent` window.",
       .params = {{"budget", "int", "", {}, 1, kMaxSpecTokens, "slots kept per KV head"},
-                 {"forget", "float", "0.3", {}, 0, 1,
+                 {"forget",
+                  "float",
+                  "0.3",
+                  {},
+                  0,
+                  1,
                   "forgetting factor in (0, 1] (1 = H2O's accumulation)"},
                  {"recent",
                   "int",

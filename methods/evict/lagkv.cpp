@@ -53,7 +53,8 @@ class LagKVState : public ScoreSelectorState {
     sorted.narrow(2, tail_from, tail).copy_(torch::arange(tail, opts).add_(base));
     if (scored > 0) {
       torch::Tensor s = (chunk_scores(k, sink, scored) + chunk_scores(v, sink, scored)) / 2;
-      torch::Tensor rank = s.argsort(int64_t{-1}).argsort(int64_t{-1}).to(torch::kFloat32);  // [B, H, C, lag]
+      torch::Tensor rank =
+          s.argsort(int64_t{-1}).argsort(int64_t{-1}).to(torch::kFloat32);  // [B, H, C, lag]
       torch::Tensor chunk = torch::arange(scored, opts).view({1, 1, scored, 1});
       sorted.narrow(2, sink, scored * lag_)
           .copy_((rank * static_cast<float>(scored) + chunk).view({b, h, scored * lag_}));
@@ -107,11 +108,12 @@ MethodEntry lagkv_entry() {
           "per-channel min/max (std over channels of the normalised keys and values, ranked "
           "within the chunk); the `sink` first tokens and the last chunk plus remainder are "
           "kept; each KV head keeps `budget` prompt tokens. Compresses once (end of prefill).",
-      .params = {{"budget", "int", "", {}, 1, kMaxSpecTokens,
-                  "slots kept per KV head after the prompt"},
-                 {"lag", "int", "128", {}, 1, kMaxSpecTokens, "chunk (partition) size in tokens"},
-                 {"sink", "int", "4", {}, 0, kMaxSpecTokens, "first tokens always kept"}},
-      .make = SelectorFactory([](const StageSpec& s) { return std::make_unique<LagKVSelector>(s); }),
+      .params =
+          {{"budget", "int", "", {}, 1, kMaxSpecTokens, "slots kept per KV head after the prompt"},
+           {"lag", "int", "128", {}, 1, kMaxSpecTokens, "chunk (partition) size in tokens"},
+           {"sink", "int", "4", {}, 0, kMaxSpecTokens, "first tokens always kept"}},
+      .make =
+          SelectorFactory([](const StageSpec& s) { return std::make_unique<LagKVSelector>(s); }),
       .finalize = nullptr,
       .contract = {.examples = {"lagkv(budget=128)", "lagkv(budget=100,lag=16,sink=2)"},
                    .view_tolerance = exact_view,

@@ -35,7 +35,7 @@ class ObservedAttentionState : public ScoreSelectorState {
 
   torch::Tensor decision_scores(int layer, const SelectContext& ctx,
                                 const torch::Tensor& protect) override {
-    torch::Tensor sum = held_scores(layer);                            // [B, H_kv, S]
+    torch::Tensor sum = held_scores(layer);                           // [B, H_kv, S]
     torch::Tensor pos = ctx.store.positions(layer).to(sum.device());  // [B, H_kv, S]
     torch::Tensor seen = (ctx.last_pos - pos + 1).to(torch::kFloat32);
     const double g = static_cast<double>(shape().n_head_q / shape().n_head_kv);
@@ -68,8 +68,8 @@ MethodEntry observed_attention_entry() {
           "Observed attention (kvpress): attention accumulated over all prompt queries, "
           "divided by the number of queries that saw each token and averaged over a KV group; "
           "each KV head keeps its top `budget` prompt tokens once, at the end of prefill.",
-      .params = {{"budget", "int", "", {}, 1, kMaxSpecTokens,
-                  "slots kept per KV head after the prompt"}},
+      .params =
+          {{"budget", "int", "", {}, 1, kMaxSpecTokens, "slots kept per KV head after the prompt"}},
       .make = SelectorFactory(
           [](const StageSpec& s) { return std::make_unique<ObservedAttentionSelector>(s); }),
       .finalize = nullptr,

@@ -42,9 +42,9 @@ class ScissorhandsState : public ScoreSelectorState {
     Records& R = layers_[static_cast<size_t>(layer)];
     if (!R.bits.defined() || R.bits.size(2) < R.len + t) {
       const int64_t cap = R.bits.defined() ? R.bits.size(2) : 0;
-      torch::Tensor grown = torch::zeros({b, h, std::max(R.len + t, std::max<int64_t>(64, 2 * cap)),
-                                          bytes_},
-                                         a.k.options().dtype(torch::kUInt8));
+      torch::Tensor grown =
+          torch::zeros({b, h, std::max(R.len + t, std::max<int64_t>(64, 2 * cap)), bytes_},
+                       a.k.options().dtype(torch::kUInt8));
       if (R.len > 0) grown.narrow(2, 0, R.len).copy_(R.bits.narrow(2, 0, R.len));
       R.bits = grown;
     }
@@ -61,7 +61,7 @@ class ScissorhandsState : public ScoreSelectorState {
     KVB_CHECK(s == R.len, "scissorhands: attention over ", s, " slots, ", R.len, " held");
     torch::Tensor a = probs.to(torch::kFloat32).view({b, h, probs.size(1) / h, t, s}).mean(2);
     // Query t attends the s - t' slots before it: n_t = (s - t) + t + 1 = s - (T - 1 - t).
-    torch::Tensor n = torch::arange(s - t + 1, s + 1, a.options());  // [T]
+    torch::Tensor n = torch::arange(s - t + 1, s + 1, a.options());   // [T]
     torch::Tensor important = a > n.reciprocal().view({1, 1, t, 1});  // [B, H_kv, T, S]
     const int64_t w = std::min(t, history_);  // earlier queries of the chunk are overwritten
     torch::Tensor cols = torch::arange(R.queries + t - w, R.queries + t, torch::kLong)
@@ -84,9 +84,9 @@ class ScissorhandsState : public ScoreSelectorState {
 
   void kept(int layer, const torch::Tensor& idx) override {
     Records& R = layers_[static_cast<size_t>(layer)];
-    torch::Tensor g = R.bits.narrow(2, 0, R.len)
-                          .gather(2, idx.unsqueeze(-1).expand({idx.size(0), idx.size(1),
-                                                                idx.size(2), bytes_}));
+    torch::Tensor g =
+        R.bits.narrow(2, 0, R.len)
+            .gather(2, idx.unsqueeze(-1).expand({idx.size(0), idx.size(1), idx.size(2), bytes_}));
     R.len = idx.size(2);
     R.bits.narrow(2, 0, R.len).copy_(g);
   }
@@ -112,19 +112,21 @@ class ScissorhandsState : public ScoreSelectorState {
 
  private:
   struct Records {
-    torch::Tensor bits;    // [B, H_kv, capacity, ceil(history/8)] uint8, first len live
+    torch::Tensor bits;  // [B, H_kv, capacity, ceil(history/8)] uint8, first len live
     int64_t len = 0;
-    int64_t queries = 0;   // queries observed in this layer so far
+    int64_t queries = 0;  // queries observed in this layer so far
   };
 
   torch::Tensor unpack(const torch::Tensor& packed) const {  // [..., W] uint8 -> [..., history]
     torch::Tensor shift = torch::arange(8, packed.options().dtype(torch::kInt32));
-    torch::Tensor bits = packed.to(torch::kInt32).unsqueeze(-1).bitwise_right_shift(shift).bitwise_and_(1);
+    torch::Tensor bits =
+        packed.to(torch::kInt32).unsqueeze(-1).bitwise_right_shift(shift).bitwise_and_(1);
     return bits.flatten(-2).narrow(-1, 0, history_).to(torch::kBool);
   }
 
   torch::Tensor pack(const torch::Tensor& bits) const {  // [..., history] bool -> [..., W] uint8
-    torch::Tensor padded = torch::constant_pad_nd(bits.to(torch::kInt32), {0, bytes_ * 8 - history_});
+    torch::Tensor padded =
+        torch::constant_pad_nd(bits.to(torch::kInt32), {0, bytes_ * 8 - history_});
     torch::Tensor weight =
         torch::tensor({1, 2, 4, 8, 16, 32, 64, 128}, torch::kInt32).to(padded.device());
     std::vector<int64_t> shape(padded.sizes().begin(), padded.sizes().end() - 1);
@@ -170,7 +172,12 @@ MethodEntry scissorhands_entry() {
           "the last `history` queries; over `budget` slots, evict the lowest count outside the "
           "`recent` window (one slot at a time).",
       .params = {{"budget", "int", "", {}, 1, kMaxSpecTokens, "slots kept per KV head"},
-                 {"history", "int", "400", {}, 1, kMaxSpecGroup,
+                 {"history",
+                  "int",
+                  "400",
+                  {},
+                  1,
+                  kMaxSpecGroup,
                   "queries whose importance records count (sliding window)"},
                  {"recent",
                   "int",

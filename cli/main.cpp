@@ -122,6 +122,9 @@ int main(int argc, char** argv) {
   run->add_option("--model", ra.models, "Model directory replacing the config's models (repeatable)");
   run->add_option("--max-cells", ra.max_cells, "Stop after computing N cells (0 = all)")->check(CLI::NonNegativeNumber);
   run->add_option("--progress", ra.progress, "auto (a live bar on a terminal), bar or lines");
+  run->add_option("--calibration-dir", ra.calibration_dir,
+                  "Where calibrating methods (duoattention, razorattention) cache their artifacts "
+                  "(default: calibration/ beside the results file)");
 
   RunArgs pa;
   auto* plan = app.add_subcommand("plan", "List a suite config's cells, one key a line");

@@ -15,6 +15,7 @@ int run_suite(const RunArgs& a) {
   o.out_path = a.out;
   o.db_path = a.db;
   o.run_name = a.run_name;
+  o.calibration_dir = a.calibration_dir;
   if (!a.shard.empty()) parse_shard(a.shard, o.shard_index, o.shard_count);
   o.models = a.models;
   o.max_cells = a.max_cells;

@@ -10,6 +10,7 @@ namespace kvb::cli {
 
 struct RunArgs {
   std::string suite, out, db, run_name, shard, progress = "auto";
+  std::string calibration_dir;  // "" = "calibration" beside the results file
   std::vector<std::string> models;
   int64_t max_cells = 0;
 };

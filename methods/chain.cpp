@@ -4,6 +4,7 @@
 
 #include "common/check.h"
 #include "methods/head_split_store.h"
+#include "methods/quant/full.h"
 
 namespace kvb {
 namespace {
@@ -219,8 +220,10 @@ std::unique_ptr<KVCacheState> ChainMethod::make_state(const ModelShape& shape) c
   std::vector<std::unique_ptr<SelectorState>> sel;
   for (const auto& s : selectors_) sel.push_back(s->make_selector(shape));
   if (ragged())
-    return std::make_unique<ChainState>(std::make_unique<HeadSplitStore>(storage_, shape),
-                                        std::move(sel), shape.n_layers, positions_in_cache());
+    return std::make_unique<ChainState>(
+        std::make_unique<HeadSplitStore>(storage_, shape,
+                                         selectors_.front()->compensates_dropped()),
+        std::move(sel), shape.n_layers, positions_in_cache());
   return std::make_unique<ChainState>(storage_->make_store(shape), std::move(sel), shape.n_layers,
                                       positions_in_cache());
 }
@@ -274,10 +277,11 @@ std::optional<MemoryUse> ChainMethod::ragged_promise(const ModelShape& shape, in
   MemoryUse m;
   m.tokens_seen = tokens;
   m.slots = r.slots;
+  const int64_t stored = r.slots - r.compensation_slots;  // slots in the storage's format
   if (storage_->promise_exact_after_any_drops()) {
     const MemoryUse unit = storage_->layer_promise(one, KeptSlots::all(1), compute);
-    m.payload_bytes = unit.payload_bytes * r.slots;
-    m.metadata_bytes = unit.metadata_bytes * r.slots;
+    m.payload_bytes = unit.payload_bytes * stored;
+    m.metadata_bytes = unit.metadata_bytes * stored;
   } else {
     const int64_t heads = shape.n_layers * shape.n_head_kv;
     const int64_t most = std::min(r.max_head_slots, tokens);
@@ -287,6 +291,10 @@ std::optional<MemoryUse> ChainMethod::ragged_promise(const ModelShape& shape, in
     m.metadata_bytes = each.metadata_bytes * heads;
   }
   m.metadata_bytes += r.dropped_slots * 8 + r.metadata;  // explicit positions, the selector's
+  // Compensation slots: a key and a value in the compute dtype, and a count.
+  m.payload_bytes += r.compensation_slots * 2 * shape.head_dim *
+                     static_cast<int64_t>(c10::elementSize(compute));
+  m.metadata_bytes += r.compensation_slots * 8;
   return m;
 }
 
@@ -294,6 +302,24 @@ bool ChainMethod::promise_is_exact() const {
   if (storage_->promise_exact_after_any_drops()) return true;
   if (ragged()) return false;
   return selectors_.size() == 1 && selectors_.front()->keeps_slots_known_in_advance();
+}
+
+void ChainMethod::calibrate(const CalibrationContext& ctx) {
+  const std::shared_ptr<const StorageMethod> dense = std::make_shared<FullMethod>(ctx.compute);
+  const ModelShape shape = ctx.shape;
+  SelectorMethod::CalibrationStateFactory make =
+      [dense, shape](std::shared_ptr<const SelectorMethod> sel) {
+        return ChainMethod({std::move(sel)}, dense, false).make_state(shape);
+      };
+  for (auto& sel : selectors_)
+    if (auto c = sel->calibrated(ctx, make)) sel = std::move(c);
+}
+
+std::vector<CalibrationArtifact> ChainMethod::calibration_artifacts() const {
+  std::vector<CalibrationArtifact> out;
+  for (const auto& sel : selectors_)
+    if (auto a = sel->calibration_artifact()) out.push_back(*a);
+  return out;
 }
 
 std::string ChainMethod::effective_spec(const ModelShape& shape) const {

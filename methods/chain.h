@@ -11,7 +11,9 @@
 #pragma once
 
 #include <algorithm>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -108,6 +110,10 @@ class SelectorMethod {
     int64_t dropped_slots = 0;  // of which in heads that dropped any (they hold explicit positions)
     int64_t max_head_slots = 0;  // the most slots one head may hold
     int64_t metadata = 0;       // the selector's own bookkeeping bytes
+    // Of `slots`, compensation slots (compensates_dropped()): each holds one key and one value
+    // of head_dim in the compute dtype (payload) and its count, 8 bytes (metadata), whatever the
+    // storage stage; they are not in dropped_slots or max_head_slots.
+    int64_t compensation_slots = 0;
   };
   // Ragged selectors: what the model's cache holds after `prompt` tokens, end_prefill(), and the
   // rest of `tokens`. Per-head counts may depend on the data (AdaKV) and on a calibration
@@ -116,6 +122,23 @@ class SelectorMethod {
                                         int64_t prompt) const {
     return {};
   }
+  // Whether each head that dropped tokens holds one compensation slot for them (RazorAttention):
+  // the mean of the dropped keys and values, read with logit_bias log(count)
+  // (methods/head_split_store.h). Ragged selectors only.
+  virtual bool compensates_dropped() const { return false; }
+  // Calibration (head roles of DuoAttention and RazorAttention). A stage stays immutable: a
+  // stage that calibrates returns a calibrated copy of itself (nullptr: nothing to calibrate),
+  // which ChainMethod::calibrate() puts in its place. `make_state` builds the state of a chain of
+  // one selector (another configuration of this method, e.g. candidate head roles) into `full`
+  // storage in ctx.compute, for the stage to run through ctx.run.
+  using CalibrationStateFactory =
+      std::function<std::unique_ptr<KVCacheState>(std::shared_ptr<const SelectorMethod>)>;
+  virtual std::shared_ptr<const SelectorMethod> calibrated(
+      const CalibrationContext& ctx, const CalibrationStateFactory& make_state) const {
+    return nullptr;
+  }
+  // The artifact this stage's configuration came from (a calibrated copy), if any.
+  virtual std::optional<CalibrationArtifact> calibration_artifact() const { return std::nullopt; }
   // Whether the stage only ever acts at end_prefill() (SnapKV: it compresses the prompt once):
   // without end_prefill (perplexity decode mode) it keeps everything.
   virtual bool acts_only_at_end_prefill() const { return false; }
@@ -151,6 +174,10 @@ class ChainMethod : public KVMethod {
   // Exact when the storage's bytes depend only on the kept count, or when one selector keeps
   // slots known in advance; an upper bound otherwise.
   bool promise_is_exact() const override;
+  // Calibrates every selector that calibrates (SelectorMethod::calibrated) and keeps the
+  // calibrated copies; their artifacts are calibration_artifacts().
+  void calibrate(const CalibrationContext& ctx) override;
+  std::vector<CalibrationArtifact> calibration_artifacts() const override;
   const StorageMethod& storage() const { return *storage_; }
   bool storage_implicit() const { return storage_implicit_; }
   // Whether its selector keeps a different number of slots per head (its store is a

@@ -1,6 +1,7 @@
 #include "methods/head_split_store.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "common/check.h"
@@ -8,10 +9,38 @@
 namespace kvb {
 
 HeadSplitStore::HeadSplitStore(std::shared_ptr<const StorageMethod> storage,
-                               const ModelShape& shape)
-    : storage_(std::move(storage)), shape_(shape), one_(shape) {
+                               const ModelShape& shape, bool compensate)
+    : storage_(std::move(storage)), shape_(shape), one_(shape), compensate_(compensate) {
   one_.n_head_kv = 1;
   one_.n_head_q = shape.n_head_q / std::max<int64_t>(shape.n_head_kv, 1);
+}
+
+const HeadSplitStore::Compensation& HeadSplitStore::compensation(int layer, int64_t b,
+                                                                 int64_t h) const {
+  static const Compensation none;
+  if (!compensate_ || batch_ == 0) return none;
+  return comp_.at(static_cast<size_t>(layer)).at(static_cast<size_t>(b * shape_.n_head_kv + h));
+}
+
+int64_t HeadSplitStore::comp_slots(int layer, int64_t b, int64_t h) const {
+  return compensation(layer, b, h).count > 0 ? 1 : 0;
+}
+
+void HeadSplitStore::fold(int layer, int64_t b, int64_t h, const torch::Tensor& dropped) {
+  if (!compensate_ || dropped.numel() == 0) return;
+  const KVView x = at(b, h).view(layer);
+  torch::Tensor idx = dropped.to(x.k.device(), torch::kLong);
+  const int64_t n = idx.numel();
+  torch::Tensor k = x.k[0][0].index_select(0, idx).to(torch::kFloat32).sum(0);  // [D]
+  torch::Tensor v = x.v[0][0].index_select(0, idx).to(torch::kFloat32).sum(0);
+  Compensation& c = comp_[static_cast<size_t>(layer)][static_cast<size_t>(b * shape_.n_head_kv + h)];
+  if (c.count > 0) {
+    k += c.k.to(torch::kFloat32) * static_cast<double>(c.count);
+    v += c.v.to(torch::kFloat32) * static_cast<double>(c.count);
+  }
+  c.count += n;
+  c.k = (k / static_cast<double>(c.count)).to(compute_);
+  c.v = (v / static_cast<double>(c.count)).to(compute_);
 }
 
 void HeadSplitStore::append(int layer, const KVAppend& a) {
@@ -21,6 +50,10 @@ void HeadSplitStore::append(int layer, const KVAppend& a) {
   if (batch_ == 0) {
     batch_ = b;
     for (int64_t i = 0; i < b * h; ++i) heads_.push_back(storage_->make_store(one_));
+    compute_ = a.k.scalar_type();
+    if (compensate_)
+      comp_.assign(static_cast<size_t>(shape_.n_layers),
+                   std::vector<Compensation>(static_cast<size_t>(b * h)));
   }
   KVB_CHECK(b == batch_, "head-split store: batch ", b, " appended to a store of batch ", batch_);
   if (t == 0) return;
@@ -68,10 +101,17 @@ torch::Tensor HeadSplitStore::positions(int layer) const {
 
 KVView HeadSplitStore::view(int layer) const {
   KVView out;
-  const int64_t s = slots(layer);
-  if (s == 0) return out;
   const int64_t hk = shape_.n_head_kv;
-  bool padded = false;
+  int64_t s = 0;  // the longest head, its compensation slot included
+  bool any_comp = false;
+  for (int64_t bi = 0; bi < batch_; ++bi)
+    for (int64_t hi = 0; hi < hk; ++hi) {
+      const int64_t c = comp_slots(layer, bi, hi);
+      any_comp = any_comp || c > 0;
+      s = std::max(s, at(bi, hi).slots(layer) + c);
+    }
+  if (s == 0) return out;
+  bool padded = any_comp;
   std::vector<KVView> views;
   for (const auto& h : heads_) {
     views.push_back(h->view(layer));
@@ -102,13 +142,20 @@ KVView HeadSplitStore::view(int layer) const {
     for (int64_t hi = 0; hi < hk; ++hi) {
       const KVView& x = views[static_cast<size_t>(bi * hk + hi)];
       const int64_t n = x.slots();
-      if (n == 0) continue;
-      out.k[bi][hi].narrow(0, 0, n).copy_(x.k[0][0]);
-      out.v[bi][hi].narrow(0, 0, n).copy_(x.v[0][0]);
-      out.pos[bi][hi].narrow(0, 0, n).copy_(x.pos[0][0]);
-      torch::Tensor bias = out.logit_bias[bi][hi].narrow(0, 0, n);
-      if (x.logit_bias.defined()) bias.copy_(x.logit_bias[0][0]);
-      else bias.zero_();
+      if (n > 0) {
+        out.k[bi][hi].narrow(0, 0, n).copy_(x.k[0][0]);
+        out.v[bi][hi].narrow(0, 0, n).copy_(x.v[0][0]);
+        out.pos[bi][hi].narrow(0, 0, n).copy_(x.pos[0][0]);
+        torch::Tensor bias = out.logit_bias[bi][hi].narrow(0, 0, n);
+        if (x.logit_bias.defined()) bias.copy_(x.logit_bias[0][0]);
+        else bias.zero_();
+      }
+      const Compensation& c = compensation(layer, bi, hi);
+      if (c.count == 0) continue;
+      out.k[bi][hi][n].copy_(c.k);
+      out.v[bi][hi][n].copy_(c.v);
+      out.pos[bi][hi][n] = kCompensationPos;
+      out.logit_bias[bi][hi][n] = std::log(static_cast<double>(c.count));
     }
   return out;
 }
@@ -122,6 +169,13 @@ MemoryUse HeadSplitStore::memory(int layer) const {
     m.slots += x.slots;
     m.tokens_seen = std::max(m.tokens_seen, x.tokens_seen);
   }
+  if (compensate_ && !comp_.empty())
+    for (const Compensation& c : comp_[static_cast<size_t>(layer)]) {
+      if (c.count == 0) continue;
+      m.payload_bytes += 2 * static_cast<int64_t>(c.k.numel() * c.k.element_size());
+      m.metadata_bytes += 8;
+      m.slots += 1;
+    }
   return m;
 }
 
@@ -140,6 +194,11 @@ void HeadSplitStore::keep_ragged(int layer, const torch::Tensor& idx, const torc
                 " of ", have, " slots");
       if (n == have) continue;  // ascending and as many as held: all of them
       torch::Tensor row = ix[b][h].narrow(0, 0, n).view({1, 1, n});
+      if (compensate_) {
+        torch::Tensor gone = torch::ones({have}, torch::kBool);
+        gone.index_fill_(0, row.view({n}), false);
+        fold(layer, b, h, gone.nonzero().view({-1}));
+      }
       st.keep(layer, row.to(idx.device()));
     }
 }
@@ -158,6 +217,7 @@ void HeadSplitStore::drop_one(int layer, const torch::Tensor& slot) {
       SlotStore& st = at(b, h);
       const int64_t n = st.slots(layer);
       KVB_CHECK(j < n, "head-split drop: slot ", j, " of ", n);
+      fold(layer, b, h, torch::full({1}, j, torch::kLong));
       torch::Tensor one = torch::full({1, 1}, j, slot.options().dtype(torch::kLong));
       if (st.can_drop_swap()) {
         st.drop_swap(layer, one);
@@ -169,9 +229,11 @@ void HeadSplitStore::drop_one(int layer, const torch::Tensor& slot) {
 }
 
 std::unique_ptr<SlotStore> HeadSplitStore::clone_store() const {
-  auto c = std::make_unique<HeadSplitStore>(storage_, shape_);
+  auto c = std::make_unique<HeadSplitStore>(storage_, shape_, compensate_);
   c->batch_ = batch_;
+  c->compute_ = compute_;
   for (const auto& h : heads_) c->heads_.push_back(h->clone_store());
+  c->comp_ = comp_;  // the tensors are replaced, never written in place
   return c;
 }
 

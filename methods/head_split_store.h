@@ -7,6 +7,15 @@
 // view() pads the heads to the longest: a padding slot has position -1, zero key and value, and
 // logit_bias -inf (attention gives it weight 0). slots() is the longest head's count; memory()
 // counts only what the heads hold. positions() pads with -1 too.
+//
+// Compensation (RazorAttention, SelectorMethod::compensates_dropped()): with `compensate`, every
+// head that dropped tokens holds one more slot, the compensation token: the mean of every key
+// and of every value it dropped (as its store viewed them, dequantized), held in the compute
+// dtype (the appended keys' dtype) next to the count of dropped tokens. view() shows it after
+// the head's stored slots with position kCompensationPos (-2: it has no one source position) and
+// logit_bias log(count), so attention weighs it as the `count` tokens it stands for. memory()
+// counts it as a slot: 2 x head_dim elements of payload and 8 bytes (the count) of metadata.
+// slots(), positions(), head_slots(), keep and drop index the stored slots only.
 #pragma once
 
 #include <memory>
@@ -17,9 +26,13 @@
 
 namespace kvb {
 
+// The view position of a compensation slot.
+inline constexpr int64_t kCompensationPos = -2;
+
 class HeadSplitStore : public SlotStore {
  public:
-  HeadSplitStore(std::shared_ptr<const StorageMethod> storage, const ModelShape& shape);
+  HeadSplitStore(std::shared_ptr<const StorageMethod> storage, const ModelShape& shape,
+                 bool compensate = false);
 
   void append(int layer, const KVAppend& a) override;
   KVView view(int layer) const override;
@@ -47,6 +60,14 @@ class HeadSplitStore : public SlotStore {
 
   std::unique_ptr<SlotStore> clone_store() const override;
 
+  // Head (b, h)'s compensation token in `layer`: key and value [D] in the compute dtype and the
+  // number of dropped tokens they average (0 and undefined tensors before any drop).
+  struct Compensation {
+    torch::Tensor k, v;  // [D]
+    int64_t count = 0;
+  };
+  const Compensation& compensation(int layer, int64_t b, int64_t h) const;
+
  private:
   SlotStore& at(int64_t b, int64_t h) { return *heads_[static_cast<size_t>(b * shape_.n_head_kv + h)]; }
   const SlotStore& at(int64_t b, int64_t h) const {
@@ -58,6 +79,12 @@ class HeadSplitStore : public SlotStore {
   ModelShape one_;      // one KV head
   int64_t batch_ = 0;   // 0 until the first append
   std::vector<std::unique_ptr<SlotStore>> heads_;  // [B * H_kv]
+  bool compensate_ = false;
+  torch::ScalarType compute_ = torch::kFloat32;  // the appended keys' dtype
+  std::vector<std::vector<Compensation>> comp_;  // [layer][B * H_kv] when compensate_
+  // Folds the slots `dropped` ([n] int64) of head (b, h) into its compensation, before they go.
+  void fold(int layer, int64_t b, int64_t h, const torch::Tensor& dropped);
+  int64_t comp_slots(int layer, int64_t b, int64_t h) const;
 };
 
 // Applies a ragged selector's eviction to a HeadSplitStore.

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -102,13 +103,35 @@ class KVCacheState {
   virtual std::unique_ptr<KVCacheState> clone() const = 0;  // snapshot (multi-request suites)
 };
 
-// What a method may use to calibrate itself (offline scales, codebooks, head roles). Artifacts
-// are cached under cache_dir, keyed by the method's spec and the model; `feed` runs calibration
-// samples through a state made by the method. No built-in method calibrates yet.
+// What a method may use to calibrate itself (offline scales, codebooks, head roles). The harness
+// fills it (harness/engine/calibration.h: make_calibration_context) and calls
+// KVMethod::calibrate() before a method runs; methods never see the model itself, only `run`.
+// Artifacts are cached under cache_dir, keyed by the model (model_id: the weights' content
+// hash) and the method's spec; a method finding its artifact there reads it and computes
+// nothing.
 struct CalibrationContext {
   std::string cache_dir;
   std::string model_id;
+  ModelShape shape;                            // the model's
+  int64_t vocab_size = 0;                      // token ids are 0 .. vocab_size-1
+  torch::ScalarType compute = torch::kFloat32;  // dtype of the keys and values appended
+  // Feeds `ids` at positions 0..n-1 through `state`: ids[0, prompt) in one forward call, then
+  // end_prefill(), then the rest one token at a time. Returns logits [n, V] fp32 (row t: after
+  // token t). Calibration states that want attention get it through observe() as in any run.
+  std::function<torch::Tensor(KVCacheState& state, const std::vector<int64_t>& ids,
+                              int64_t prompt)>
+      run;
+  // Legacy hook: runs calibration samples through a state made by the method (may be empty).
   std::function<void(KVCacheState&)> feed;
+};
+
+// A calibration artifact a method used: what a results record names (suites/runner.cpp puts
+// them in the cell record's "calibration").
+struct CalibrationArtifact {
+  std::string stage;  // the stage's canonical spec ("duoattention(recent=256,...)")
+  std::string path;   // the file under CalibrationContext::cache_dir
+  std::string hash;   // FNV-1a 64 of the file's bytes, 16 hex digits
+  bool computed = false;  // computed by this calibrate() call (false: read from the cache)
 };
 
 class KVMethod {
@@ -137,8 +160,11 @@ class KVMethod {
   // payload and of its total bytes (false: a chain whose storage's bytes after an eviction depend
   // on which slots the selectors dropped, and those depend on the data).
   virtual bool promise_is_exact() const { return true; }
-  // Optional offline calibration; the default does nothing.
+  // Optional offline calibration; the default does nothing. Idempotent: a second call with the
+  // same context reads the artifact the first one wrote.
   virtual void calibrate(const CalibrationContext& ctx) {}
+  // The artifacts the last calibrate() used (none by default, or before calibrate()).
+  virtual std::vector<CalibrationArtifact> calibration_artifacts() const { return {}; }
 };
 
 }  // namespace kvb

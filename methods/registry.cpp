@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cctype>
 #include <cmath>
 
 #include "common/check.h"
@@ -32,6 +33,8 @@ std::string join(const std::vector<std::string>& v) {
   X(adakv)             \
   X(knorm)             \
   X(random)            \
+  X(duoattention)      \
+  X(razorattention)    \
   X(quest)             \
   X(tova)              \
   X(scissorhands)      \
@@ -68,6 +71,13 @@ std::string check_value(const std::string& text, const StageSpec& st, const Para
                       "=" + one_line(v, 80) + "): " + why);
   };
   if (v == "auto" && (p.default_value == "auto" || p.auto_is_compute_dtype)) return v;
+  if (p.type == "text") {  // a word the method's finalize() checks (duoattention's roles)
+    const bool word = v.size() <= 256 && std::all_of(v.begin(), v.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+    });
+    if (!word) throw fail("expected a word of at most 256 letters, digits, '_', '-' or '.'");
+    return v;
+  }
   if (p.type == "enum") {
     for (const auto& c : p.choices)
       if (c == v) return v;
@@ -111,6 +121,7 @@ void check_schema(const MethodEntry& e) {
       KVB_CHECK(!p.choices.empty(), e.name, ".", p.name, ": an enum without choices");
       continue;
     }
+    if (p.type == "text") continue;
     KVB_CHECK(p.type == "int" || p.type == "float", e.name, ".", p.name, ": unknown type ", p.type);
     if (!p.choices.empty()) continue;
     KVB_CHECK(p.min < p.max && std::abs(p.min) <= 9007199254740992.0 &&

@@ -19,7 +19,8 @@ namespace kvb {
 
 struct ParamSchema {
   std::string name;
-  std::string type;           // "int", "float", "enum"
+  std::string type;           // "int", "float", "enum", "text" (a word the method's
+                              // finalize checks: letters, digits, _ - ., at most 256)
   std::string default_value;  // filled into the canonical spec when absent; "" = required;
                               // "auto" = derived from other parameters (MethodEntry::finalize)
   std::vector<std::string> choices;  // for enum, and the allowed values of an int when non-empty

@@ -12,6 +12,9 @@ void check_cell_record(const nlohmann::json& record, const std::string& source) 
   // Readers take these with a fallback when absent, but a null is not absent to them.
   for (const auto& [name, v] : r.members())
     if (name == "dtype") v.choice({"fp32", "fp16", "bf16", "float32", "float16", "bfloat16"});
+  if (auto cal = r.find("calibration"))  // the calibration artifacts a method used
+    for (const JsonNode& a : cal->array().items())
+      for (const char* k : {"stage", "path", "hash"}) a.object().at(k).str();
   const JsonNode m = r.at("metrics");
   for (const auto& [name, v] : m.members()) {
     if (name == "applicable") v.boolean();

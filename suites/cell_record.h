@@ -14,7 +14,8 @@ namespace kvb {
 // Parses `text` (parse_json: depth, duplicate keys, number range) and checks it as a record:
 // an object whose key, suite, model, method and dataset are strings, params and metrics
 // objects, dtype (when present) a dtype parse_dtype() knows, and in metrics: applicable a boolean,
-// not_applicable a string (when present). `source` names the record in messages ("out/q.db: cell
+// not_applicable a string (when present); calibration (when present) an array of objects with
+// string stage, path and hash (the artifacts a calibrating method used, suites/runner.h). `source` names the record in messages ("out/q.db: cell
 // 12").
 nlohmann::json parse_cell_record(std::string_view text, const std::string& source);
 // The same checks on a record already parsed.

@@ -18,6 +18,7 @@
 #include "common/json_reader.h"
 #include "common/time.h"
 #include "datasets/loader.h"
+#include "harness/engine/calibration.h"
 #include "harness/model/model.h"
 #include "harness/provenance.h"
 #include "harness/tokenizer/tokenizer.h"
@@ -159,6 +160,10 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
   // results/results_db.h) and writes nothing; nothing is written before the first finished
   // cell, and a run whose cells were all finished before writes nothing at all.
   std::unique_ptr<ResultStore> store = open_store(sum.out_path);
+  const std::string calibration_dir =
+      !opt.calibration_dir.empty()
+          ? opt.calibration_dir
+          : (fs::path(sum.out_path).parent_path() / "calibration").string();
   if (cfg.threads > 0) at::set_num_threads(cfg.threads);
   {
     nlohmann::json config = read_json_input(cfg.path);  // the JSON layer, as load_suite_config
@@ -231,6 +236,8 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
       if (!prep)
         prep =
             suite.prepare({*model, *tok, data.at(ds), run.params, run.where + ".params", cfg.seed});
+      method->calibrate(make_calibration_context(*model, model_hash.at(cfg.models[c.model]),
+                                                 calibration_dir));
       result = prep->run_cell(*method, on_progress);
     } catch (const InputError& e) {
       throw InputError(cfg.path + ": " + run.where + " (" + ds + ", " + cfg.methods[c.method] +
@@ -262,6 +269,10 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
         {"dtype", cfg.dtype},
         {"finished_at", now_utc()}};
     if (!result.protocol.is_null()) rec["protocol"] = result.protocol;
+    // The calibration artifacts the method used (head roles): file and content hash.
+    for (const CalibrationArtifact& a : method->calibration_artifacts())
+      rec["calibration"].push_back(
+          nlohmann::json{{"stage", a.stage}, {"path", a.path}, {"hash", a.hash}});
     rec["metrics"] = metrics;
     store->write_cell(rec);
     ++sum.ran;

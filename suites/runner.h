@@ -6,6 +6,12 @@
 // Cell key: "<suite>|<model path as given>|<canonical method spec>|<dataset name>|<hash>" where
 // the hash (FNV-1a 64, hex) covers the dataset's spec, the run's parameters with defaults
 // filled, the seed and the dtype.
+//
+// Before a cell runs, its method calibrates on the cell's model (KVMethod::calibrate with
+// harness/engine/calibration.h's context; artifacts cached under SuiteRunOptions::
+// calibration_dir, so only the first cell of a (model, method) computes one). A cell whose
+// method used artifacts names them in its record: "calibration": [{"stage", "path", "hash"}]
+// (the stage's canonical spec, the artifact file, FNV-1a 64 of its bytes).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +35,9 @@ struct SuiteRunOptions {
   int64_t max_cells = 0;            // stop after computing this many cells (0 = all)
   int tty = -1;                     // progress style: -1 detect, 0 plain lines, 1 live bar
   int shard_index = 1, shard_count = 1;  // run only cells p with p % count == index - 1
+  // Where calibrating methods (duoattention, razorattention: KVMethod::calibrate) cache their
+  // artifacts, keyed by model hash and spec; "" = "calibration" beside the results file.
+  std::string calibration_dir;
 };
 
 // "i/N" -> index i, count N; kvb::InputError unless 1 <= i <= N.

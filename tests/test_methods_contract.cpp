@@ -92,12 +92,22 @@ TEST(MethodContract, ViewShapesAndPositionsStayConsistent) {
         torch::Tensor pos = v.pos.contiguous();
         // Heads holding fewer slots than the longest (head-wise budgets) are padded at the end:
         // position -1, logit_bias -inf. memory() counts the held slots only.
+        // A compensation slot (RazorAttention: the mean of the tokens a head dropped) has no one
+        // source position: it follows the head's stored slots at position -2 with a finite
+        // logit_bias (log of the count it stands for), and memory() counts it as a slot.
         int64_t held = 0;
         for (int64_t h = 0; h < 2; ++h) {
           std::set<int64_t> seen;
-          int64_t n = 0;
+          int64_t n = 0, comp = 0;
           for (int64_t i = 0; i < s; ++i) {
             const int64_t p = pos[0][h][i].item<int64_t>();
+            if (p == -2) {
+              ASSERT_TRUE(v.logit_bias.defined() && std::isfinite(v.logit_bias[0][h][i].item<float>()))
+                  << "compensation slot " << i << " without a finite logit bias";
+              ASSERT_EQ(i, n) << "a compensation slot not right after the stored slots";
+              ++comp;
+              continue;
+            }
             if (p == -1) {
               ASSERT_TRUE(v.logit_bias.defined()) << "padding without a logit bias";
               EXPECT_TRUE(std::isinf(v.logit_bias[0][h][i].item<float>()) &&
@@ -105,12 +115,13 @@ TEST(MethodContract, ViewShapesAndPositionsStayConsistent) {
                   << "padding slot " << i << " is read";
               continue;
             }
-            ASSERT_EQ(n, i) << "a held slot after padding";
+            ASSERT_EQ(n + comp, i) << "a held slot after padding";
+            ASSERT_EQ(comp, 0) << "a stored slot after the compensation slot";
             ++n;
             ASSERT_TRUE(p >= 0 && p < in.n) << "position " << p;
             ASSERT_TRUE(seen.insert(p).second) << "position " << p << " held twice";
           }
-          held += n;
+          held += n + comp;
           if (n == 0) continue;
           // The slot holds what was appended at its position.
           torch::Tensor idx = pos[0][h].narrow(0, 0, n);

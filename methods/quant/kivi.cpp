@@ -217,6 +217,23 @@ class KiviStore : public SlotStore {
     L.nqk += m;
   }
 
+  // The key residual grows with the keys it holds (doubling, at most R rows), not to R at once:
+  // a spec may name R = 2^24 tokens, which at 8 heads of 128 would be 64 GiB per layer up front
+  // (fuzz_spec timed out cloning kivi(residual=9096760)'s empty residual). Once full it is R rows.
+  void grow_key_block(Layer& L, int64_t used, int64_t need, const torch::TensorOptions& o) {
+    const int64_t cap = L.kr.defined() ? L.kr.size(2) : 0;
+    if (cap >= need) return;
+    const int64_t c = std::min(r_, std::max({need, 2 * cap, int64_t{64}}));
+    torch::Tensor grown = torch::empty({L.b, L.h, c, L.d}, o);
+    if (used > 0) grown.narrow(2, 0, used).copy_(L.kr.narrow(2, 0, used));
+    L.kr = grown;
+    if (L.ragged) {  // the kept flags of the block grow with it
+      torch::Tensor ka = torch::ones({L.b, L.h, c}, L.ka.options());
+      if (used > 0) ka.narrow(2, 0, used).copy_(L.ka.narrow(2, 0, used));
+      L.ka = ka;
+    }
+  }
+
   // Keys enter the residual; each time it holds R tokens they are quantized and it empties.
   void append_keys(Layer& L, const torch::Tensor& k) {  // k [B, H, T, D]
     const int64_t t = k.size(2);
@@ -228,8 +245,8 @@ class KiviStore : public SlotStore {
         i += m;
         continue;
       }
-      if (!L.kr.defined()) L.kr = torch::empty({L.b, L.h, r_, L.d}, k.options().dtype(compute_));
       const int64_t n = std::min(t - i, r_ - L.nrk);
+      grow_key_block(L, L.nrk, L.nrk + n, k.options().dtype(compute_));
       L.kr.narrow(2, L.nrk, n).copy_(k.narrow(2, i, n));
       L.nrk += n;
       i += n;
@@ -247,7 +264,10 @@ class KiviStore : public SlotStore {
     if (t == 0) return;
     const int64_t cap = L.vr.defined() ? L.vr.size(2) : 0;
     if (L.v0 + L.nrv + t > cap) {
-      const int64_t new_cap = std::max<int64_t>(2 * r_, L.nrv + t);
+      // Grows by doubling up to 2R (then the window slides in place), never to 2R at once: R
+      // may be 2^24 tokens (see grow_key_block).
+      const int64_t new_cap =
+          std::max<int64_t>(L.nrv + t, std::min<int64_t>(2 * r_, std::max<int64_t>(64, 2 * cap)));
       torch::Tensor buf =
           new_cap <= cap ? L.vr
                          : torch::empty({L.b, L.h, new_cap, L.d}, v.options().dtype(compute_));
@@ -342,8 +362,9 @@ class KiviStore : public SlotStore {
       L.kc = torch::zeros({L.b, L.h, L.ks.size(2), 1}, dev.dtype(torch::kInt));
       L.kc.narrow(2, 0, L.nqk / g_).fill_(static_cast<int>(g_));
     }
-    L.ka = torch::ones({L.b, L.h, r_}, dev.dtype(torch::kBool));
-    L.va = torch::ones({L.b, L.h, L.vr.defined() ? L.vr.size(2) : 2 * r_}, dev.dtype(torch::kBool));
+    // As large as the residual buffers (grown with them), not R or 2R at once.
+    L.ka = torch::ones({L.b, L.h, L.kr.defined() ? L.kr.size(2) : 0}, dev.dtype(torch::kBool));
+    L.va = torch::ones({L.b, L.h, L.vr.defined() ? L.vr.size(2) : 0}, dev.dtype(torch::kBool));
     L.ragged = true;
   }
 
@@ -430,8 +451,8 @@ class KiviStore : public SlotStore {
         i += n;
         continue;
       }
-      if (!L.kr.defined()) L.kr = torch::empty({L.b, L.h, r_, L.d}, k.options().dtype(compute_));
       const int64_t n = std::min(t - i, r_ - m);
+      grow_key_block(L, m, m + n, k.options().dtype(compute_));
       L.kr.narrow(2, m, n).copy_(k.narrow(2, i, n));
       L.ka.narrow(2, m, n).fill_(true);
       m += n;

@@ -20,8 +20,7 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
   using namespace kvb::fuzz;
   namespace fs = std::filesystem;
   fs::create_directories(scratch_path("models/m"));
-  fs::copy_file(source_path("models/kvb-ref-s/config.json"), scratch_path("models/m/config.json"),
-                fs::copy_options::overwrite_existing);
+  copy_bytes(source_path("models/kvb-ref-s/config.json"), scratch_path("models/m/config.json"));
   write_bytes(scratch_path("models/m/tokenizer.json"), "{}");
   write_bytes(scratch_path("text.txt"), "One sentence here. Another one!\n\nA third?\n");
   write_bytes(scratch_path("dir/a.txt"), "First file.\n");

@@ -34,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kvb::fuzz;
   const std::string path = scratch_path("fields.db");
   remove_db(path);
-  std::filesystem::copy_file(seed_db_path(), path);
+  copy_bytes(seed_db_path(), path);
   const auto parts = split_parts({reinterpret_cast<const char*>(data), size}, kParts);
   sqlite3* db = nullptr;
   if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) report("cannot open the seed copy", path);

@@ -13,9 +13,8 @@
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   using namespace kvb::fuzz;
   std::filesystem::create_directories(scratch_path("model"));
-  std::filesystem::copy_file(source_path("tests/fuzz/data/tiny-model/config.json"),
-                             scratch_path("model/config.json"),
-                             std::filesystem::copy_options::overwrite_existing);
+  copy_bytes(source_path("tests/fuzz/data/tiny-model/config.json"),
+             scratch_path("model/config.json"));
   return 0;
 }
 

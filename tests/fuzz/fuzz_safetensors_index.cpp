@@ -15,8 +15,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   fs::create_directories(scratch_path("model"));
   for (const char* f :
        {"config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"})
-    fs::copy_file(source_path(std::string("tests/fuzz/data/tiny-model/") + f),
-                  scratch_path(std::string("model/") + f), fs::copy_options::overwrite_existing);
+    copy_bytes(source_path(std::string("tests/fuzz/data/tiny-model/") + f),
+                  scratch_path(std::string("model/") + f));
   return 0;
 }
 

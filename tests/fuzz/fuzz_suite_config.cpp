@@ -16,9 +16,8 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
   namespace fs = std::filesystem;
   fs::create_directories(scratch_path("models/kvb-ref-s"));
   for (const char* f : {"config.json", "tokenizer.json"})
-    fs::copy_file(source_path(std::string("models/kvb-ref-s/") + f),
-                  scratch_path(std::string("models/kvb-ref-s/") + f),
-                  fs::copy_options::overwrite_existing);
+    copy_bytes(source_path(std::string("models/kvb-ref-s/") + f),
+                  scratch_path(std::string("models/kvb-ref-s/") + f));
   // The files the seeds' datasets name.
   write_bytes(scratch_path("text.txt"), "One sentence here. Another one!\n\nA third?\n");
   write_bytes(scratch_path("wiki.raw"), " = Title = \n Text @-@ here .\n");

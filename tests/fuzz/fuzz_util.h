@@ -12,6 +12,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <typeinfo>
@@ -53,6 +54,19 @@ inline void write_bytes(const std::string& path, std::string_view bytes) {
     std::fprintf(stderr, "fuzz harness: cannot write %s\n", path.c_str());
     std::abort();
   }
+}
+
+// A copy that survives signals: libFuzzer's timer signal (SIGALRM, no SA_RESTART) interrupts
+// std::filesystem::copy_file's sendfile, which then throws "Interrupted system call" (seen in a
+// one-hour fuzz_results_db_fields run on a loaded machine); iostreams retry on EINTR.
+inline void copy_bytes(const std::string& from, const std::string& to) {
+  std::ifstream in(from, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    std::fprintf(stderr, "fuzz harness: cannot read %s\n", from.c_str());
+    std::abort();
+  }
+  write_bytes(to, bytes);
 }
 
 inline void remove_path(const std::string& path) {

@@ -58,7 +58,7 @@ inline void exercise_results_db(const std::string& path, std::string_view input)
   } else if (mode == 2) {
     const std::string out = scratch_path("merge-out.db");
     remove_db(out);
-    std::filesystem::copy_file(seed_db_path(), out);
+    copy_bytes(seed_db_path(), out);
     expect_input_errors([&] {
       SqliteStore store(out);
       (void)store.merge(path);

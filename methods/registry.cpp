@@ -110,7 +110,12 @@ std::string check_value(const std::string& text, const StageSpec& st, const Para
   if (used != v.size() || !std::isfinite(x)) throw fail("not a finite number");
   if (x < p.min || x > p.max)
     throw fail("must be in [" + std::to_string(p.min) + ", " + std::to_string(p.max) + "]");
-  return v;
+  // Canonical: the shortest text that reads back as the same double ("0.30", "3e-1" and ".3"
+  // are all "0.3"), so one setting has one spec and one identity in the results.
+  char buf[64];
+  auto [end, ec2] = std::to_chars(buf, buf + sizeof(buf), x);
+  KVB_CHECK(ec2 == std::errc(), "spec: cannot print ", x);
+  return std::string(buf, end);
 }
 
 // Every int or float parameter has a documented range (or a list of choices): a schema without

@@ -151,3 +151,19 @@ TEST(MethodsCommand, BadSpecIsOneLineAndExitTwo) {
 
 }  // namespace
 }  // namespace kvb
+
+namespace kvb {
+namespace {
+
+// A float parameter has one canonical text: the shortest that reads back as the same double.
+TEST(MethodSpecFloats, OneSettingHasOneCanonicalSpec) {
+  const std::string want = make_method("a2sf(budget=8,forget=0.3)")->spec();
+  for (const char* s : {"a2sf(budget=8,forget=0.30)", "a2sf(budget=8,forget=3e-1)",
+                        "a2sf(budget=8,forget=.3)", "a2sf(budget=8,forget=0.300000000)"})
+    EXPECT_EQ(make_method(s)->spec(), want) << s;
+  EXPECT_NE(make_method("a2sf(budget=8,forget=0.31)")->spec(), want);
+  EXPECT_NE(want.find("forget=0.3"), std::string::npos) << want;
+}
+
+}  // namespace
+}  // namespace kvb

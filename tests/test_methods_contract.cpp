@@ -225,6 +225,56 @@ TEST(MethodContract, MemoryMatchesThePromiseAfterAPromptAndDecodedTokens) {
   }
 }
 
+// Every selecting stage composes with every storage stage (`pyramidkv(...)+kivi(bits=2)`): each
+// registered selector's first example before each registered storage's first example holds what
+// it promises (exactly, or within the bound it declares) after a prompt and decoded tokens, and
+// its views hold what was appended at the positions they name.
+TEST(MethodContract, EverySelectorComposesWithEveryStorage) {
+  const ModelShape shape = test::method_shape(2, 4, 2, 32);
+  std::vector<std::string> selectors, storages;
+  for (const MethodEntry& e : method_registry())
+    (e.kind() == StageKind::kSelector ? selectors : storages).push_back(e.contract.examples.front());
+  ASSERT_GE(selectors.size(), 10u);
+  ASSERT_GE(storages.size(), 3u);
+  for (const std::string& sel : selectors)
+    for (const std::string& sto : storages) {
+      const std::string spec = sel + "+" + sto;
+      SCOPED_TRACE(spec);
+      auto m = make_method(spec);
+      auto st = m->make_state(shape);
+      test::SyntheticStream in(shape, 17);
+      in.feed_chunked(*st, 300, 64);
+      st->end_prefill();
+      for (int i = 0; i < 12; ++i) in.feed(*st, 1);
+      std::optional<MemoryUse> want = m->promised_memory(shape, 312, torch::kFloat32, 300);
+      ASSERT_TRUE(want.has_value());
+      const MemoryUse got = st->memory();
+      EXPECT_EQ(got.slots, want->slots);
+      EXPECT_EQ(got.tokens_seen, 312);
+      expect_holds_promise(spec, got, *want);
+      const double tol = view_tolerance(spec);
+      for (int l = 0; l < shape.n_layers; ++l) {
+        KVView v = st->view(l);
+        torch::Tensor pos = v.pos.contiguous();
+        for (int64_t h = 0; h < shape.n_head_kv; ++h) {
+          std::vector<int64_t> held;
+          for (int64_t i = 0; i < v.slots(); ++i)
+            if (pos[0][h][i].item<int64_t>() >= 0) held.push_back(i);
+          ASSERT_FALSE(held.empty());
+          torch::Tensor slots = torch::tensor(held, torch::kLong);
+          torch::Tensor p = pos[0][h].index_select(0, slots);
+          ASSERT_LT(p.max().item<int64_t>(), 312);
+          const double ek = (v.k[0][h].index_select(0, slots).to(torch::kFloat32) -
+                             in.k[l][0][h].index_select(0, p))
+                                .abs()
+                                .mean()
+                                .item<double>();
+          EXPECT_LE(ek, tol) << "layer " << l << " head " << h;
+        }
+      }
+    }
+}
+
 TEST(MethodContract, FullCacheOnlyReportsWhatItHolds) {
   // 2-bit storage must really be 2 bits per element plus its fp16 scales.
   const ModelShape shape = test::method_shape(1, 2, 1, 64);

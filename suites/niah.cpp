@@ -142,6 +142,7 @@ nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod
   int64_t max_payload = 0;
   MemoryUse longest;  // the state after the longest prompt
   int64_t longest_prompt = 0;
+  int64_t longest_read = -1;  // bytes its last decode step read
   // Per context length: prefill wall time, and decode wall time per forward step.
   std::map<int64_t, std::vector<double>> prefill_ms, step_ms;
   for (size_t i = 0; i < grid.size(); ++i) {
@@ -169,8 +170,11 @@ nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod
     total += score;
     const MemoryUse mu = state->memory();
     max_payload = std::max(max_payload, mu.payload_bytes + mu.metadata_bytes);
-    if (mu.tokens_seen > longest.tokens_seen)
+    if (mu.tokens_seen > longest.tokens_seen) {
       longest = mu, longest_prompt = static_cast<int64_t>(pt.sample.ids.size());
+      // What the last decode step read (Quest reads a subset of what it holds).
+      longest_read = state->bytes_read_last_step().value_or(mu.payload_bytes + mu.metadata_bytes);
+    }
     prefill_ms[pt.context_len].push_back(1e3 * gr.prefill_seconds);
     // Every generated token but the last is fed back, unless a stop id ended generation.
     const size_t steps = gr.stopped ? gr.tokens.size() : std::max<size_t>(gr.tokens.size(), 1) - 1;
@@ -201,7 +205,7 @@ nlohmann::json run_niah(const Model& model, const Tokenizer& tok, const KVMethod
       {"heatmap", {{"context_lengths", p.context_lengths}, {"depths", p.depths}, {"scores", heat}}},
       {"samples", samples},
       {"max_memory_bytes", max_payload},
-      {"memory", memory_use_json(longest, longest_prompt)},
+      {"memory", with_read_bytes(memory_use_json(longest, longest_prompt), longest_read)},
       {"timings", timings},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
 }

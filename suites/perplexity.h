@@ -115,6 +115,11 @@ struct PerplexityResult {
 // tokens_seen, slots, and prompt_tokens when >= 0: the tokens appended before end_prefill()
 // (the runner adds promised_bytes where the method makes a promise, for that prompt).
 nlohmann::json memory_use_json(const MemoryUse& m, int64_t prompt_tokens = -1);
+// `mem` with "read_bytes_per_step" (bytes the state's last decode step read) when read >= 0.
+inline nlohmann::json with_read_bytes(nlohmann::json mem, int64_t read) {
+  if (read >= 0) mem["read_bytes_per_step"] = read;
+  return mem;
+}
 
 // The full cache's pass over a plan, kept for every method's pass. Per scored token: the NLL, the
 // argmax, p of the correct token, a hash of the logits row (bitwise identity), and the log-probs:

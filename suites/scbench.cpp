@@ -68,6 +68,7 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
   int64_t max_mem = 0, max_ctx = 0;
   MemoryUse longest;  // the state that had seen the most tokens
   int64_t longest_prompt = 0;  // its tokens before end_prefill()
+  int64_t longest_read = -1;  // bytes its last decode step read
   auto record = [&](size_t turn, double score) {
     if (turn_sum.size() <= turn) {
       turn_sum.resize(turn + 1, 0);
@@ -85,7 +86,12 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
     std::vector<int64_t> t = s.greedy(last, p.max_new_tokens, stop);
     MemoryUse mu = s.state().memory();
     max_mem = std::max(max_mem, mu.payload_bytes + mu.metadata_bytes);
-    if (mu.tokens_seen > longest.tokens_seen) longest = mu, longest_prompt = prompt;
+    if (mu.tokens_seen > longest.tokens_seen) {
+      longest = mu, longest_prompt = prompt;
+      // What the last decode step read (Quest reads a subset of what it holds).
+      longest_read =
+          s.state().bytes_read_last_step().value_or(mu.payload_bytes + mu.metadata_bytes);
+    }
     return tok.decode(std::vector<int32_t>(t.begin(), t.end()), true);
   };
 
@@ -146,7 +152,7 @@ nlohmann::json run_scbench(const Model& model, const Tokenizer& tok, const KVMet
       {"samples", out_samples},
       {"max_prompt_tokens", max_ctx},
       {"max_memory_bytes", max_mem},
-      {"memory", memory_use_json(longest, longest_prompt)},
+      {"memory", with_read_bytes(memory_use_json(longest, longest_prompt), longest_read)},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
 }
 

@@ -147,6 +147,24 @@ TEST(SuiteNiah, MethodsSeeTheSameHaystacksNeedlesAndPositions) {
   EXPECT_LT(b["max_memory_bytes"].get<int64_t>(), a["max_memory_bytes"].get<int64_t>());
 }
 
+// The memory record names what the last decode step read: what the state holds for a method
+// that reads everything, a fraction of it for Quest (which holds every slot).
+TEST(SuiteNiah, RecordsTheBytesReadPerDecodeStepNextToTheBytesHeld) {
+  Model m = Model::random(test::tiny_suite_config(258), 2);
+  auto tok = make_byte_tokenizer(258);
+  Haystack h = make_haystack(*tok, generate_prose(2000, 3));
+  NiahParams p = params({600}, {0.5});
+  auto grid = build_niah_grid(*tok, h, p, 7);
+  for (const char* spec : {"full", "quest(page=16,budget=64)"}) {
+    SCOPED_TRACE(spec);
+    const nlohmann::json mem = run_niah(m, *tok, *make_method(spec), grid, p)["memory"];
+    const int64_t held = mem["payload_bytes"].get<int64_t>() + mem["metadata_bytes"].get<int64_t>();
+    const int64_t read = mem.at("read_bytes_per_step").get<int64_t>();
+    if (std::string(spec) == "full") EXPECT_EQ(read, held);
+    else EXPECT_LT(read, held / 4);
+  }
+}
+
 // With the byte tokenizer every byte is one token, so token positions are exact.
 TEST(SuiteNiah, NeedleLandsAtTheRequestedDepthWithinOneSentence) {
   auto tok = make_byte_tokenizer(258);

@@ -301,7 +301,8 @@ std::optional<MemoryUse> ChainMethod::ragged_promise(const ModelShape& shape, in
 bool ChainMethod::promise_is_exact() const {
   if (storage_->promise_exact_after_any_drops()) return true;
   if (ragged()) return false;
-  return selectors_.size() == 1 && selectors_.front()->keeps_slots_known_in_advance();
+  return selectors_.size() == 1 && selectors_.front()->keeps_slots_known_in_advance() &&
+         storage_->promise_exact_for_known_slots();
 }
 
 void ChainMethod::calibrate(const CalibrationContext& ctx) {

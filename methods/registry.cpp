@@ -26,6 +26,9 @@ std::string join(const std::vector<std::string>& v) {
   X(full)              \
   X(int)               \
   X(kivi)              \
+  X(gear)              \
+  X(zipcache)          \
+  X(mikv)              \
   X(streaming)         \
   X(h2o)               \
   X(snapkv)            \

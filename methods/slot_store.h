@@ -73,6 +73,11 @@ class StorageMethod : public KVMethod {
   // Whether layer_promise() stays exact whichever slots were dropped (full, int: bytes depend on
   // the kept count only); KIVI's do not (its key groups and full-precision window).
   virtual bool promise_exact_after_any_drops() const { return true; }
+  // Whether layer_promise() is exact when a selector keeps slots known in advance (StreamingLLM:
+  // KeptSlots::kept_in says which tokens stay): KIVI's is; stores whose bytes depend on which
+  // slots their own data-driven choices put where (ZipCache, MiKV, GEAR) say no, and their
+  // chains promise a bound.
+  virtual bool promise_exact_for_known_slots() const { return true; }
   // The stage as used on `shape` (KVMethod::effective_spec); default: stage().
   virtual StageSpec effective_stage(const ModelShape& shape) const { return stage_; }
   std::string effective_spec(const ModelShape& shape) const final {

@@ -13,6 +13,7 @@
 
 #include <c10/util/Exception.h>
 
+#include "cli/calibrate_cmd.h"
 #include "cli/commands.h"
 #include "cli/methods_cmd.h"
 #include "cli/results_cmd.h"
@@ -123,8 +124,21 @@ int main(int argc, char** argv) {
   run->add_option("--max-cells", ra.max_cells, "Stop after computing N cells (0 = all)")->check(CLI::NonNegativeNumber);
   run->add_option("--progress", ra.progress, "auto (a live bar on a terminal), bar or lines");
   run->add_option("--calibration-dir", ra.calibration_dir,
-                  "Where calibrating methods (duoattention, razorattention) cache their artifacts "
+                  "Where calibrating methods (duoattention, razorattention, kvquant) cache their "
+                  "artifacts "
                   "(default: calibration/ beside the results file)");
+
+  CalibrateArgs cba;
+  auto* cal = app.add_subcommand(
+      "calibrate", "Calibrate a method (kvquant's scales and codebooks) on a text; cached, reused");
+  cal->add_option("--model", cba.model_dir, "HF model directory")->required();
+  cal->add_option("--method", cba.method, "Method spec, e.g. 'kvquant(bits=2)'")->required();
+  cal->add_option("--data", cba.data, "Calibration text file (tokenized by the model's tokenizer)")
+      ->required();
+  cal->add_option("--out", cba.out,
+                  "Calibration directory (default out/calibration: kvbench run's default for "
+                  "results under out/)");
+  cal->add_option("--dtype", cba.dtype, "Compute dtype: fp32, bf16, fp16");
 
   RunArgs pa;
   auto* plan = app.add_subcommand("plan", "List a suite config's cells, one key a line");
@@ -225,6 +239,7 @@ int main(int argc, char** argv) {
     if (imp->parsed()) return run_import_llama2c(ck, tk, out);
     if (meth->parsed()) return run_methods(describe, ma);
     if (run->parsed()) return run_suite(ra);
+    if (cal->parsed()) return run_calibrate(cba);
     if (cmp->parsed()) return run_compare(ca);
     if (plan->parsed()) return run_plan(pa);
     if (exp->parsed()) return run_export(xa);

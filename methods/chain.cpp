@@ -15,11 +15,14 @@ class ChainState : public KVCacheState {
   // a different number of slots per head (SelectorMethod::ragged_heads()).
   // pre_rope: some stage attends at positions within the cache (SelectorMethod::
   // positions_in_cache): the store holds the keys before RoPE and the model rotates them.
+  // store_pre_rope: the storage holds keys before RoPE itself (StorageMethod::
+  // stores_pre_rope_keys), rotated by the model at their source positions.
   ChainState(std::unique_ptr<SlotStore> store, std::vector<std::unique_ptr<SelectorState>> sel,
-             int64_t n_layers, bool pre_rope)
+             int64_t n_layers, bool pre_rope, bool store_pre_rope = false)
       : store_(std::move(store)), sel_(std::move(sel)),
         seen_(static_cast<size_t>(n_layers), 0), last_pos_(static_cast<size_t>(n_layers), -1),
-        read_bytes_(static_cast<size_t>(n_layers), -1), pre_rope_(pre_rope) {
+        read_bytes_(static_cast<size_t>(n_layers), -1), pre_rope_(pre_rope),
+        store_pre_rope_(store_pre_rope) {
     ragged_ = dynamic_cast<HeadSplitStore*>(store_.get());
     KVB_CHECK(!ragged_ || sel_.size() == 1, "chain: a ragged selector must be the only one");
   }
@@ -103,6 +106,8 @@ class ChainState : public KVCacheState {
     return store_->slots(layer);
   }
 
+  bool view_keys_pre_rope(int layer) const override { return store_pre_rope_ && !pre_rope_; }
+
   std::optional<int64_t> bytes_read_last_step() const override {
     int64_t total = 0;
     bool any = false;
@@ -130,7 +135,8 @@ class ChainState : public KVCacheState {
     std::vector<std::unique_ptr<SelectorState>> sel;
     for (const auto& s : sel_) sel.push_back(s->clone());
     auto c = std::make_unique<ChainState>(store_->clone_store(), std::move(sel),
-                                          static_cast<int64_t>(seen_.size()), pre_rope_);
+                                          static_cast<int64_t>(seen_.size()), pre_rope_,
+                                          store_pre_rope_);
     c->seen_ = seen_;
     c->last_pos_ = last_pos_;
     c->read_bytes_ = read_bytes_;
@@ -181,7 +187,7 @@ class ChainState : public KVCacheState {
   std::vector<std::unique_ptr<SelectorState>> sel_;
   std::vector<int64_t> seen_, last_pos_;
   mutable std::vector<int64_t> read_bytes_;  // per layer: bytes the latest read took, -1 before
-  bool pre_rope_ = false;
+  bool pre_rope_ = false, store_pre_rope_ = false;
   HeadSplitStore* ragged_ = nullptr;  // store_, when the chain is ragged
 };
 
@@ -201,6 +207,9 @@ ChainMethod::ChainMethod(std::vector<std::shared_ptr<const SelectorMethod>> sele
   KVB_INPUT_CHECK(!in_cache || !bounds, "spec ", quote_spec(spec()), ": ", bounds ? bounds->spec() : "",
                   " bounds q.k from post-RoPE keys, but ", in_cache ? in_cache->spec() : "",
                   " stores keys before RoPE (positions in the cache): they cannot share a chain");
+  KVB_INPUT_CHECK(!bounds || !storage_->stores_pre_rope_keys(), "spec ", quote_spec(spec()), ": ",
+                  bounds ? bounds->spec() : "", " bounds q.k from post-RoPE keys, but ",
+                  storage_->spec(), " stores keys before RoPE: they cannot share a chain");
 }
 
 bool ChainMethod::positions_in_cache() const {
@@ -223,9 +232,9 @@ std::unique_ptr<KVCacheState> ChainMethod::make_state(const ModelShape& shape) c
     return std::make_unique<ChainState>(
         std::make_unique<HeadSplitStore>(storage_, shape,
                                          selectors_.front()->compensates_dropped()),
-        std::move(sel), shape.n_layers, positions_in_cache());
+        std::move(sel), shape.n_layers, positions_in_cache(), storage_->stores_pre_rope_keys());
   return std::make_unique<ChainState>(storage_->make_store(shape), std::move(sel), shape.n_layers,
-                                      positions_in_cache());
+                                      positions_in_cache(), storage_->stores_pre_rope_keys());
 }
 
 std::optional<MemoryUse> ChainMethod::promised_memory(const ModelShape& shape, int64_t tokens,
@@ -314,12 +323,14 @@ void ChainMethod::calibrate(const CalibrationContext& ctx) {
       };
   for (auto& sel : selectors_)
     if (auto c = sel->calibrated(ctx, make)) sel = std::move(c);
+  if (auto c = storage_->calibrated(ctx)) storage_ = std::move(c);
 }
 
 std::vector<CalibrationArtifact> ChainMethod::calibration_artifacts() const {
   std::vector<CalibrationArtifact> out;
   for (const auto& sel : selectors_)
     if (auto a = sel->calibration_artifact()) out.push_back(*a);
+  if (auto a = storage_->calibration_artifact()) out.push_back(*a);
   return out;
 }
 

@@ -85,6 +85,11 @@ class KVCacheState {
   virtual std::optional<int64_t> rope_positions_from_cache(int layer) const {
     return std::nullopt;
   }
+  // Whether view(layer).k holds keys before RoPE (KVQuant's pre_rope=true: the store quantizes
+  // KVAppend::k_pre_rope). The model then rotates view slot j at its source position
+  // view(layer).pos[.., j] (padding, position < 0, is not rotated: it is masked). Exclusive with
+  // rope_positions_from_cache(), which rotates at slot indices instead. false: post-RoPE keys.
+  virtual bool view_keys_pre_rope(int layer) const { return false; }
   // Bytes the latest read_view() of each layer read, summed over layers: the payload and
   // metadata of the slots read (the store's bytes in proportion to the slots read) plus what a
   // query-aware selector read to choose them (Quest's page bounds). nullopt: every read takes
@@ -123,6 +128,13 @@ struct CalibrationContext {
       run;
   // Legacy hook: runs calibration samples through a state made by the method (may be empty).
   std::function<void(KVCacheState&)> feed;
+  // Calibration text as token ids of the model's tokenizer (KVQuant's scales and codebooks; may
+  // be empty: methods that need text refuse), what they came from ("file <path>", "builtin
+  // prose ...") and their hash (FNV-1a 64 of the ids' int64 bytes, 16 hex digits): artifacts
+  // computed from text are keyed by it besides model_id and the spec.
+  std::vector<int64_t> calibration_ids;
+  std::string calibration_source;
+  std::string calibration_hash;
 };
 
 // A calibration artifact a method used: what a results record names (suites/runner.cpp puts

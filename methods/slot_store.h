@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -78,6 +79,17 @@ class StorageMethod : public KVMethod {
   // slots their own data-driven choices put where (ZipCache, MiKV, GEAR) say no, and their
   // chains promise a bound.
   virtual bool promise_exact_for_known_slots() const { return true; }
+  // Whether its stores hold keys before RoPE (KVQuant's pre_rope=true): they quantize
+  // KVAppend::k_pre_rope and answer KVCacheState::view_keys_pre_rope(); a chain's state says so
+  // too (unless a stage attends at positions within the cache, which rotates them there).
+  virtual bool stores_pre_rope_keys() const { return false; }
+  // Calibration of a storage stage (KVQuant's scales and codebooks), as
+  // SelectorMethod::calibrated: a calibrated copy (nullptr: nothing to calibrate), which
+  // ChainMethod::calibrate() puts in its place, and the artifact it came from.
+  virtual std::shared_ptr<const StorageMethod> calibrated(const CalibrationContext& ctx) const {
+    return nullptr;
+  }
+  virtual std::optional<CalibrationArtifact> calibration_artifact() const { return std::nullopt; }
   // The stage as used on `shape` (KVMethod::effective_spec); default: stage().
   virtual StageSpec effective_stage(const ModelShape& shape) const { return stage_; }
   std::string effective_spec(const ModelShape& shape) const final {

@@ -18,6 +18,7 @@
 #include "common/json_reader.h"
 #include "common/time.h"
 #include "datasets/loader.h"
+#include "datasets/prose.h"
 #include "harness/engine/calibration.h"
 #include "harness/model/model.h"
 #include "harness/provenance.h"
@@ -178,6 +179,7 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
     store->begin_run(run);
   }
   std::map<std::string, std::string> model_hash;  // by model path, computed when first needed
+  std::map<std::string, std::vector<int64_t>> calibration_ids;  // by model path, likewise
 
   const std::vector<Cell> cells = plan(cfg, opt.shard_index, opt.shard_count);
   sum.cells = static_cast<int64_t>(cells.size());
@@ -236,8 +238,11 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
       if (!prep)
         prep =
             suite.prepare({*model, *tok, data.at(ds), run.params, run.where + ".params", cfg.seed});
+      auto& cal_ids = calibration_ids[cfg.models[c.model]];
+      if (cal_ids.empty()) cal_ids = default_calibration_ids(*tok, model->shape().max_position);
       method->calibrate(make_calibration_context(*model, model_hash.at(cfg.models[c.model]),
-                                                 calibration_dir));
+                                                 calibration_dir, cal_ids,
+                                                 kDefaultCalibrationSource));
       result = prep->run_cell(*method, on_progress);
     } catch (const InputError& e) {
       throw InputError(cfg.path + ": " + run.where + " (" + ds + ", " + cfg.methods[c.method] +
@@ -288,6 +293,16 @@ SuiteRunSummary run_suite_file(const SuiteRunOptions& opt, const StoreOpener& op
   for (const Cell& c : cells)
     if (auto it = by_key.find(c.key); it != by_key.end()) sum.records.push_back(it->second);
   return sum;
+}
+
+std::vector<int64_t> default_calibration_ids(const Tokenizer& tok, int64_t max_position) {
+  const int64_t cap = max_position > 0 ? std::min<int64_t>(2048, max_position) : 2048;
+  std::vector<int64_t> ids;
+  for (int32_t id : tok.encode(generate_prose(2000, kDefaultCalibrationSeed))) {
+    if (static_cast<int64_t>(ids.size()) == cap) break;
+    ids.push_back(id);
+  }
+  return ids;
 }
 
 }  // namespace kvb

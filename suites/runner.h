@@ -11,7 +11,9 @@
 // harness/engine/calibration.h's context; artifacts cached under SuiteRunOptions::
 // calibration_dir, so only the first cell of a (model, method) computes one). A cell whose
 // method used artifacts names them in its record: "calibration": [{"stage", "path", "hash"}]
-// (the stage's canonical spec, the artifact file, FNV-1a 64 of its bytes).
+// (the stage's canonical spec, the artifact file, FNV-1a 64 of its bytes). Methods that
+// calibrate on text (kvquant) get the built-in calibration text (default_calibration_ids), not
+// the suite's own data: calibrating on the evaluated text would leak it into the method.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +41,16 @@ struct SuiteRunOptions {
   // artifacts, keyed by model hash and spec; "" = "calibration" beside the results file.
   std::string calibration_dir;
 };
+
+class Tokenizer;
+
+// The calibration text `kvbench run` gives methods that calibrate on text: 2000 words of the
+// built-in generated prose (datasets/prose.h, seed kDefaultCalibrationSeed) tokenized by the
+// model's tokenizer, its first min(2048, max_position) tokens. `kvbench calibrate --data FILE`
+// calibrates on a text of one's own instead (another calibration hash, another artifact).
+inline constexpr uint64_t kDefaultCalibrationSeed = 0x6b7671756e74ULL;
+inline constexpr const char* kDefaultCalibrationSource = "builtin prose (2000 words, seed 0x6b7671756e74)";
+std::vector<int64_t> default_calibration_ids(const Tokenizer& tok, int64_t max_position);
 
 // "i/N" -> index i, count N; kvb::InputError unless 1 <= i <= N.
 void parse_shard(const std::string& text, int& index, int& count);

@@ -3,12 +3,17 @@
 #include <algorithm>
 
 #include "common/check.h"
+#include "common/hash.h"
 
 namespace kvb {
 
 CalibrationContext make_calibration_context(const Model& model, const std::string& model_id,
-                                            const std::string& cache_dir) {
+                                            const std::string& cache_dir,
+                                            std::vector<int64_t> ids, std::string source) {
   CalibrationContext ctx;
+  ctx.calibration_hash = calibration_ids_hash(ids);
+  ctx.calibration_ids = std::move(ids);
+  ctx.calibration_source = std::move(source);
   ctx.cache_dir = cache_dir;
   ctx.model_id = model_id;
   ctx.shape = model.shape();
@@ -32,6 +37,11 @@ CalibrationContext make_calibration_context(const Model& model, const std::strin
     return torch::cat(rows, 0).to(torch::kCPU, torch::kFloat32);
   };
   return ctx;
+}
+
+std::string calibration_ids_hash(const std::vector<int64_t>& ids) {
+  return hex64(fnv1a64(std::string(reinterpret_cast<const char*>(ids.data()),
+                                   ids.size() * sizeof(int64_t))));
 }
 
 }  // namespace kvb

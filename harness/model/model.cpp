@@ -118,6 +118,8 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
   // Positions within the cache (StreamingLLM's positions=cache): the chunk sits right after the
   // cache's S slots, whose pre-RoPE keys are rotated at 0 .. S-1 below.
   const std::optional<int64_t> cache_base = cache.rope_positions_from_cache(layer);
+  KVB_CHECK(!cache_base || !cache.view_keys_pre_rope(layer),
+            "attention: a cache cannot rotate at slot indices and at source positions at once");
   torch::Tensor rope_pos = pos;  // [T] int64
   if (cache_base) {
     ensure_rope(*cache_base + T);
@@ -141,6 +143,13 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
       KVB_CHECK(*cache_base == S, "attention: the cache said ", *cache_base, " slots, its view has ",
                 S);
       pk = apply_rope(pk, cos_cache_.narrow(0, 0, S), sin_cache_.narrow(0, 0, S));
+    } else if (cache.view_keys_pre_rope(layer)) {
+      // Keys held before RoPE (KVQuant): each slot rotated at its source position. Padding
+      // (position < 0, masked by logit_bias) takes position 0. Positions are below the chunk's,
+      // which forward() made the tables cover.
+      torch::Tensor p = past.pos.to(device_, torch::kLong).clamp_min(0).reshape({-1});
+      pk = apply_rope(pk, cos_cache_.index_select(0, p).view({B, Hkv, S, D}),
+                      sin_cache_.index_select(0, p).view({B, Hkv, S, D}));
     }
     pv = past.v.to(dtype_);
     if (past.logit_bias.defined()) bias = past.logit_bias.to(dtype_).view({B, Hkv, 1, 1, S});

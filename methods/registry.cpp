@@ -29,7 +29,9 @@ std::string join(const std::vector<std::string>& v) {
   X(gear)              \
   X(zipcache)          \
   X(mikv)              \
-  X(kvquant)           \
+  X(fp8)               \
+  X(rotatekv)          \
+  X(qserve)            \
   X(streaming)         \
   X(h2o)               \
   X(snapkv)            \

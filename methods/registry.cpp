@@ -29,6 +29,7 @@ std::string join(const std::vector<std::string>& v) {
   X(gear)              \
   X(zipcache)          \
   X(mikv)              \
+  X(kvquant)           \
   X(fp8)               \
   X(rotatekv)          \
   X(qserve)            \

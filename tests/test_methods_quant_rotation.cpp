@@ -3,7 +3,7 @@
 // them), the fast Walsh–Hadamard transform against a dense Hadamard matrix, what each store
 // holds and counts, the error against `int` at equal bits on data with channel outliers, exact
 // sink tokens, and each store under a chain's evictions (kept rows stay bitwise what a lone store
-// holds).
+// holds), keys stored before RoPE.
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/version.h>
@@ -306,6 +306,49 @@ TEST(RotateKvSinks, FirstTokensAreExactOthersQuantized) {
     EXPECT_EQ(m.payload_bytes, 2 * 2 * 40 * 8 + 2 * 2 * 5 * 32 * es);
     EXPECT_EQ(m.metadata_bytes, 2 * 2 * 2 * 40 * 1 * 2 + 2 * 32 * 2 + 5 * 8);
     expect_same(*make_method("rotatekv(sink=5)")->promised_memory(shape, 40, dt), st->memory());
+  }
+}
+
+// pre_rope=true (the default, the paper's): the store quantizes KVAppend::k_pre_rope and says
+// its view holds keys before RoPE (the model rotates them at their source positions), alone and
+// through a chain; pre_rope=false stores the post-RoPE keys.
+TEST(RotateKvPreRope, StoresTheKeysBeforeRopeAndSaysSo) {
+  const ModelShape shape = method_shape(1, 2, 2, 32);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(8);
+  const torch::Tensor pre = torch::randn({1, 2, 24, 32}, gen),
+                      post = torch::randn({1, 2, 24, 32}, gen);
+  const torch::Tensor v = torch::randn({1, 2, 24, 32}, gen);
+  for (bool pre_rope : {true, false}) {
+    SCOPED_TRACE(pre_rope);
+    const std::string spec =
+        std::string("rotatekv(sink=2,pre_rope=") + (pre_rope ? "true)" : "false)");
+    auto st = make_method(spec)->make_state(shape);
+    st->append(0, KVAppend{post, pre, v, torch::arange(0, 24, torch::kLong), {}});
+    EXPECT_EQ(st->view_keys_pre_rope(0), pre_rope);
+    const torch::Tensor want = pre_rope ? pre : post, other = pre_rope ? post : pre;
+    const KVView view = st->view(0);
+    EXPECT_TRUE(torch::equal(view.k.narrow(2, 0, 2), want.narrow(2, 0, 2)));  // sinks
+    EXPECT_LT((view.k - want).abs().mean().item<double>(), 0.6);
+    EXPECT_GT((view.k - other).abs().mean().item<double>(), 1.0);
+    EXPECT_EQ(make_method("snapkv(budget=64)+" + spec)->make_state(shape)->view_keys_pre_rope(0),
+              pre_rope);
+  }
+}
+
+// Through the model: at 8 bits both placements stay near the full cache's logits, so the model
+// rotates the pre-RoPE view at the right positions (unrotated keys would be far off).
+TEST(RotateKvPreRope, EightBitsStayNearTheFullCacheThroughTheModel) {
+  const ModelConfig c = test::tiny_model_config();
+  Model model = Model::random(c, 21);
+  torch::Tensor ids = torch::randint(0, c.vocab_size, {1, kContractTokens}, torch::kLong);
+  auto full = make_method("full")->make_state(model.shape());
+  const torch::Tensor ref = test::run_logits(model, *full, ids, kContractPrompt, 8);
+  for (const char* spec : {"rotatekv(bits=8,pre_rope=true)", "rotatekv(bits=8,pre_rope=false)"}) {
+    auto st = make_method(spec)->make_state(model.shape());
+    const double d =
+        (test::run_logits(model, *st, ids, kContractPrompt, 8) - ref).abs().max().item<double>();
+    std::cout << "[ measured ] " << spec << " max |logit - full| " << d << "\n";
+    EXPECT_LT(d, 0.05) << spec;
   }
 }
 

@@ -1,4 +1,5 @@
-// `rotatekv(bits=2|4|8, group=64, sink=4)`: RotateKV (Su et al., IJCAI 2025, ZunhaiSu/RotateKV).
+// `rotatekv(bits=2|4|8, group=64, sink=4, pre_rope=true)`: RotateKV (Su et al., IJCAI 2025,
+// ZunhaiSu/RotateKV).
 //
 //   rotation   every key and value is turned by the orthonormal fast Walsh–Hadamard transform
 //              over its head_dim channels (kernels/cpu/hadamard.h; head_dim must be a power of
@@ -18,9 +19,13 @@
 // view() dequantizes, undoes the permutation and applies the transform again (it is its own
 // inverse).
 //
-// Deviations from the paper: (1) keys are rotated after RoPE: the seam hands stores post-RoPE
-// keys and has no way yet to give pre-RoPE keys back to the model (a hook is being added for
-// KVQuant); the paper rotates pre-RoPE so RoPE cannot re-mix what the reordering sorted. (2) The
+// Keys before RoPE (pre_rope=true, the paper's pre-RoPE rotation): the store takes
+// KVAppend::k_pre_rope and view() gives keys before RoPE (KVCacheState::view_keys_pre_rope: the
+// model rotates each slot at its source position), so RoPE cannot re-mix the channels the
+// reordering sorted. pre_rope=false (the ablation) rotates post-RoPE keys.
+//
+// Deviations from the paper: (1) the model applies RoPE to the de-rotated keys when it reads them
+// (the paper keeps keys rotated and folds the transform into the projections). (2) The
 // rotation is per KV head, not grouped across heads: a chain's selectors keep different tokens
 // per KV head, so a transform mixing heads could not be inverted for a slot. (3) Sinks are the
 // first tokens, not tokens found by massive activations (the store never sees hidden states).
@@ -43,28 +48,37 @@ namespace {
 
 class RotateStore : public SlotStore {
  public:
-  RotateStore(const ModelShape& shape, int bits, int64_t group, int64_t sink)
-      : bits_(bits), group_(group), sink_(sink), layers_(static_cast<size_t>(shape.n_layers)) {}
+  RotateStore(const ModelShape& shape, int bits, int64_t group, int64_t sink, bool pre_rope)
+      : bits_(bits),
+        group_(group),
+        sink_(sink),
+        pre_rope_(pre_rope),
+        layers_(static_cast<size_t>(shape.n_layers)) {}
+
+  bool view_keys_pre_rope(int) const override { return pre_rope_; }
 
   void append(int layer, const KVAppend& a) override {
     Layer& L = layers_.at(static_cast<size_t>(layer));
-    const int64_t b = a.k.size(0), h = a.k.size(1), t = a.k.size(2), d = a.k.size(3);
+    KVB_CHECK(!pre_rope_ || a.k_pre_rope.defined(),
+              "rotatekv: pre_rope=true needs KVAppend::k_pre_rope");
+    const torch::Tensor& key = pre_rope_ ? a.k_pre_rope : a.k;  // [B, H, T, D]
+    const int64_t b = key.size(0), h = key.size(1), t = key.size(2), d = key.size(3);
     if (t == 0) return;
-    compute_ = a.k.scalar_type();
+    compute_ = key.scalar_type();
     // Sinks: the first `sink` tokens appended, kept as given.
     const int64_t m = std::min(t, std::max<int64_t>(0, sink_ - L.seen));
     if (m > 0) {
-      auto opts = a.k.options();
+      auto opts = key.options();
       reserve_rows(L.sink_k, L.n_sink, L.n_sink + m, b, h, d, opts);
       reserve_rows(L.sink_v, L.n_sink, L.n_sink + m, b, h, d, opts);
-      L.sink_k.narrow(2, L.n_sink, m).copy_(a.k.narrow(2, 0, m));
+      L.sink_k.narrow(2, L.n_sink, m).copy_(key.narrow(2, 0, m));
       L.sink_v.narrow(2, L.n_sink, m).copy_(a.v.narrow(2, 0, m));
       torch::Tensor p = a.pos.narrow(0, 0, m).to(torch::kCPU, torch::kLong);
       for (int64_t i = 0; i < m; ++i) L.sink_pos.push_back(p[i].item<int64_t>());
       L.n_sink += m;
       L.sink_lookup = torch::Tensor();
     }
-    torch::Tensor rk = kernels::fwht(a.k), rv = kernels::fwht(a.v);  // [B, H, T, D] float32
+    torch::Tensor rk = kernels::fwht(key), rv = kernels::fwht(a.v);  // [B, H, T, D] float32
     if (!L.perm.defined()) {
       const torch::Tensor stat_rows = m < t ? rk.narrow(2, m, t - m) : rk;
       const torch::Tensor stat = stat_rows.abs().mean(std::vector<int64_t>{0, 2});  // [H, D]
@@ -72,7 +86,7 @@ class RotateStore : public SlotStore {
                    .to(torch::kShort)
                    .contiguous();
     }
-    auto u8 = a.k.options().dtype(torch::kUInt8), f16 = a.k.options().dtype(torch::kHalf);
+    auto u8 = key.options().dtype(torch::kUInt8), f16 = key.options().dtype(torch::kHalf);
     for (Side* s : {&L.k, &L.v}) {
       reserve_rows(s->codes, L.len, L.len + t, b, h, d * bits_ / 8, u8);
       reserve_rows(s->scale, L.len, L.len + t, b, h, d / group_, f16);
@@ -213,6 +227,7 @@ class RotateStore : public SlotStore {
 
   int bits_;
   int64_t group_, sink_;
+  bool pre_rope_;
   torch::ScalarType compute_ = torch::kFloat32;
   std::vector<Layer> layers_;
 };
@@ -223,10 +238,13 @@ class RotateMethod : public StorageMethod {
       : StorageMethod(stage),
         bits_(static_cast<int>(spec_int(stage, "bits"))),
         group_(spec_int(stage, "group")),
-        sink_(spec_int(stage, "sink")) {}
+        sink_(spec_int(stage, "sink")),
+        pre_rope_(stage.params.at("pre_rope") == "true") {}
+
+  bool stores_pre_rope_keys() const override { return pre_rope_; }
 
   std::unique_ptr<SlotStore> make_store(const ModelShape& shape) const override {
-    return std::make_unique<RotateStore>(shape, bits_, group_for(shape.head_dim), sink_);
+    return std::make_unique<RotateStore>(shape, bits_, group_for(shape.head_dim), sink_, pre_rope_);
   }
 
   MemoryUse layer_promise(const ModelShape& shape, const KeptSlots& kept,
@@ -266,6 +284,7 @@ class RotateMethod : public StorageMethod {
 
   int bits_;
   int64_t group_, sink_;
+  bool pre_rope_;
 };
 
 double view_tolerance(const StageSpec& s) {
@@ -283,18 +302,28 @@ MethodEntry rotatekv_entry() {
           "RotateKV: keys and values rotated per KV head by the fast Walsh-Hadamard transform, "
           "key channels reordered by magnitude (from the first chunk), per-token group "
           "quantization with fp16 scale and zero point, the first `sink` tokens kept in full "
-          "precision. Keys are rotated after RoPE (a deviation: see rotatekv.cpp).",
+          "precision. Keys are stored before RoPE (pre_rope=true; the model rotates them when "
+          "read) or after it (pre_rope=false).",
       .params =
           {{"bits", "int", "2", {"2", "4", "8"}, 0, 0, "bits per element"},
            {"group", "int", "64", {}, 1, kMaxSpecGroup, "channels per group (capped at head_dim)"},
-           {"sink", "int", "4", {}, 0, 1024, "first tokens kept in full precision"}},
+           {"sink", "int", "4", {}, 0, 1024, "first tokens kept in full precision"},
+           {"pre_rope",
+            "enum",
+            "true",
+            {"true", "false"},
+            0,
+            0,
+            "rotate and store keys before RoPE (false: after it, the ablation)"}},
       .make = StorageFactory([](const StageSpec& s) { return std::make_unique<RotateMethod>(s); }),
       .finalize = nullptr,
-      .contract = {.examples = {"rotatekv", "rotatekv(bits=4,group=32,sink=0)",
-                                "rotatekv(sink=40)"},
+      // The first example stores post-RoPE keys: every selector composes with it (Quest's page
+      // bounds need post-RoPE keys).
+      .contract = {.examples = {"rotatekv(pre_rope=false)", "rotatekv",
+                                "rotatekv(bits=4,group=32,sink=0)", "rotatekv(sink=40)"},
                    .view_tolerance = view_tolerance,
                    .lossless = {},
-                   .compressing = {"rotatekv"}},
+                   .compressing = {"rotatekv", "rotatekv(pre_rope=false)"}},
   };
 }
 

@@ -64,6 +64,11 @@ class ChainState : public KVCacheState {
 
   KVView view(int layer) const override { return store_->view(layer); }
 
+  std::vector<KVView> read_view_heads(int layer, const torch::Tensor& q) const override {
+    if (!ragged_ || pre_rope_ || store_pre_rope_) return {};
+    return ragged_->head_views(layer);
+  }
+
   // The store's view, with the slots a query-aware selector (Quest) skips for these queries
   // masked out (logit_bias -inf).
   // Records what the read takes (bytes_read_last_step): the store's payload and metadata in
@@ -257,6 +262,7 @@ std::optional<MemoryUse> ChainMethod::promised_memory(const ModelShape& shape, i
       kept.kept_in = [sel, &shape, layer, tokens, prompt](int64_t from, int64_t to) {
         return sel->promised_layer_kept_in(shape, layer, tokens, prompt, from, to);
       };
+      kept.kept_exact = sel->keeps_slots_known_in_advance();
     }
     MemoryUse l = storage_->layer_promise(shape, kept, compute);
     if (slots < tokens) l.metadata_bytes += shape.n_head_kv * slots * 8;  // explicit positions

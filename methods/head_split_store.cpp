@@ -99,6 +99,37 @@ torch::Tensor HeadSplitStore::positions(int layer) const {
   return pos;
 }
 
+std::vector<KVView> HeadSplitStore::head_views(int layer) const {
+  std::vector<KVView> out;
+  const int64_t hk = shape_.n_head_kv;
+  for (int64_t bi = 0; bi < batch_; ++bi)
+    for (int64_t hi = 0; hi < hk; ++hi) {
+      KVView x = at(bi, hi).view(layer);
+      const Compensation& c = compensation(layer, bi, hi);
+      if (c.count > 0) {  // the head's compensation slot after its stored slots
+        const int64_t d = c.k.size(-1);
+        auto opts = x.slots() > 0 ? x.k.options() : c.k.options();
+        torch::Tensor ck = c.k.reshape({1, 1, 1, d}).to(opts), cv = c.v.reshape({1, 1, 1, d}).to(opts);
+        torch::Tensor cb = torch::full({1, 1, 1}, std::log(static_cast<double>(c.count)),
+                                       opts.dtype(torch::kFloat32));
+        torch::Tensor cp = torch::full({1, 1, 1}, kCompensationPos, torch::kLong);
+        if (x.slots() == 0) {
+          x.k = ck, x.v = cv, x.pos = cp.to(opts.device()), x.logit_bias = cb;
+        } else {
+          torch::Tensor bias = x.logit_bias.defined()
+                                   ? x.logit_bias.to(torch::kFloat32)
+                                   : torch::zeros({1, 1, x.slots()}, opts.dtype(torch::kFloat32));
+          x.k = torch::cat({x.k, ck}, 2);
+          x.v = torch::cat({x.v, cv}, 2);
+          x.pos = torch::cat({x.pos, cp.to(x.pos.device())}, 2);
+          x.logit_bias = torch::cat({bias, cb}, 2);
+        }
+      }
+      out.push_back(std::move(x));
+    }
+  return out;
+}
+
 KVView HeadSplitStore::view(int layer) const {
   KVView out;
   const int64_t hk = shape_.n_head_kv;

@@ -38,6 +38,10 @@ class HeadSplitStore : public SlotStore {
   KVView view(int layer) const override;
   MemoryUse memory(int layer) const override;
   using SlotStore::memory;
+  // Each (batch row, KV head)'s own view ([1, 1, S_h, D], its compensation slot last), b-major:
+  // what attention reads without padding the heads to the longest (Model::attention uses it
+  // through KVCacheState::read_view_heads).
+  std::vector<KVView> head_views(int layer) const;
   int64_t slots(int layer) const override;
   torch::Tensor positions(int layer) const override;  // [B, H, S] int64, -1 = padding
   int n_layers() const override { return static_cast<int>(shape_.n_layers); }

@@ -76,6 +76,12 @@ class KVCacheState {
   // What the chunk's queries q ([B, H_q, T, D] post-RoPE) read: view(layer), with the slots a
   // query-aware method (Quest) skips masked by logit_bias -inf. The engine attends through this.
   virtual KVView read_view(int layer, const torch::Tensor& q) const { return view(layer); }
+  // Head-wise states (methods/head_split_store.h): each (batch row, KV head)'s view apart
+  // ([1, 1, S_h, D], b-major), so attention reads no padding; empty (the default): read
+  // read_view(). Must attend as read_view() does.
+  virtual std::vector<KVView> read_view_heads(int layer, const torch::Tensor& q) const {
+    return {};
+  }
   // Position re-assignment inside the cache (StreamingLLM's `positions=cache`). nullopt (the
   // default): the view holds post-RoPE keys and the chunk takes the positions the engine gives.
   // A value S (the layer's slot count, what view(layer) holds): the state stores keys before

@@ -45,6 +45,9 @@ class SlotStore : public KVCacheState {
 struct KeptSlots {
   int64_t tokens = 0, slots = 0;
   std::function<int64_t(int64_t from, int64_t to)> kept_in;  // empty: nothing was dropped
+  // kept_in is exact, not a bound: the one selector's rule fixes which tokens stay (StreamingLLM),
+  // so a storage stage can promise exactly what it holds.
+  bool kept_exact = false;
   bool dropped() const { return slots < tokens; }
   int64_t in(int64_t from, int64_t to) const;  // min(kept_in, to - from, slots), >= 0
   // Blocks [i*block, (i+1)*block) of [0, to) holding at least one held slot: an upper bound.

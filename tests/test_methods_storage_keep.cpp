@@ -227,6 +227,36 @@ TEST(MethodStorageKeep, KiviAloneKeepsItsPlainLayoutAndPromise) {
   EXPECT_EQ(got.payload_bytes, 4 * ((256 + 181) * 16 + (53 + 128) * 256));
 }
 
+// A chain whose kept tokens follow from the count (StreamingLLM) promises KIVI's bytes exactly,
+// also where a quantized value costs more than a full one (head_dim 4, group 2, bf16): a one-hour
+// fuzz_spec run found streaming(sink=0,window=3)+kivi(bits=4,group=2,residual=4) holding 388
+// metadata bytes against 772 promised, the bound for data-dependent selectors applied to it.
+TEST(MethodStorageKeep, StreamingThenKiviPromisesExactlyWithTinyGroupsInBf16) {
+  const ModelShape shape = method_shape(1, 2, 2, 4);
+  for (const char* spec : {"streaming(sink=0,window=3)+kivi(bits=4,group=2,residual=4)",
+                           "streaming(sink=2,window=5)+kivi(bits=4,group=2,residual=2)"}) {
+    SCOPED_TRACE(spec);
+    auto m = make_method(spec, torch::kBFloat16);
+    ASSERT_TRUE(m->promise_is_exact());
+    auto st = m->make_state(shape);
+    int64_t n = 0;
+    auto feed = [&](int64_t t) {
+      torch::Tensor k = torch::randn({1, 2, t, 4}).to(torch::kBFloat16);
+      torch::Tensor v = torch::randn({1, 2, t, 4}).to(torch::kBFloat16);
+      torch::Tensor q = torch::randn({1, 2, t, 4}).to(torch::kBFloat16);
+      st->append(0, KVAppend{k, k, v, torch::arange(n, n + t, torch::kLong), q});
+      n += t;
+    };
+    for (int64_t t : {4, 4, 2}) feed(t);
+    st->end_prefill();
+    for (int i = 0; i < 3; ++i) feed(1);
+    const MemoryUse got = st->memory(), want = *m->promised_memory(shape, n, torch::kBFloat16, 10);
+    EXPECT_EQ(got.payload_bytes, want.payload_bytes);
+    EXPECT_EQ(got.metadata_bytes, want.metadata_bytes);
+    EXPECT_EQ(got.slots, want.slots);
+  }
+}
+
 // ---- storage dtype ---------------------------------------------------------------------------
 
 TEST(MethodStorageDtype, FullAndSelectorsAloneStoreInTheComputeDtype) {

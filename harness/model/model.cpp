@@ -134,7 +134,16 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   torch::Tensor q5 = (q * scale).view({B, Hkv, G, T, D});
 
-  KVView past = cache.read_view(layer, q);
+  const bool observe = cache.wants_attention(layer);
+  // Head-wise caches (a different slot count per KV head) are read head by head, without the
+  // padding a dense view needs; not when the method observes (its weights span the dense view)
+  // or keys are rotated here.
+  std::vector<KVView> heads;
+  if (!observe && !cache_base && !cache.view_keys_pre_rope(layer) && B == 1)
+    heads = cache.read_view_heads(layer, q);
+  KVB_CHECK(heads.empty() || static_cast<int64_t>(heads.size()) == Hkv, "attention: ",
+            heads.size(), " head views for ", Hkv, " KV heads");
+  KVView past = heads.empty() ? cache.read_view(layer, q) : KVView();
   const int64_t S = past.slots();
   torch::Tensor pk, pv, bias;
   if (S > 0) {
@@ -154,7 +163,6 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
     pv = past.v.to(dtype_);
     if (past.logit_bias.defined()) bias = past.logit_bias.to(dtype_).view({B, Hkv, 1, 1, S});
   }
-  const bool observe = cache.wants_attention(layer);
   torch::Tensor probs_all;  // [B, H_kv, G, T, S + T] fp32, only for methods that observe
   if (observe) probs_all = torch::zeros({B, Hkv, G, T, S + T}, x.options().dtype(torch::kFloat32));
   torch::Tensor out5 = torch::empty({B, Hkv, G, T, D}, x.options());
@@ -172,6 +180,28 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
       torch::Tensor mask = torch::full({tb, tb}, -std::numeric_limits<float>::infinity(),
                                        s_new.options()).triu_(1);  // [tb, tb]
       s_new.narrow(-1, t0, tb).add_(mask);
+    }
+    if (!heads.empty()) {  // per KV head over its own slots (exact as the dense path)
+      for (int64_t h = 0; h < Hkv; ++h) {
+        const KVView& hv = heads[static_cast<size_t>(h)];
+        const int64_t sh = hv.slots();
+        torch::Tensor qh = qb.narrow(1, h, 1);     // [1, 1, G*tb, D]
+        torch::Tensor sc = s_new.narrow(1, h, 1);  // [1, 1, G, tb, tk]
+        torch::Tensor pvh;
+        if (sh > 0) {
+          torch::Tensor sp =
+              torch::matmul(qh, hv.k.to(dtype_).transpose(-1, -2)).view({1, 1, G, tb, sh});
+          if (hv.logit_bias.defined()) sp.add_(hv.logit_bias.to(dtype_).view({1, 1, 1, 1, sh}));
+          sc = torch::cat({sp, sc}, -1);
+          pvh = hv.v.to(dtype_);
+        }
+        torch::Tensor ph =
+            torch::softmax(sc, -1, torch::kFloat32).to(dtype_).view({1, 1, G * tb, sh + tk});
+        torch::Tensor oh = torch::matmul(ph.narrow(-1, sh, tk), v.narrow(1, h, 1).narrow(2, 0, tk));
+        if (sh > 0) oh.add_(torch::matmul(ph.narrow(-1, 0, sh), pvh));
+        out5.narrow(1, h, 1).narrow(3, t0, tb).copy_(oh.view({1, 1, G, tb, D}));
+      }
+      continue;
     }
     torch::Tensor scores = s_new;
     if (S > 0) {

@@ -64,6 +64,23 @@ class ScissorhandsState : public ScoreSelectorState {
     torch::Tensor n = torch::arange(s - t + 1, s + 1, a.options());   // [T]
     torch::Tensor important = a > n.reciprocal().view({1, 1, t, 1});  // [B, H_kv, T, S]
     const int64_t w = std::min(t, history_);  // earlier queries of the chunk are overwritten
+    if (w * 8 <= history_) {
+      // A few queries (decode): each rewrites one bit per slot, and the held count moves by
+      // (new bit - the erased query's bit): O(S) per query, not O(S x history).
+      torch::Tensor count = held_scores(layer).clone();  // [B, H_kv, S]
+      torch::Tensor live = R.bits.narrow(2, 0, s);
+      for (int64_t j = t - w; j < t; ++j) {
+        const int64_t c = (R.queries + j) % history_;
+        const int bit = static_cast<int>(c % 8);
+        torch::Tensor byte = live.select(3, c / 8);  // [B, H_kv, S] uint8, a view
+        torch::Tensor old = byte.bitwise_and(1 << bit).ne(0);
+        torch::Tensor now = important.select(2, j);  // [B, H_kv, S] bool
+        count.add_(now.to(torch::kFloat32)).sub_(old.to(torch::kFloat32));
+        byte.bitwise_and_(0xFF ^ (1 << bit)).add_(now.to(torch::kUInt8).mul_(1 << bit));
+      }
+      R.queries += t;
+      return count;
+    }
     torch::Tensor cols = torch::arange(R.queries + t - w, R.queries + t, torch::kLong)
                              .remainder_(history_)
                              .to(a.device());

@@ -600,11 +600,14 @@ class KiviMethod : public StorageMethod {
     // value with its scales costs more than a full-precision one (a tiny group in bf16/fp16),
     // then every kept value quantized. Either way payload and payload + metadata are bounds
     // (fuzz_spec found snapkv(budget=8,window=2)+kivi(bits=4,group=2,residual=4) in bf16 over
-    // the payload promise when the split was taken from the total's worst case alone).
+    // the payload promise when the split was taken from the total's worst case alone; and
+    // streaming(sink=0,window=3)+kivi(bits=4,group=2,residual=4), whose promise is exact, over
+    // the metadata it held when that worst case was applied to exactly known tokens too).
     const bool fp_costs_more = d * es >= dp + 4 * (d / gv);
     const int64_t nrv = kept.in(l - w, l);
     const int64_t nqk = slots - nrk, nqv = slots - nrv;
-    const int64_t nqv_meta = fp_costs_more ? nqv : slots;
+    // With the kept tokens known exactly (StreamingLLM's rule), nqv is what is held.
+    const int64_t nqv_meta = fp_costs_more || kept.kept_exact ? nqv : slots;
     const int64_t groups = kept.blocks_touched(lq, group_);
     m.payload_bytes = h * ((nqk + nqv) * dp + (nrk + nrv) * d * es);
     m.metadata_bytes =

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <random>
 
+#include "common/number_text.h"
 #include "common/check.h"
 #include "common/dtype.h"
 #include "common/hash.h"
@@ -78,7 +79,7 @@ CompareCells load_compare_cells(const ResultsDb& db, const std::string& run_id,
     CompareCell c{r[1], r[3], std::move(record), {}};
     for (auto& s :
          db.query("SELECT idx, turn, input_hash, score FROM samples WHERE cell_id = ?", {r[0]}))
-      c.samples[s[0] + "/" + s[1] + "/" + s[2]] = std::stod(s[3]);
+      c.samples[s[0] + "/" + s[1] + "/" + s[2]] = parse_double_text(s[3], "results database");
     const std::string key =
         r[1] + "|" + r[2] + "|" + (only_spec.empty() ? r[3] : "*") + "|" + r[4] + "|" + r[5];
     out[key] = std::move(c);

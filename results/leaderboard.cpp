@@ -10,6 +10,7 @@
 #include <set>
 #include <tuple>
 
+#include "common/number_text.h"
 #include "common/check.h"
 #include "common/json_reader.h"
 #include "methods/registry.h"
@@ -94,7 +95,8 @@ std::string fmt(const char* f, double v) {
 }
 
 std::optional<double> number(const std::string& s) {
-  return s.empty() ? std::nullopt : std::optional<double>(std::stod(s));
+  return s.empty() ? std::nullopt
+                   : std::optional<double>(parse_double_text(s, "results database"));
 }
 
 std::optional<double> metric(const Cell& c, const std::string& name) {
@@ -527,7 +529,7 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
            {r[4]},
            {r[5]},
            {r[6]},
-           {r[7], std::stod(r[7])},
+           {r[7], parse_double_text(r[7], "results database")},
            num_cell(number(r[8]), "%.3g"),
            num_cell(number(r[9]), "%.3g"),
            num_cell(number(r[10]), "%.3g"),

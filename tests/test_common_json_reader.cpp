@@ -129,3 +129,29 @@ TEST(JsonNode, AnEmptySourceLeavesItOutOfMessages) {
 }
 
 }  // namespace
+
+#include "common/number_text.h"
+
+namespace kvb {
+namespace {
+
+// SQLite prints a subnormal REAL as "4.9406564584124654e-324"; std::stod throws out_of_range
+// on it (a fuzzed results database crashed the leaderboard so). parse_double_text reads it.
+TEST(CommonNumberText, SubnormalsReadOverflowAndJunkAreInputErrors) {
+  EXPECT_GT(parse_double_text("4.9406564584124654e-324", "db"), 0.0);
+  EXPECT_EQ(parse_double_text("1e-400", "db"), 0.0);
+  EXPECT_EQ(parse_double_text("-2.5", "db"), -2.5);
+  for (const char* bad : {"1e999", "12x", "", "abc"}) {
+    try {
+      parse_double_text(bad, "results database");
+      ADD_FAILURE() << bad << " was read";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("results database: expected a number"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvb

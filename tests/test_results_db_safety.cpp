@@ -252,7 +252,7 @@ TEST_F(ResultsDbSafety, OtherFilesAndNewerSchemasAreRefused) {
 TEST_F(ResultsDbSafety, ATableOrValueOutOfItsSchemaIsRefused) {
   const std::string no_table = copy("notable.db");
   test::exec_rw(no_table, "DROP TABLE memory");
-  expect_refused_by_three(0, no_table, "schema version 2 has table memory");
+  expect_refused_by_three(0, no_table, "has table memory, this file does not");
   const std::string text_score = copy("textscore.db");
   test::exec_rw(text_score, "UPDATE samples SET score = 'high' WHERE rowid = 1");
   expect_refused_by_three(3, text_score, "score holds text, not REAL");

@@ -102,6 +102,13 @@ torch::Tensor HeadSplitStore::positions(int layer) const {
 std::vector<KVView> HeadSplitStore::head_views(int layer) const {
   std::vector<KVView> out;
   const int64_t hk = shape_.n_head_kv;
+  // Heads of one length without compensation slots: view() is one concatenation, no padding,
+  // and one batched attention over it is cheaper than a call per head.
+  bool uneven = false;
+  for (int64_t bi = 0; bi < batch_ && !uneven; ++bi)
+    for (int64_t hi = 0; hi < hk && !uneven; ++hi)
+      uneven = comp_slots(layer, bi, hi) > 0 || at(bi, hi).slots(layer) != at(0, 0).slots(layer);
+  if (!uneven) return out;
   for (int64_t bi = 0; bi < batch_; ++bi)
     for (int64_t hi = 0; hi < hk; ++hi) {
       KVView x = at(bi, hi).view(layer);

@@ -40,7 +40,8 @@ class HeadSplitStore : public SlotStore {
   using SlotStore::memory;
   // Each (batch row, KV head)'s own view ([1, 1, S_h, D], its compensation slot last), b-major:
   // what attention reads without padding the heads to the longest (Model::attention uses it
-  // through KVCacheState::read_view_heads).
+  // through KVCacheState::read_view_heads). Empty while every head holds as many slots and none a
+  // compensation slot (view() pads nothing then).
   std::vector<KVView> head_views(int layer) const;
   int64_t slots(int layer) const override;
   torch::Tensor positions(int layer) const override;  // [B, H, S] int64, -1 = padding

@@ -154,6 +154,20 @@ void drop_swap_rows(torch::Tensor& buf, int64_t used, const torch::Tensor& slot)
   buf.scatter_(2, slot.view({b, h, 1, 1}).expand({b, h, 1, x}), src);
 }
 
+void keep_slots(std::initializer_list<torch::Tensor*> rows, SlotPositions& pos, int64_t& len,
+                const torch::Tensor& idx) {
+  for (torch::Tensor* t : rows) keep_rows(*t, len, idx);
+  pos.keep(idx);
+  len = idx.size(2);
+}
+
+void drop_swap_slots(std::initializer_list<torch::Tensor*> rows, SlotPositions& pos, int64_t& len,
+                     const torch::Tensor& slot) {
+  for (torch::Tensor* t : rows) drop_swap_rows(*t, len, slot);
+  pos.drop_swap(slot);
+  --len;
+}
+
 torch::Tensor clone_rows(const torch::Tensor& buf) { return buf.defined() ? buf.clone() : buf; }
 
 }  // namespace kvb

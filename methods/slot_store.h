@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -139,6 +140,13 @@ void reserve_rows(torch::Tensor& buf, int64_t used, int64_t need, int64_t b, int
 void keep_rows(torch::Tensor& buf, int64_t used, const torch::Tensor& idx);
 // buf[b, h, slot[b, h]] = buf[b, h, used - 1].
 void drop_swap_rows(torch::Tensor& buf, int64_t used, const torch::Tensor& slot);
+// SlotStore::keep() / drop_swap() of a store whose slots are rows of `rows` (buffers
+// [B, H, capacity, X]) with positions `pos`, `len` of them live: every buffer, the positions and
+// the count move together.
+void keep_slots(std::initializer_list<torch::Tensor*> rows, SlotPositions& pos, int64_t& len,
+                const torch::Tensor& idx);
+void drop_swap_slots(std::initializer_list<torch::Tensor*> rows, SlotPositions& pos, int64_t& len,
+                     const torch::Tensor& slot);
 // Deep copy of a buffer's first `used` rows (capacity kept), undefined stays undefined.
 torch::Tensor clone_rows(const torch::Tensor& buf);
 

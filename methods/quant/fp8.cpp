@@ -70,17 +70,13 @@ class Fp8Store : public SlotStore {
 
   void keep(int layer, const torch::Tensor& idx) override {
     Layer& L = layers_.at(static_cast<size_t>(layer));
-    for (Side* s : {&L.k, &L.v}) keep_rows(s->codes, L.len, idx);
-    L.pos.keep(idx);
-    L.len = idx.size(2);
+    keep_slots({&L.k.codes, &L.v.codes}, L.pos, L.len, idx);
   }
 
   bool can_drop_swap() const override { return true; }
   void drop_swap(int layer, const torch::Tensor& slot) override {
     Layer& L = layers_.at(static_cast<size_t>(layer));
-    for (Side* s : {&L.k, &L.v}) drop_swap_rows(s->codes, L.len, slot);
-    L.pos.drop_swap(slot);
-    --L.len;
+    drop_swap_slots({&L.k.codes, &L.v.codes}, L.pos, L.len, slot);
   }
 
   MemoryUse memory(int layer) const override {

@@ -47,19 +47,13 @@ class FullStore : public SlotStore {
 
   void keep(int layer, const torch::Tensor& idx) override {
     Layer& L = layers_.at(static_cast<size_t>(layer));
-    keep_rows(L.k, L.len, idx);
-    keep_rows(L.v, L.len, idx);
-    L.pos.keep(idx);
-    L.len = idx.size(2);
+    keep_slots({&L.k, &L.v}, L.pos, L.len, idx);
   }
 
   bool can_drop_swap() const override { return true; }
   void drop_swap(int layer, const torch::Tensor& slot) override {
     Layer& L = layers_.at(static_cast<size_t>(layer));
-    drop_swap_rows(L.k, L.len, slot);
-    drop_swap_rows(L.v, L.len, slot);
-    L.pos.drop_swap(slot);
-    --L.len;
+    drop_swap_slots({&L.k, &L.v}, L.pos, L.len, slot);
   }
 
   MemoryUse memory(int layer) const override {

@@ -120,19 +120,15 @@ class RotateStore : public SlotStore {
 
   void keep(int layer, const torch::Tensor& idx) override {
     Layer& L = layers_.at(static_cast<size_t>(layer));
-    for (Side* s : {&L.k, &L.v})
-      for (torch::Tensor* t : {&s->codes, &s->scale, &s->zero}) keep_rows(*t, L.len, idx);
-    L.pos.keep(idx);
-    L.len = idx.size(2);
+    keep_slots({&L.k.codes, &L.k.scale, &L.k.zero, &L.v.codes, &L.v.scale, &L.v.zero}, L.pos,
+               L.len, idx);
   }
 
   bool can_drop_swap() const override { return true; }
   void drop_swap(int layer, const torch::Tensor& slot) override {
     Layer& L = layers_.at(static_cast<size_t>(layer));
-    for (Side* s : {&L.k, &L.v})
-      for (torch::Tensor* t : {&s->codes, &s->scale, &s->zero}) drop_swap_rows(*t, L.len, slot);
-    L.pos.drop_swap(slot);
-    --L.len;
+    drop_swap_slots({&L.k.codes, &L.k.scale, &L.k.zero, &L.v.codes, &L.v.scale, &L.v.zero},
+                    L.pos, L.len, slot);
   }
 
   MemoryUse memory(int layer) const override {

@@ -39,23 +39,39 @@ TEST(ModelHeadViews, PerHeadReadingMatchesThePaddedDenseView) {
   const ModelConfig c = test::tiny_model_config();
   Model model = Model::random(c, 5);
   torch::Tensor ids = torch::randint(0, c.vocab_size, {1, 90}, torch::kLong);
-  for (const char* spec : {"adakv(budget=24,window=4)", "duoattention(sink=2,recent=10,roles=rs)",
-                           "razorattention(sink=2,recent=10,roles=sr)",
-                           "adakv(budget=24,window=4)+kivi(bits=4,group=16,residual=16)"}) {
-    SCOPED_TRACE(spec);
-    auto m = make_method(spec);
+  // AdaKV's split between heads depends on the scores, so whether its heads end up uneven can
+  // change with the CPU's float rounding; the DuoAttention and RazorAttention specs are uneven by
+  // construction (fixed roles), so the padded path is always compared for them.
+  struct Case {
+    const char* spec;
+    bool surely_uneven;
+  };
+  for (const Case& tc : {Case{"adakv(budget=24,window=4)", false},
+                         Case{"duoattention(sink=2,recent=10,roles=rs)", true},
+                         Case{"razorattention(sink=2,recent=10,roles=sr)", true},
+                         Case{"adakv(budget=24,window=4)+kivi(bits=4,group=16,residual=16)", false},
+                         Case{"duoattention(sink=2,recent=10,roles=sr)+kivi(bits=4,group=16,residual=16)",
+                              true}}) {
+    SCOPED_TRACE(tc.spec);
+    auto m = make_method(tc.spec);
     auto heads = m->make_state(model.shape());
     DenseOnly dense(m->make_state(model.shape()));
-    // The per-head path is really taken: the state offers one view per KV head.
     torch::Tensor a = test::run_logits(model, *heads, ids, 60, 16);
     torch::Tensor b = test::run_logits(model, dense, ids, 60, 16);
-    ASSERT_EQ(heads->read_view_heads(0, torch::Tensor()).size(),
-              static_cast<size_t>(model.shape().n_head_kv));
-    // The heads really differ in length (the dense view pads).
-    const KVView v = dense.inner().view(0);
-    EXPECT_TRUE(v.logit_bias.defined()) << "no padding: the test would not compare two paths";
     EXPECT_LT((a - b).abs().max().item<double>(), 1e-5);
     EXPECT_EQ(heads->memory().payload_bytes, dense.memory().payload_bytes);
+    // Per layer: the state offers one view per KV head exactly when the dense view pads (heads
+    // of different lengths or a compensation slot), and none when it does not.
+    int uneven_layers = 0;
+    for (int layer = 0; layer < model.shape().n_layers; ++layer) {
+      const bool padded = dense.inner().view(layer).logit_bias.defined();
+      const size_t n = heads->read_view_heads(layer, torch::Tensor()).size();
+      EXPECT_EQ(n, padded ? static_cast<size_t>(model.shape().n_head_kv) : 0u) << "layer " << layer;
+      uneven_layers += padded ? 1 : 0;
+    }
+    if (tc.surely_uneven) {
+      EXPECT_EQ(uneven_layers, model.shape().n_layers) << "fixed roles must leave every layer uneven";
+    }
   }
 }
 

@@ -64,7 +64,7 @@ class ChainState : public KVCacheState {
 
   KVView view(int layer) const override { return store_->view(layer); }
 
-  std::vector<KVView> read_view_heads(int layer, const torch::Tensor& q) const override {
+  std::vector<HeadView> read_view_heads(int layer, const torch::Tensor& q) const override {
     if (!ragged_ || pre_rope_ || store_pre_rope_) return {};
     return ragged_->head_views(layer);
   }

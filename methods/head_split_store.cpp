@@ -99,8 +99,8 @@ torch::Tensor HeadSplitStore::positions(int layer) const {
   return pos;
 }
 
-std::vector<KVView> HeadSplitStore::head_views(int layer) const {
-  std::vector<KVView> out;
+std::vector<HeadView> HeadSplitStore::head_views(int layer) const {
+  std::vector<HeadView> out;
   const int64_t hk = shape_.n_head_kv;
   // Heads of one length without compensation slots: view() is one concatenation, no padding,
   // and one batched attention over it is cheaper than a call per head.
@@ -111,28 +111,22 @@ std::vector<KVView> HeadSplitStore::head_views(int layer) const {
   if (!uneven) return out;
   for (int64_t bi = 0; bi < batch_; ++bi)
     for (int64_t hi = 0; hi < hk; ++hi) {
+      HeadView hv;
       KVView x = at(bi, hi).view(layer);
       const Compensation& c = compensation(layer, bi, hi);
-      if (c.count > 0) {  // the head's compensation slot after its stored slots
+      if (x.slots() > 0) hv.segments.push_back(std::move(x));
+      if (c.count > 0) {  // the compensation slot: a segment of its own, after the stored slots
+        const auto opts = hv.segments.empty() ? c.k.options() : hv.segments[0].k.options();
         const int64_t d = c.k.size(-1);
-        auto opts = x.slots() > 0 ? x.k.options() : c.k.options();
-        torch::Tensor ck = c.k.reshape({1, 1, 1, d}).to(opts), cv = c.v.reshape({1, 1, 1, d}).to(opts);
-        torch::Tensor cb = torch::full({1, 1, 1}, std::log(static_cast<double>(c.count)),
-                                       opts.dtype(torch::kFloat32));
-        torch::Tensor cp = torch::full({1, 1, 1}, kCompensationPos, torch::kLong);
-        if (x.slots() == 0) {
-          x.k = ck, x.v = cv, x.pos = cp.to(opts.device()), x.logit_bias = cb;
-        } else {
-          torch::Tensor bias = x.logit_bias.defined()
-                                   ? x.logit_bias.to(torch::kFloat32)
-                                   : torch::zeros({1, 1, x.slots()}, opts.dtype(torch::kFloat32));
-          x.k = torch::cat({x.k, ck}, 2);
-          x.v = torch::cat({x.v, cv}, 2);
-          x.pos = torch::cat({x.pos, cp.to(x.pos.device())}, 2);
-          x.logit_bias = torch::cat({bias, cb}, 2);
-        }
+        KVView cs;
+        cs.k = c.k.reshape({1, 1, 1, d}).to(opts);
+        cs.v = c.v.reshape({1, 1, 1, d}).to(opts);
+        cs.pos = torch::full({1, 1, 1}, kCompensationPos, torch::dtype(torch::kLong).device(opts.device()));
+        cs.logit_bias = torch::full({1, 1, 1}, std::log(static_cast<double>(c.count)),
+                                    opts.dtype(torch::kFloat32));
+        hv.segments.push_back(std::move(cs));
       }
-      out.push_back(std::move(x));
+      out.push_back(std::move(hv));
     }
   return out;
 }

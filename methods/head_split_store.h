@@ -38,11 +38,12 @@ class HeadSplitStore : public SlotStore {
   KVView view(int layer) const override;
   MemoryUse memory(int layer) const override;
   using SlotStore::memory;
-  // Each (batch row, KV head)'s own view ([1, 1, S_h, D], its compensation slot last), b-major:
-  // what attention reads without padding the heads to the longest (Model::attention uses it
-  // through KVCacheState::read_view_heads). Empty while every head holds as many slots and none a
+  // Each (batch row, KV head)'s own view, b-major: its stored slots ([1, 1, S_h, D]) and, as a
+  // second segment, its compensation slot (not copied onto the first): what attention reads
+  // without padding the heads to the longest (Model::attention uses it through
+  // KVCacheState::read_view_heads). Empty while every head holds as many slots and none a
   // compensation slot (view() pads nothing then).
-  std::vector<KVView> head_views(int layer) const;
+  std::vector<HeadView> head_views(int layer) const;
   int64_t slots(int layer) const override;
   torch::Tensor positions(int layer) const override;  // [B, H, S] int64, -1 = padding
   int n_layers() const override { return static_cast<int>(shape_.n_layers); }
@@ -62,6 +63,8 @@ class HeadSplitStore : public SlotStore {
   torch::Tensor head_slots(int layer) const;
   // The store of one (batch row, KV head), or nullptr before the first append.
   const SlotStore* head(int64_t b, int64_t h) const;
+  // Batch rows (0 before the first append).
+  int64_t batch() const { return batch_; }
 
   std::unique_ptr<SlotStore> clone_store() const override;
 

@@ -44,6 +44,19 @@ struct KVView {
   int64_t slots() const { return k.defined() ? k.size(2) : 0; }
 };
 
+// One KV head's cache as attention reads it, head by head (KVCacheState::read_view_heads):
+// segments ([1, 1, S_i, D] each) attended together under one softmax over all their slots, in
+// order, as if concatenated, without copying them into one tensor (a head's stored slots and
+// RazorAttention's compensation slot: methods/head_split_store.h).
+struct HeadView {
+  std::vector<KVView> segments;
+  int64_t slots() const {
+    int64_t n = 0;
+    for (const KVView& s : segments) n += s.slots();
+    return n;
+  }
+};
+
 struct MemoryUse {
   int64_t payload_bytes = 0;   // codes / values actually held
   int64_t metadata_bytes = 0;  // scales, zero points, positions, indices
@@ -77,9 +90,9 @@ class KVCacheState {
   // query-aware method (Quest) skips masked by logit_bias -inf. The engine attends through this.
   virtual KVView read_view(int layer, const torch::Tensor& q) const { return view(layer); }
   // Head-wise states (methods/head_split_store.h): each (batch row, KV head)'s view apart
-  // ([1, 1, S_h, D], b-major), so attention reads no padding; empty (the default): read
-  // read_view(). Must attend as read_view() does.
-  virtual std::vector<KVView> read_view_heads(int layer, const torch::Tensor& q) const {
+  // (b-major), so attention reads no padding; empty (the default): read read_view(). Must attend
+  // as read_view() does.
+  virtual std::vector<HeadView> read_view_heads(int layer, const torch::Tensor& q) const {
     return {};
   }
   // Position re-assignment inside the cache (StreamingLLM's `positions=cache`). nullopt (the

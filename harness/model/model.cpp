@@ -138,7 +138,7 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
   // Head-wise caches (a different slot count per KV head) are read head by head, without the
   // padding a dense view needs; not when the method observes (its weights span the dense view)
   // or keys are rotated here.
-  std::vector<KVView> heads;
+  std::vector<HeadView> heads;
   if (!observe && !cache_base && !cache.view_keys_pre_rope(layer) && B == 1)
     heads = cache.read_view_heads(layer, q);
   KVB_CHECK(heads.empty() || static_cast<int64_t>(heads.size()) == Hkv, "attention: ",
@@ -182,23 +182,34 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
       s_new.narrow(-1, t0, tb).add_(mask);
     }
     if (!heads.empty()) {  // per KV head over its own slots (exact as the dense path)
+      // A head's segments (its stored slots, a compensation slot) are scored apart and share
+      // one softmax with the chunk's keys; only the scores are concatenated.
       for (int64_t h = 0; h < Hkv; ++h) {
-        const KVView& hv = heads[static_cast<size_t>(h)];
+        const HeadView& hv = heads[static_cast<size_t>(h)];
         const int64_t sh = hv.slots();
-        torch::Tensor qh = qb.narrow(1, h, 1);     // [1, 1, G*tb, D]
-        torch::Tensor sc = s_new.narrow(1, h, 1);  // [1, 1, G, tb, tk]
-        torch::Tensor pvh;
-        if (sh > 0) {
+        torch::Tensor qh = qb.narrow(1, h, 1);  // [1, 1, G*tb, D]
+        std::vector<torch::Tensor> sc, pvh;
+        for (const KVView& seg : hv.segments) {
+          const int64_t n = seg.slots();
+          if (n == 0) continue;
           torch::Tensor sp =
-              torch::matmul(qh, hv.k.to(dtype_).transpose(-1, -2)).view({1, 1, G, tb, sh});
-          if (hv.logit_bias.defined()) sp.add_(hv.logit_bias.to(dtype_).view({1, 1, 1, 1, sh}));
-          sc = torch::cat({sp, sc}, -1);
-          pvh = hv.v.to(dtype_);
+              torch::matmul(qh, seg.k.to(dtype_).transpose(-1, -2)).view({1, 1, G, tb, n});
+          if (seg.logit_bias.defined()) sp.add_(seg.logit_bias.to(dtype_).view({1, 1, 1, 1, n}));
+          sc.push_back(sp);
+          pvh.push_back(seg.v.to(dtype_));
         }
-        torch::Tensor ph =
-            torch::softmax(sc, -1, torch::kFloat32).to(dtype_).view({1, 1, G * tb, sh + tk});
+        sc.push_back(s_new.narrow(1, h, 1));  // [1, 1, G, tb, tk]
+        torch::Tensor ph = torch::softmax(sc.size() == 1 ? sc[0] : torch::cat(sc, -1), -1,
+                                          torch::kFloat32)
+                               .to(dtype_)
+                               .view({1, 1, G * tb, sh + tk});
         torch::Tensor oh = torch::matmul(ph.narrow(-1, sh, tk), v.narrow(1, h, 1).narrow(2, 0, tk));
-        if (sh > 0) oh.add_(torch::matmul(ph.narrow(-1, 0, sh), pvh));
+        int64_t off = 0;
+        for (const torch::Tensor& pv_seg : pvh) {
+          const int64_t n = pv_seg.size(2);
+          oh.add_(torch::matmul(ph.narrow(-1, off, n), pv_seg));
+          off += n;
+        }
         out5.narrow(1, h, 1).narrow(3, t0, tb).copy_(oh.view({1, 1, G, tb, D}));
       }
       continue;

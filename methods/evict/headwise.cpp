@@ -8,6 +8,7 @@
 #include "common/hash.h"
 #include "common/json_io.h"
 #include "common/json_reader.h"
+#include "methods/head_split_store.h"
 #include "methods/registry.h"
 
 namespace kvb {
@@ -28,44 +29,61 @@ class HeadwiseState : public SelectorState {
 
   // Streaming heads holding more than sink + recent slots: one over (a decode step) drops its
   // oldest non-sink slot (drop_one, -1 in every other head); more (a chunk) keeps the sinks and
-  // the latest `recent` (keep + keep_len; other heads keep all they hold).
+  // the latest `recent` (keep + keep_len; other heads keep all they hold). Only the over-full
+  // streaming heads' own positions are read (retrieval heads cost nothing per step).
   Eviction select(int layer, const SelectContext& ctx) override {
-    const int64_t cap = sink_ + recent_;
-    torch::Tensor pos = ctx.store.positions(layer).to(torch::kCPU);  // [B, H, S], -1 = padding
-    const int64_t b = pos.size(0), h = pos.size(1), s = pos.size(2);
-    if (s <= cap) return {};
-    torch::Tensor held = (pos >= 0).sum(-1);  // [B, H]
+    const auto* split = dynamic_cast<const HeadSplitStore*>(&ctx.store);
+    KVB_CHECK(split, "head-wise selector: the chain's store is not head-split");
+    const int64_t cap = sink_ + recent_, b = split->batch(), h = n_head_kv_;
+    struct Over {
+      int64_t b, h;
+      std::vector<int64_t> pos;  // the head's slot positions, slot order
+    };
+    std::vector<Over> over;
     int64_t most_over = 0;
     for (int64_t bi = 0; bi < b; ++bi)
-      for (int64_t hi = 0; hi < h; ++hi)
-        if (streaming(layer, hi))
-          most_over = std::max(most_over, held[bi][hi].item<int64_t>() - cap);
-    if (most_over <= 0) return {};
-    // Rank: sinks and padding never go; otherwise older goes first.
-    const double inf = std::numeric_limits<double>::infinity();
-    torch::Tensor rank = pos.to(torch::kDouble)
-                             .masked_fill(pos < first_[layer] + sink_, inf)
-                             .masked_fill(pos < 0, -inf);
+      for (int64_t hi = 0; hi < h; ++hi) {
+        if (!streaming(layer, hi)) continue;
+        const SlotStore& one = *split->head(bi, hi);
+        const int64_t n = one.slots(layer);
+        if (n <= cap) continue;
+        most_over = std::max(most_over, n - cap);
+        torch::Tensor p = one.positions(layer).reshape({-1}).to(torch::kCPU, torch::kLong).contiguous();
+        over.push_back({bi, hi, std::vector<int64_t>(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + n)});
+      }
+    if (over.empty()) return {};
+    const int64_t sink_end = first_[static_cast<size_t>(layer)] + sink_;  // sinks: positions below
     Eviction e;
     if (most_over == 1) {
       torch::Tensor drop = torch::full({b, h}, -1, torch::kLong);
-      torch::Tensor low = rank.masked_fill(pos < 0, inf).argmin(-1);  // [B, H]
-      for (int64_t bi = 0; bi < b; ++bi)
-        for (int64_t hi = 0; hi < h; ++hi)
-          if (streaming(layer, hi) && held[bi][hi].item<int64_t>() > cap)
-            drop[bi][hi] = low[bi][hi];
+      auto d = drop.accessor<int64_t, 2>();
+      for (const Over& o : over) {  // the oldest non-sink slot
+        int64_t best = -1;
+        for (int64_t j = 0; j < static_cast<int64_t>(o.pos.size()); ++j)
+          if (o.pos[j] >= sink_end && (best < 0 || o.pos[j] < o.pos[best])) best = j;
+        d[o.b][o.h] = best;  // -1 only if every slot is a sink (cannot exceed cap then)
+      }
       e.drop_one = drop;
       return e;
     }
+    const int64_t s = split->slots(layer);
     torch::Tensor keep = torch::arange(s, torch::kLong).view({1, 1, s}).repeat({b, h, 1});
-    torch::Tensor len = held.clone();
-    for (int64_t bi = 0; bi < b; ++bi)
-      for (int64_t hi = 0; hi < h; ++hi) {
-        if (!streaming(layer, hi) || held[bi][hi].item<int64_t>() <= cap) continue;
-        torch::Tensor top = std::get<1>(rank[bi][hi].topk(cap));
-        keep[bi][hi].narrow(0, 0, cap).copy_(std::get<0>(top.sort()));
-        len[bi][hi] = cap;
-      }
+    torch::Tensor len = split->head_slots(layer);
+    auto k = keep.accessor<int64_t, 3>();
+    auto l = len.accessor<int64_t, 2>();
+    for (const Over& o : over) {  // sinks first, then the latest; ties to the later slot
+      std::vector<int64_t> idx(o.pos.size());
+      for (size_t j = 0; j < idx.size(); ++j) idx[j] = static_cast<int64_t>(j);
+      auto later = [&](int64_t x, int64_t y) {
+        const bool sx = o.pos[x] < sink_end, sy = o.pos[y] < sink_end;
+        if (sx != sy) return sx;
+        return o.pos[x] != o.pos[y] ? o.pos[x] > o.pos[y] : x > y;
+      };
+      std::partial_sort(idx.begin(), idx.begin() + cap, idx.end(), later);
+      std::sort(idx.begin(), idx.begin() + cap);
+      for (int64_t j = 0; j < cap; ++j) k[o.b][o.h][j] = idx[static_cast<size_t>(j)];
+      l[o.b][o.h] = cap;
+    }
     e.keep = keep;
     e.keep_len = len;
     return e;

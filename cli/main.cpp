@@ -15,6 +15,7 @@
 
 #include "cli/calibrate_cmd.h"
 #include "cli/commands.h"
+#include "cli/kv_stats_cmd.h"
 #include "cli/methods_cmd.h"
 #include "cli/results_cmd.h"
 #include "cli/run_cmd.h"
@@ -140,6 +141,24 @@ int main(int argc, char** argv) {
                   "results under out/)");
   cal->add_option("--dtype", cba.dtype, "Compute dtype: fp32, bf16, fp16");
 
+  KVStatsArgs ksa;
+  auto* kvs = app.add_subcommand(
+      "kv-stats",
+      "Per layer and KV head: channel magnitudes of keys (pre/post-RoPE) and values, outlier "
+      "channels, attention-sink mass");
+  kvs->add_option("--model", ksa.model_dir, "HF model directory")->required();
+  kvs->add_option("--text", ksa.text, "Text file (tokenized by the model's tokenizer)")->required();
+  kvs->add_option("--max-tokens", ksa.max_tokens, "Feed at most N tokens (default: the context)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  kvs->add_option("--json", ksa.json, "Write every statistic, per channel, as JSON");
+  kvs->add_option("--html", ksa.html, "Write a self-contained HTML page (table, SVG per layer)");
+  kvs->add_option("--sink-skip", ksa.sink_skip,
+                  "Leave queries at positions < N out of the sink mass (default 16)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  kvs->add_option("--outlier-factor", ksa.outlier_factor,
+                  "Outlier: channel absmax > F x the head's median channel absmax (default 4)")
+      ->check(CLI::Range(1e-6, 1e6));
+
   RunArgs pa;
   auto* plan = app.add_subcommand("plan", "List a suite config's cells, one key a line");
   plan->add_option("--suite", pa.suite, "Suite config JSON")->required();
@@ -240,6 +259,7 @@ int main(int argc, char** argv) {
     if (meth->parsed()) return run_methods(describe, ma);
     if (run->parsed()) return run_suite(ra);
     if (cal->parsed()) return run_calibrate(cba);
+    if (kvs->parsed()) return run_kv_stats(ksa);
     if (cmp->parsed()) return run_compare(ca);
     if (plan->parsed()) return run_plan(pa);
     if (exp->parsed()) return run_export(xa);

@@ -64,6 +64,30 @@ class ChainState : public KVCacheState {
 
   KVView view(int layer) const override { return store_->view(layer); }
 
+  // The store's fused attention (KIVI's), when nothing in front of it changes what is read: no
+  // head-wise split, keys post-RoPE, no selector masking slots for these queries (Quest's
+  // read_bias; asked only of selectors without one known in advance). Records what the read
+  // takes as read_view() does.
+  std::optional<AttendResult> attend(int layer, const torch::Tensor& q,
+                                     double scale) const override {
+    if (ragged_ || pre_rope_ || store_pre_rope_ || query_aware_) return std::nullopt;
+    SelectContext ctx = context(layer);
+    for (const auto& s : sel_)
+      if (s->read_bias(layer, q, ctx).defined()) return std::nullopt;
+    std::optional<AttendResult> r = store_->attend(layer, q, scale);
+    if (r) {
+      const MemoryUse held = store_->memory(layer);
+      int64_t selecting = 0;
+      for (const auto& s : sel_) selecting += s->read_metadata_bytes(layer);
+      read_bytes_[layer] = held.payload_bytes + held.metadata_bytes + selecting;
+    }
+    return r;
+  }
+
+  // Some selector masks slots per query (SelectorMethod::reads_post_rope_keys(): Quest):
+  // attend() leaves such chains to read_view().
+  void set_query_aware(bool q) { query_aware_ = q; }
+
   std::vector<HeadView> read_view_heads(int layer, const torch::Tensor& q) const override {
     if (!ragged_ || pre_rope_ || store_pre_rope_) return {};
     return ragged_->head_views(layer);
@@ -145,6 +169,7 @@ class ChainState : public KVCacheState {
     c->seen_ = seen_;
     c->last_pos_ = last_pos_;
     c->read_bytes_ = read_bytes_;
+    c->query_aware_ = query_aware_;
     return c;
   }
 
@@ -192,7 +217,7 @@ class ChainState : public KVCacheState {
   std::vector<std::unique_ptr<SelectorState>> sel_;
   std::vector<int64_t> seen_, last_pos_;
   mutable std::vector<int64_t> read_bytes_;  // per layer: bytes the latest read took, -1 before
-  bool pre_rope_ = false, store_pre_rope_ = false;
+  bool pre_rope_ = false, store_pre_rope_ = false, query_aware_ = false;
   HeadSplitStore* ragged_ = nullptr;  // store_, when the chain is ragged
 };
 
@@ -238,8 +263,13 @@ std::unique_ptr<KVCacheState> ChainMethod::make_state(const ModelShape& shape) c
         std::make_unique<HeadSplitStore>(storage_, shape,
                                          selectors_.front()->compensates_dropped()),
         std::move(sel), shape.n_layers, positions_in_cache(), storage_->stores_pre_rope_keys());
-  return std::make_unique<ChainState>(storage_->make_store(shape), std::move(sel), shape.n_layers,
-                                      positions_in_cache(), storage_->stores_pre_rope_keys());
+  auto state =
+      std::make_unique<ChainState>(storage_->make_store(shape), std::move(sel), shape.n_layers,
+                                   positions_in_cache(), storage_->stores_pre_rope_keys());
+  bool query_aware = false;
+  for (const auto& s : selectors_) query_aware = query_aware || s->reads_post_rope_keys();
+  state->set_query_aware(query_aware);
+  return state;
 }
 
 std::optional<MemoryUse> ChainMethod::promised_memory(const ModelShape& shape, int64_t tokens,

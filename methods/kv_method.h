@@ -2,7 +2,8 @@
 //
 // A KVMethod is an immutable configuration built from a spec string; a KVCacheState holds one
 // sequence's cache over all layers. Per layer and per forward chunk the engine calls, in order:
-//   1. view(layer)      -> the slots attention reads for everything before this chunk
+//   1. view(layer)      -> the slots attention reads for everything before this chunk (or
+//      attend(layer, q, scale): the state attends over them itself, the fused path)
 //   2. (attention over view + the chunk's own keys/values, causal inside the chunk)
 //   3. append(layer, a) -> the chunk's keys/values enter the state
 //   4. observe(layer, p) if wants_attention(): p = attention weights of the chunk's queries over
@@ -55,6 +56,12 @@ struct HeadView {
     for (const KVView& s : segments) n += s.slots();
     return n;
   }
+};
+
+// What KVCacheState::attend() returns: attention over the past slots alone.
+struct AttendResult {
+  torch::Tensor out;  // [B, H_q, T, D] fp32: softmax(scale * q k^T) v over the past slots
+  torch::Tensor lse;  // [B, H_q, T] fp32: log sum_j exp(scale * q . k_j); -inf when none
 };
 
 struct MemoryUse {
@@ -118,8 +125,18 @@ class KVCacheState {
   // The prompt has been consumed (all layers appended); methods that compress once after
   // prefill (SnapKV, PyramidKV) do it here. Not called in perplexity decode mode.
   virtual void end_prefill() {}
-  // Optional fused attention over the view; must match the reference path.
-  virtual std::optional<torch::Tensor> attend(int layer, const torch::Tensor& q) const {
+  // Optional fused attention over the past slots: what read_view(layer, q) holds, read straight
+  // from the state's own storage (KIVI: packed codes, kernels/cpu/kivi_attention.h) without
+  // materialising the dense view. q [B, H_q, T, D] post-RoPE queries; scores are scale * q . k
+  // (query head h_q reads KV head h_q / (H_q / H_kv)). The engine calls it in place of
+  // read_view() when the method does not observe attention, keys are post-RoPE and not
+  // re-rotated, and no per-head view is read; it merges the result with the chunk's own keys by
+  // the log-sum-exp (flash-decoding). nullopt (the default, or a case a state does not cover:
+  // its layout, T, dtype): the engine reads read_view(). Must match that reference path within
+  // float rounding. A state whose kernel cannot run on q's device throws kvb::Error naming the
+  // method and the device; it never hands that memory to a kernel for another device.
+  virtual std::optional<AttendResult> attend(int layer, const torch::Tensor& q,
+                                             double scale) const {
     return std::nullopt;
   }
   virtual MemoryUse memory() const = 0;

@@ -1,8 +1,10 @@
 #include "harness/model/model.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
+#include <string_view>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -68,6 +70,17 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos,
   torch::Tensor rot = torch::cat({x2.neg(), x1}, -1);
   return x * cos + rot * sin;
 }
+
+namespace {
+
+// KVB_FUSED_ATTENTION=0 turns the methods' fused attention (KVCacheState::attend) off: every
+// method is then read through its dense view (benchmarks and the on/off tests compare the two).
+bool fused_attention_enabled() {
+  const char* e = std::getenv("KVB_FUSED_ATTENTION");
+  return !(e && std::string_view(e) == "0");
+}
+
+}  // namespace
 
 Model::Model(ModelConfig config, ModelWeights weights, torch::ScalarType dtype, torch::Device device)
     : config_(std::move(config)), weights_(std::move(weights)), dtype_(dtype), device_(device) {
@@ -135,15 +148,25 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
   torch::Tensor q5 = (q * scale).view({B, Hkv, G, T, D});
 
   const bool observe = cache.wants_attention(layer);
+  // The method's fused attention over its past slots (KIVI's packed cache), merged below with
+  // the chunk's own keys by the log-sum-exp; not when it observes (it needs the weights), keys
+  // are rotated here, or KVB_FUSED_ATTENTION=0. Which kernel runs is the state's choice by
+  // q's device; a state without one for that device refuses.
+  std::optional<AttendResult> fused;
+  if (!observe && !cache_base && !cache.view_keys_pre_rope(layer) && fused_attention_enabled())
+    fused = cache.attend(layer, q, scale);
+  KVB_CHECK(!fused || (fused->out.sizes() == q.sizes() && fused->lse.dim() == 3),
+            "attention: attend() gave ", fused ? fused->out.sizes() : q.sizes(), " for q ",
+            q.sizes());
   // Head-wise caches (a different slot count per KV head) are read head by head, without the
   // padding a dense view needs; not when the method observes (its weights span the dense view)
   // or keys are rotated here.
   std::vector<HeadView> heads;
-  if (!observe && !cache_base && !cache.view_keys_pre_rope(layer) && B == 1)
+  if (!fused && !observe && !cache_base && !cache.view_keys_pre_rope(layer) && B == 1)
     heads = cache.read_view_heads(layer, q);
   KVB_CHECK(heads.empty() || static_cast<int64_t>(heads.size()) == Hkv, "attention: ",
             heads.size(), " head views for ", Hkv, " KV heads");
-  KVView past = heads.empty() ? cache.read_view(layer, q) : KVView();
+  KVView past = heads.empty() && !fused ? cache.read_view(layer, q) : KVView();
   const int64_t S = past.slots();
   torch::Tensor pk, pv, bias;
   if (S > 0) {
@@ -180,6 +203,22 @@ torch::Tensor Model::attention(int layer, const torch::Tensor& x, const torch::T
       torch::Tensor mask = torch::full({tb, tb}, -std::numeric_limits<float>::infinity(),
                                        s_new.options()).triu_(1);  // [tb, tb]
       s_new.narrow(-1, t0, tb).add_(mask);
+    }
+    if (fused) {
+      // Past slots (out, lse from attend) and the chunk's keys (causal) merged as flash-decoding
+      // does: out = (e^lse_past o_past + e^lse_new o_new) / (e^lse_past + e^lse_new).
+      torch::Tensor lse_new = torch::logsumexp(s_new, -1, /*keepdim=*/true);  // [B,H_kv,G,tb,1]
+      torch::Tensor o_new = torch::matmul((s_new - lse_new).exp_().view({B, Hkv, G * tb, tk}),
+                                          v.narrow(2, 0, tk))
+                                .view({B, Hkv, G, tb, D});
+      torch::Tensor lse_past =
+          fused->lse.view({B, Hkv, G, T, 1}).narrow(3, t0, tb).to(lse_new.scalar_type());
+      torch::Tensor o_past = fused->out.view({B, Hkv, G, T, D}).narrow(3, t0, tb).to(dtype_);
+      torch::Tensor top = torch::maximum(lse_past, lse_new);
+      torch::Tensor w_past = (lse_past - top).exp_(), w_new = (lse_new - top).exp_();
+      out5.narrow(3, t0, tb)
+          .copy_((o_past * w_past + o_new * w_new).div_(w_past + w_new));
+      continue;
     }
     if (!heads.empty()) {  // per KV head over its own slots (exact as the dense path)
       // A head's segments (its stored slots, a compensation slot) are scored apart and share

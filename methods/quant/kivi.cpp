@@ -29,9 +29,18 @@
 // Bookkeeping once something was dropped (before, all of it is implicit): per key group its kept
 // count (int32), and which of the current block's keys and the R most recent values are kept (a
 // byte each). Positions become explicit as in every store (SlotPositions).
+//
+// attend() (the fused path): in the plain layout, for one decode query per head (T = 1) in
+// fp32, attention is computed straight from the codes by kernels/cpu/kivi_attention.h; the
+// ragged layout, T > 1 and other dtypes take the dequantized view. The store runs on the CPU
+// only: a query or keys on another device are refused naming the method and the device.
 #include <algorithm>
+#include <optional>
+#include <string>
+#include <utility>
 
 #include "common/check.h"
+#include "kernels/cpu/kivi_attention.h"
 #include "kernels/cpu/quant_kernels.h"
 #include "methods/registry.h"
 
@@ -94,14 +103,17 @@ torch::Tensor assemble(const torch::Tensor& q, const torch::Tensor& nq, const to
 
 class KiviStore : public SlotStore {
  public:
-  KiviStore(const ModelShape& shape, int bits, int64_t group, int64_t value_group, int64_t residual)
-      : bits_(bits),
+  KiviStore(const ModelShape& shape, std::string spec, int bits, int64_t group,
+            int64_t value_group, int64_t residual)
+      : spec_(std::move(spec)),
+        bits_(bits),
         g_(group),
         gv_(value_group),
         r_(residual),
         layers_(static_cast<size_t>(shape.n_layers)) {}
 
   void append(int layer, const KVAppend& a) override {
+    require_cpu(a.k);
     Layer& L = layers_.at(static_cast<size_t>(layer));
     L.b = a.k.size(0);
     L.h = a.k.size(1);
@@ -127,6 +139,33 @@ class KiviStore : public SlotStore {
       v.v = v.v.to(compute_);
     }
     return v;
+  }
+
+  std::optional<AttendResult> attend(int layer, const torch::Tensor& q,
+                                     double scale) const override {
+    require_cpu(q);
+    const Layer& L = layers_.at(static_cast<size_t>(layer));
+    if (L.ragged || L.nqk + L.nrk == 0 || q.size(2) != 1 || q.scalar_type() != torch::kFloat32 ||
+        compute_ != torch::kFloat32)
+      return std::nullopt;
+    kernels::KiviCache c;
+    c.bits = bits_;
+    c.group = g_;
+    c.value_group = gv_;
+    if (L.nqk > 0) {
+      c.key_codes = L.kq.narrow(2, 0, L.nqk);
+      c.key_scale = L.ks.narrow(2, 0, L.nqk / g_);
+      c.key_zero = L.kz.narrow(2, 0, L.nqk / g_);
+    }
+    if (L.nrk > 0) c.key_residual = L.kr.narrow(2, 0, L.nrk);
+    if (L.nqv > 0) {
+      c.value_codes = L.vq.narrow(2, 0, L.nqv);
+      c.value_scale = L.vs.narrow(2, 0, L.nqv);
+      c.value_zero = L.vz.narrow(2, 0, L.nqv);
+    }
+    if (L.nrv > 0) c.value_residual = L.vr.narrow(2, L.v0, L.nrv);
+    kernels::AttentionPart r = kernels::kivi_decode_attention(q, c, scale);
+    return AttendResult{r.out, r.lse};
   }
 
   int64_t slots(int layer) const override { return layers_.at(static_cast<size_t>(layer)).slots; }
@@ -540,6 +579,14 @@ class KiviStore : public SlotStore {
     return v;
   }
 
+  // Codes, scales and residuals live in host memory and every kernel here reads it.
+  void require_cpu(const torch::Tensor& t) const {
+    if (t.defined() && !t.device().is_cpu())
+      throw Error(spec_ + ": no kernel for device " + t.device().str() +
+                  " (KIVI's quantization and fused attention run on the CPU only)");
+  }
+
+  std::string spec_;
   int bits_;
   int64_t g_, gv_, r_;
   torch::ScalarType compute_ = torch::kFloat32;
@@ -553,7 +600,7 @@ class KiviMethod : public StorageMethod {
         group_(spec_int(stage, "group")), residual_(spec_int(stage, "residual")) {}
 
   std::unique_ptr<SlotStore> make_store(const ModelShape& shape) const override {
-    return std::make_unique<KiviStore>(shape, bits_, group_, value_group(shape.head_dim),
+    return std::make_unique<KiviStore>(shape, spec(), bits_, group_, value_group(shape.head_dim),
                                        residual_);
   }
   bool promise_exact_after_any_drops() const override { return false; }

@@ -2,10 +2,16 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "common/check.h"
 
@@ -76,6 +82,168 @@ const std::array<float, 256>& table(Fp8Format f) {
   return f == Fp8Format::kE4M3 ? e4m3 : e5m2;
 }
 
+// 2^k as a float, exactly (|k| small).
+constexpr float pow2(int k) {
+  float v = 1.0f;
+  for (; k > 0; --k) v *= 2.0f;
+  for (; k < 0; ++k) v *= 0.5f;
+  return v;
+}
+
+template <Fp8Format F>
+constexpr const Fp8Spec& spec_v = F == Fp8Format::kE4M3 ? kE4M3 : kE5M2;
+
+#if defined(__SSE2__)
+inline __m128i select(__m128i mask, __m128i a, __m128i b) {  // mask ? a : b, per lane
+  return _mm_or_si128(_mm_and_si128(mask, a), _mm_andnot_si128(mask, b));
+}
+
+// encode() on four lanes (SSE2, branch-free; codes in the int32 lanes): the same integer
+// rounding of the fp32 bits for normals, the same exact scaling and rounding half to even
+// (cvtps2dq in the current rounding mode, as std::nearbyint) for subnormals, then saturation and
+// NaN chosen by mask in encode()'s order of precedence.
+template <Fp8Format F>
+inline __m128i encode4(__m128 x) {
+  constexpr Fp8Spec s = spec_v<F>;
+  constexpr int min_exp = 1 - s.bias, drop = 23 - s.mbits;
+  constexpr int max_bits = static_cast<int>(std::bit_cast<uint32_t>(s.max));
+  const __m128i u = _mm_castps_si128(x);
+  const __m128i sign = _mm_and_si128(_mm_srli_epi32(u, 24), _mm_set1_epi32(0x80));
+  const __m128i a = _mm_and_si128(u, _mm_set1_epi32(0x7FFFFFFF));  // |x|, ordered as integers
+  const __m128i nan = _mm_cmpgt_epi32(a, _mm_set1_epi32(0x7F800000));
+  const __m128i sat = _mm_cmpgt_epi32(a, _mm_set1_epi32(max_bits - 1));  // |x| >= max
+  const __m128i sub = _mm_cmplt_epi32(a, _mm_set1_epi32((min_exp + 127) << 23));
+  // Normal: drop 23 - mbits mantissa bits rounding half to even, then re-bias the exponent.
+  __m128i r = _mm_add_epi32(a, _mm_set1_epi32((1 << (drop - 1)) - 1));
+  r = _mm_add_epi32(r, _mm_and_si128(_mm_srli_epi32(a, drop), _mm_set1_epi32(1)));
+  r = _mm_sub_epi32(_mm_srli_epi32(r, drop), _mm_set1_epi32((127 - s.bias) << s.mbits));
+  // Subnormal: |x| * 2^(mbits - min_exp) (exact) rounded to an integer.
+  const __m128i rs =
+      _mm_cvtps_epi32(_mm_mul_ps(_mm_castsi128_ps(a), _mm_set1_ps(pow2(s.mbits - min_exp))));
+  r = select(sub, rs, r);
+  r = select(sat, _mm_set1_epi32(static_cast<int>(s.max_code)), r);
+  r = select(nan, _mm_set1_epi32(static_cast<int>(s.nan_code)), r);
+  return _mm_or_si128(r, sign);
+}
+
+// decode() (the table's values, bit for bit) of four codes in int32 lanes: normals by placing
+// exponent and mantissa bits, subnormals as mantissa * 2^(1 - bias - mbits), NaN (and E5M2's
+// infinities) by mask; the sign ORed in last (NaN keeps the table's sign too).
+template <Fp8Format F>
+inline __m128 decode4(__m128i c) {
+  constexpr Fp8Spec s = spec_v<F>;
+  const __m128i sign = _mm_slli_epi32(_mm_and_si128(c, _mm_set1_epi32(0x80)), 24);
+  const __m128i mag = _mm_and_si128(c, _mm_set1_epi32(0x7F));
+  const __m128i normal =
+      _mm_add_epi32(_mm_slli_epi32(mag, 23 - s.mbits), _mm_set1_epi32((127 - s.bias) << 23));
+  const __m128i m = _mm_and_si128(c, _mm_set1_epi32((1 << s.mbits) - 1));
+  const __m128i sub =
+      _mm_castps_si128(_mm_mul_ps(_mm_cvtepi32_ps(m), _mm_set1_ps(pow2(1 - s.bias - s.mbits))));
+  const __m128i e_zero = _mm_cmpeq_epi32(_mm_srli_epi32(mag, s.mbits), _mm_setzero_si128());
+  __m128i r = select(e_zero, sub, normal);
+  const __m128i qnan = _mm_set1_epi32(0x7FC00000);
+  if constexpr (F == Fp8Format::kE4M3) {
+    r = select(_mm_cmpeq_epi32(mag, _mm_set1_epi32(0x7F)), qnan, r);
+  } else {
+    const __m128i e_all = _mm_cmpeq_epi32(_mm_srli_epi32(mag, s.mbits), _mm_set1_epi32(31));
+    const __m128i special =
+        select(_mm_cmpeq_epi32(m, _mm_setzero_si128()), _mm_set1_epi32(0x7F800000), qnan);
+    r = select(e_all, special, r);
+  }
+  return _mm_castsi128_ps(_mm_or_si128(r, sign));
+}
+#endif
+
+// dst[i] = encode(src[i] / div) for i < n (kDivide), or encode(src[i]).
+template <Fp8Format F, bool kDivide>
+void encode_span(const float* __restrict src, int64_t n, float div, uint8_t* __restrict dst) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  const __m128 vd = _mm_set1_ps(div);
+  for (; i + 16 <= n; i += 16) {
+    __m128i c[4];
+    for (int u = 0; u < 4; ++u) {
+      __m128 x = _mm_loadu_ps(src + i + 4 * u);
+      if constexpr (kDivide) x = _mm_div_ps(x, vd);
+      c[u] = encode4<F>(x);
+    }
+    const __m128i b = _mm_packus_epi16(_mm_packs_epi32(c[0], c[1]), _mm_packs_epi32(c[2], c[3]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), b);
+  }
+#endif
+  for (; i < n; ++i) dst[i] = encode(kDivide ? src[i] / div : src[i], spec_v<F>);
+}
+
+template <bool kDivide>
+void encode_span(Fp8Format f, const float* src, int64_t n, float div, uint8_t* dst) {
+  if (f == Fp8Format::kE4M3)
+    encode_span<Fp8Format::kE4M3, kDivide>(src, n, div, dst);
+  else
+    encode_span<Fp8Format::kE5M2, kDivide>(src, n, div, dst);
+}
+
+// dst[i] = decode(src[i]) * mul for i < n (t: the format's table).
+template <Fp8Format F>
+void decode_span(const uint8_t* __restrict src, int64_t n, float mul, const float* __restrict t,
+                 float* __restrict dst) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  const __m128 vm = _mm_set1_ps(mul);
+  const __m128i zero = _mm_setzero_si128();
+  for (; i + 16 <= n; i += 16) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    const __m128i lo = _mm_unpacklo_epi8(b, zero), hi = _mm_unpackhi_epi8(b, zero);
+    const __m128i c[4] = {_mm_unpacklo_epi16(lo, zero), _mm_unpackhi_epi16(lo, zero),
+                          _mm_unpacklo_epi16(hi, zero), _mm_unpackhi_epi16(hi, zero)};
+    for (int u = 0; u < 4; ++u) _mm_storeu_ps(dst + i + 4 * u, _mm_mul_ps(decode4<F>(c[u]), vm));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = t[src[i]] * mul;
+}
+
+void decode_span(Fp8Format f, const uint8_t* src, int64_t n, float mul, const float* t,
+                 float* dst) {
+  if (f == Fp8Format::kE4M3)
+    decode_span<Fp8Format::kE4M3>(src, n, mul, t, dst);
+  else
+    decode_span<Fp8Format::kE5M2>(src, n, mul, t, dst);
+}
+
+// A [B, H, N, X] tensor whose last two dims are contiguous: the N*X block of pair (b, h).
+template <typename T>
+struct PairBlocks {
+  T* base;
+  int64_t sb, sh, h, len;
+  PairBlocks(const torch::Tensor& t, const char* what) {
+    KVB_CHECK(t.dim() == 4, what, ": expected a 4-D tensor, got ", t.sizes());
+    KVB_CHECK(t.stride(3) == 1 && (t.size(2) <= 1 || t.stride(2) == t.size(3)), what,
+              ": the last two dims must be contiguous");
+    base = static_cast<T*>(t.data_ptr());
+    sb = t.stride(0);
+    sh = t.stride(1);
+    h = t.size(1);
+    len = t.size(2) * t.size(3);
+  }
+  T* at(int64_t p) const { return base + (p / h) * sb + (p % h) * sh; }
+};
+
+// The scale of pair p = b * H + h from scale [B, 1] or [B, H] (contiguous float32).
+float pair_scale(const float* s, int64_t cols, int64_t h, int64_t p) {
+  return cols == 1 ? s[p / h] : s[p];
+}
+
+void check_scaled(const torch::Tensor& values, const torch::Tensor& codes,
+                  const torch::Tensor& scale, const char* what) {
+  KVB_CHECK(values.scalar_type() == torch::kFloat32, what, ": values must be float32");
+  KVB_CHECK(codes.scalar_type() == torch::kUInt8, what, ": codes must be uint8");
+  KVB_CHECK(values.dim() == 4 && values.sizes() == codes.sizes(), what,
+            ": values and codes must be 4-D of one shape");
+  KVB_CHECK(scale.scalar_type() == torch::kFloat32 && scale.dim() == 2 &&
+                scale.size(0) == values.size(0) &&
+                (scale.size(1) == 1 || scale.size(1) == values.size(1)),
+            what, ": scale must be [B, 1] or [B, H] float32");
+}
+
 }  // namespace
 
 uint8_t fp8_encode(float x, Fp8Format f) { return encode(x, spec_of(f)); }
@@ -89,9 +257,8 @@ torch::Tensor fp8_encode(const torch::Tensor& x, Fp8Format f) {
   torch::Tensor out = torch::empty(in.sizes(), in.options().dtype(torch::kUInt8));
   const float* src = in.data_ptr<float>();
   uint8_t* dst = out.data_ptr<uint8_t>();
-  const Fp8Spec& s = spec_of(f);
   at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) dst[i] = encode(src[i], s);
+    encode_span<false>(f, src + lo, hi - lo, 1.0f, dst + lo);
   });
   return out;
 }
@@ -103,11 +270,60 @@ torch::Tensor fp8_decode(const torch::Tensor& codes, Fp8Format f) {
   torch::Tensor out = torch::empty(in.sizes(), in.options().dtype(torch::kFloat32));
   const uint8_t* src = in.data_ptr<uint8_t>();
   float* dst = out.data_ptr<float>();
-  const std::array<float, 256>& t = table(f);
+  const float* t = table(f).data();
   at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) dst[i] = t[src[i]];
+    decode_span(f, src + lo, hi - lo, 1.0f, t, dst + lo);  // x 1: the table's values exactly
   });
   return out;
+}
+
+void fp8_encode_scaled(const torch::Tensor& x, const torch::Tensor& scale, Fp8Format f,
+                       const torch::Tensor& codes) {
+  check_scaled(x, codes, scale, "fp8_encode_scaled");
+  if (!x.device().is_cpu() || !codes.device().is_cpu()) {
+    codes.copy_(fp8_encode(x / scale.view({scale.size(0), scale.size(1), 1, 1}), f));
+    return;
+  }
+  const torch::Tensor sc = scale.contiguous();
+  const float* sp = sc.data_ptr<float>();
+  PairBlocks<const float> xs(x, "fp8_encode_scaled x");
+  PairBlocks<uint8_t> cs(codes, "fp8_encode_scaled codes");
+  const int64_t pairs = x.size(0) * x.size(1), len = xs.len;
+  if (len == 0) return;
+  // Work units of about 16K elements: (pair, span of its block).
+  const int64_t per = std::max<int64_t>(1, (len + 16383) / 16384), span = (len + per - 1) / per;
+  at::parallel_for(0, pairs * per, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t p = u / per, lo = (u % per) * span, hi = std::min(len, lo + span);
+      if (lo >= hi) continue;
+      encode_span<true>(f, xs.at(p) + lo, hi - lo, pair_scale(sp, sc.size(1), xs.h, p),
+                        cs.at(p) + lo);
+    }
+  });
+}
+
+void fp8_decode_scaled(const torch::Tensor& codes, const torch::Tensor& scale, Fp8Format f,
+                       const torch::Tensor& out) {
+  check_scaled(out, codes, scale, "fp8_decode_scaled");
+  if (!out.device().is_cpu() || !codes.device().is_cpu()) {
+    out.copy_(fp8_decode(codes, f) * scale.view({scale.size(0), scale.size(1), 1, 1}));
+    return;
+  }
+  const torch::Tensor sc = scale.contiguous();
+  const float* sp = sc.data_ptr<float>();
+  PairBlocks<const uint8_t> cs(codes, "fp8_decode_scaled codes");
+  PairBlocks<float> os(out, "fp8_decode_scaled out");
+  const float* t = table(f).data();
+  const int64_t pairs = out.size(0) * out.size(1), len = os.len;
+  if (len == 0) return;
+  const int64_t per = std::max<int64_t>(1, (len + 16383) / 16384), span = (len + per - 1) / per;
+  at::parallel_for(0, pairs * per, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t p = u / per, lo = (u % per) * span, hi = std::min(len, lo + span);
+      if (lo >= hi) continue;
+      decode_span(f, cs.at(p) + lo, hi - lo, pair_scale(sp, sc.size(1), os.h, p), t, os.at(p) + lo);
+    }
+  });
 }
 
 }  // namespace kvb::kernels

@@ -30,4 +30,19 @@ float fp8_max(Fp8Format f);  // 448 or 57344
 torch::Tensor fp8_encode(const torch::Tensor& x, Fp8Format f);
 torch::Tensor fp8_decode(const torch::Tensor& codes, Fp8Format f);
 
+// The same with a scale per (batch row, head), into preallocated tensors (narrow()ed rows of a
+// growing buffer: the last two dims contiguous, the first two any stride), bit-exact with the
+// unfused expressions:
+//   fp8_encode_scaled: codes = fp8_encode(x / scale), the division in float32;
+//   fp8_decode_scaled: out = fp8_decode(codes) * scale.
+// scale is [B, 1] (one per batch row) or [B, H] float32; on another device: the unfused ops.
+void fp8_encode_scaled(const torch::Tensor& x,      // [B, H, T, D] float32
+                       const torch::Tensor& scale,  // [B, 1] or [B, H] float32
+                       Fp8Format f,
+                       const torch::Tensor& codes);  // [B, H, T, D] uint8, written
+void fp8_decode_scaled(const torch::Tensor& codes,   // [B, H, T, D] uint8
+                       const torch::Tensor& scale,   // [B, 1] or [B, H] float32
+                       Fp8Format f,
+                       const torch::Tensor& out);  // [B, H, T, D] float32, written
+
 }  // namespace kvb::kernels

@@ -1,10 +1,11 @@
 #include "kernels/cpu/quant_kernels.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
-
-#include <ATen/Parallel.h>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -192,6 +193,125 @@ inline uint8_t code_of(float x, float s, float z, float qmax) {
   return static_cast<uint8_t>(std::min(std::max(q, 0.0f), qmax));
 }
 
+#if defined(__SSE2__)
+// Vectorized quantization (SSE2, the x86-64 baseline), four channels at a time, giving the codes
+// of code_of(): (x - zero) / scale in fp32 (a true division, as the scalar formula), clamped to
+// [0, 2^bits - 1], then rounded by cvtps2dq in the current rounding mode (half to even by
+// default, as std::nearbyint). Clamping before rounding gives the same code, the bounds being
+// integers; a NaN quotient becomes 0 (where the scalar cast is undefined).
+inline __m128i round_clamped(__m128 v, __m128 qmax) {
+  return _mm_cvtps_epi32(_mm_min_ps(_mm_max_ps(v, _mm_setzero_ps()), qmax));
+}
+
+// 16 codes (four int32 vectors, each code < 2^kBits, channel order) packed as pack_row() does:
+// 8/kBits consecutive codes per byte, the first in the lowest bits; writes 2 * kBits bytes.
+template <int kBits>
+inline void pack16(__m128i c0, __m128i c1, __m128i c2, __m128i c3, uint8_t* out) {
+  const __m128i b = _mm_packus_epi16(_mm_packs_epi32(c0, c1), _mm_packs_epi32(c2, c3));  // 16 x u8
+  if constexpr (kBits == 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), b);
+  } else if constexpr (kBits == 4) {
+    // Per 16-bit lane (c0 | c1 << 8): low byte of lane | lane >> 4 is c0 | c1 << 4.
+    __m128i t = _mm_and_si128(_mm_or_si128(b, _mm_srli_epi16(b, 4)), _mm_set1_epi16(0x00FF));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_packus_epi16(t, t));
+  } else {
+    // Per 32-bit lane (c0 | c1 << 8 | c2 << 16 | c3 << 24): lane | lane >> 6 puts c0 | c1 << 2 in
+    // bits 0-3 and c2 | c3 << 2 in bits 16-19; folding bits 16-19 onto 4-7 gives the byte.
+    __m128i t = _mm_and_si128(_mm_or_si128(b, _mm_srli_epi32(b, 6)), _mm_set1_epi32(0x000F000F));
+    t = _mm_and_si128(_mm_or_si128(t, _mm_srli_epi32(t, 12)), _mm_set1_epi32(0xFF));
+    t = _mm_packs_epi32(t, t);
+    const int32_t v = _mm_cvtsi128_si32(_mm_packus_epi16(t, t));
+    std::memcpy(out, &v, 4);
+  }
+}
+
+// Min and max of n floats (n a multiple of 8), as the scalar loop finds them (mn = x[i] < mn ?
+// x[i] : mn from mn = x[0]: a NaN is skipped unless it is x[0]); only the sign of a zero
+// extremum may differ.
+inline void min_max(const float* x, int64_t n, float& mn, float& mx) {
+  __m128 lo0 = _mm_set1_ps(x[0]), lo1 = lo0, hi0 = lo0, hi1 = lo0;
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m128 a = _mm_loadu_ps(x + i), b = _mm_loadu_ps(x + i + 4);
+    lo0 = _mm_min_ps(a, lo0);  // a < lo ? a : lo
+    lo1 = _mm_min_ps(b, lo1);
+    hi0 = _mm_max_ps(a, hi0);  // a > hi ? a : hi
+    hi1 = _mm_max_ps(b, hi1);
+  }
+  __m128 lo = _mm_min_ps(lo1, lo0), hi = _mm_max_ps(hi1, hi0);
+  lo = _mm_min_ps(_mm_movehl_ps(lo, lo), lo);
+  hi = _mm_max_ps(_mm_movehl_ps(hi, hi), hi);
+  lo = _mm_min_ss(_mm_shuffle_ps(lo, lo, 1), lo);
+  hi = _mm_max_ss(_mm_shuffle_ps(hi, hi, 1), hi);
+  mn = _mm_cvtss_f32(lo);
+  mx = _mm_cvtss_f32(hi);
+}
+
+// One row of d channels in groups of `group` (a multiple of 16).
+template <int kBits>
+void quantize_row_simd(const float* __restrict x, int64_t d, int64_t group, at::Half* __restrict sp,
+                       at::Half* __restrict zp, uint8_t* __restrict out) {
+  const __m128 qmax = _mm_set1_ps(static_cast<float>((1 << kBits) - 1));
+  for (int64_t g = 0; g < d / group; ++g, x += group, out += group * kBits / 8) {
+    float mn = 0, mx = 0;
+    min_max(x, group, mn, mx);
+    scale_zero(mn, mx, kBits, sp[g], zp[g]);
+    const float s = sp[g], z = zp[g];
+    if (!(s > 0)) {
+      std::memset(out, 0, static_cast<size_t>(group * kBits / 8));
+      continue;
+    }
+    const __m128 vs = _mm_set1_ps(s), vz = _mm_set1_ps(z);
+    __m128i q[4];
+    for (int64_t c = 0; c < group; c += 16) {
+      for (int u = 0; u < 4; ++u)
+        q[u] = round_clamped(_mm_div_ps(_mm_sub_ps(_mm_loadu_ps(x + c + 4 * u), vz), vs), qmax);
+      pack16<kBits>(q[0], q[1], q[2], q[3], out + c * kBits / 8);
+    }
+  }
+}
+
+// One group of `rows` rows of d channels (d a multiple of 16) sharing per-channel scale/zero;
+// s, z: scratch of d floats.
+template <int kBits>
+void quantize_cols_simd(const float* __restrict x0, int64_t rows, int64_t d,
+                        at::Half* __restrict sp, at::Half* __restrict zp, float* __restrict s,
+                        float* __restrict z, const Rows<uint8_t>& cr, int64_t p, int64_t r0) {
+  // Per-channel min and max over the rows, as the scalar loop (mn = x < mn ? x : mn, row by row).
+  for (int64_t c = 0; c < d; c += 4) {
+    __m128 lo = _mm_loadu_ps(x0 + c), hi = lo;
+    for (int64_t i = 1; i < rows; ++i) {
+      const __m128 a = _mm_loadu_ps(x0 + i * d + c);
+      lo = _mm_min_ps(a, lo);
+      hi = _mm_max_ps(a, hi);
+    }
+    _mm_storeu_ps(s + c, lo);  // s, z: min and max until converted below
+    _mm_storeu_ps(z + c, hi);
+  }
+  for (int64_t c = 0; c < d; ++c) {
+    scale_zero(s[c], z[c], kBits, sp[c], zp[c]);
+    s[c] = sp[c];
+    z[c] = zp[c];
+  }
+  const __m128 qmax = _mm_set1_ps(static_cast<float>((1 << kBits) - 1));
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* xi = x0 + i * d;
+    uint8_t* out = cr.at(p, r0 + i);
+    for (int64_t c = 0; c < d; c += 16) {
+      __m128i q[4];
+      for (int u = 0; u < 4; ++u) {
+        const int64_t k = c + 4 * u;
+        const __m128 vs = _mm_loadu_ps(s + k);
+        // A zero (or NaN) scale gives code 0 (code_of's `!(s > 0)`).
+        const __m128 ok = _mm_cmpgt_ps(vs, _mm_setzero_ps());
+        const __m128 v = _mm_div_ps(_mm_sub_ps(_mm_loadu_ps(xi + k), _mm_loadu_ps(z + k)), vs);
+        q[u] = round_clamped(_mm_and_ps(v, ok), qmax);
+      }
+      pack16<kBits>(q[0], q[1], q[2], q[3], out + c * kBits / 8);
+    }
+  }
+}
+#endif
+
 template <typename Fn>
 void dispatch_bits(int bits, Fn&& fn) {
   if (bits == 2) fn(std::integral_constant<int, 2>{});
@@ -204,20 +324,48 @@ constexpr int64_t kBlockRows = 256;  // rows per parallel work unit when dequant
 
 }  // namespace
 
-void quantize_rows(const torch::Tensor& x, int bits, int64_t group, const torch::Tensor& codes,
-                   const torch::Tensor& scale, const torch::Tensor& zero) {
+namespace {
+
+// quantize_rows, of x / div when div is given ([H, D] float32 contiguous: each row divided by
+// its head's row of div first, into a scratch row, the division in fp32).
+void quantize_rows_impl(const torch::Tensor& x, const float* div, int bits, int64_t group,
+                        const torch::Tensor& codes, const torch::Tensor& scale,
+                        const torch::Tensor& zero) {
   check_common(x, codes, bits);
-  const int64_t d = x.size(3), n = x.size(2), bh = x.size(0) * x.size(1);
+  const int64_t d = x.size(3), n = x.size(2), h = x.size(1), bh = x.size(0) * x.size(1);
   KVB_CHECK(group > 0 && d % group == 0 && group % (8 / bits) == 0, "quantize_rows: bad group ", group);
   KVB_CHECK(scale.size(3) == d / group && zero.size(3) == d / group, "quantize_rows: scale width");
   Rows<const float> xr(x, "quantize_rows x");
   Rows<uint8_t> cr(codes, "quantize_rows codes");
   Rows<at::Half> sr(scale, "quantize_rows scale"), zr(zero, "quantize_rows zero");
   const float qmax = static_cast<float>((1 << bits) - 1);
+  // Row r's values: x's row, or x's row / div's row of its head in `scratch` (d floats).
+  auto row = [&](int64_t r, float* scratch) -> const float* {
+    const float* xp = xr.at(r / n, r % n);
+    if (div == nullptr) return xp;
+    const float* dp = div + ((r / n) % h) * d;
+    for (int64_t c = 0; c < d; ++c) scratch[c] = xp[c] / dp[c];
+    return scratch;
+  };
+#if defined(__SSE2__)
+  if (group % 16 == 0) {
+    dispatch_bits(bits, [&](auto kb) {
+      constexpr int kBits = decltype(kb)::value;
+      at::parallel_for(0, bh * n, kGrainRows, [&](int64_t r0, int64_t r1) {
+        std::vector<float> y(div ? static_cast<size_t>(d) : 0);
+        for (int64_t r = r0; r < r1; ++r)
+          quantize_row_simd<kBits>(row(r, y.data()), d, group, sr.at(r / n, r % n),
+                                   zr.at(r / n, r % n), cr.at(r / n, r % n));
+      });
+    });
+    return;
+  }
+#endif
   at::parallel_for(0, bh * n, kGrainRows, [&](int64_t r0, int64_t r1) {
     std::vector<uint8_t> q(static_cast<size_t>(d));
+    std::vector<float> y(div ? static_cast<size_t>(d) : 0);
     for (int64_t r = r0; r < r1; ++r) {
-      const float* xp = xr.at(r / n, r % n);
+      const float* xp = row(r, y.data());
       at::Half* sp = sr.at(r / n, r % n);
       at::Half* zp = zr.at(r / n, r % n);
       for (int64_t g = 0; g < d / group; ++g) {
@@ -234,6 +382,24 @@ void quantize_rows(const torch::Tensor& x, int bits, int64_t group, const torch:
       pack_row(q.data(), d, bits, cr.at(r / n, r % n));
     }
   });
+}
+
+}  // namespace
+
+void quantize_rows(const torch::Tensor& x, int bits, int64_t group, const torch::Tensor& codes,
+                   const torch::Tensor& scale, const torch::Tensor& zero) {
+  quantize_rows_impl(x, nullptr, bits, group, codes, scale, zero);
+}
+
+void quantize_rows_div(const torch::Tensor& x, const torch::Tensor& div, int bits, int64_t group,
+                       const torch::Tensor& codes, const torch::Tensor& scale,
+                       const torch::Tensor& zero) {
+  KVB_CHECK(x.dim() == 4, "quantize_rows_div: expected a 4-D x, got ", x.sizes());
+  KVB_CHECK(div.scalar_type() == torch::kFloat32 && div.dim() == 2 && div.size(0) == x.size(1) &&
+                div.size(1) == x.size(3),
+            "quantize_rows_div: div must be [H, D] float32, got ", div.sizes());
+  const torch::Tensor dc = div.contiguous();
+  quantize_rows_impl(x, dc.data_ptr<float>(), bits, group, codes, scale, zero);
 }
 
 void dequantize_rows(const torch::Tensor& codes, const torch::Tensor& scale, const torch::Tensor& zero,
@@ -280,6 +446,22 @@ void quantize_cols(const torch::Tensor& x, int bits, int64_t group, const torch:
   Rows<at::Half> sr(scale, "quantize_cols scale"), zr(zero, "quantize_cols zero");
   const int64_t units = x.size(0) * x.size(1) * ng;  // (b, h, group of rows)
   const float qmax = static_cast<float>((1 << bits) - 1);
+#if defined(__SSE2__)
+  if (d % 16 == 0) {
+    dispatch_bits(bits, [&](auto kb) {
+      constexpr int kBits = decltype(kb)::value;
+      at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+        std::vector<float> s(static_cast<size_t>(d)), z(static_cast<size_t>(d));
+        for (int64_t u = u0; u < u1; ++u) {
+          const int64_t p = u / ng, j = u % ng;
+          quantize_cols_simd<kBits>(xr.at(p, j * group), group, d, sr.at(p, j), zr.at(p, j),
+                                    s.data(), z.data(), cr, p, j * group);
+        }
+      });
+    });
+    return;
+  }
+#endif
   at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
     std::vector<float> mn(static_cast<size_t>(d)), mx(static_cast<size_t>(d)), s(static_cast<size_t>(d)),
         z(static_cast<size_t>(d));

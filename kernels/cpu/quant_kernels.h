@@ -25,6 +25,15 @@ void quantize_rows(const torch::Tensor& x,      // [B, H, N, D] float32
                    const torch::Tensor& codes,  // [B, H, N, D*bits/8] uint8, written
                    const torch::Tensor& scale,  // [B, H, N, D/group] fp16, written
                    const torch::Tensor& zero);  // [B, H, N, D/group] fp16, written
+// quantize_rows(x / div) without the temporary: each row divided by its head's row of div
+// (float32 division, as `x / div.view({1, H, 1, D})` computes it), then quantized (QServe's
+// SmoothAttention keys).
+void quantize_rows_div(const torch::Tensor& x,    // [B, H, N, D] float32
+                       const torch::Tensor& div,  // [H, D] float32
+                       int bits, int64_t group,
+                       const torch::Tensor& codes,  // [B, H, N, D*bits/8] uint8, written
+                       const torch::Tensor& scale,  // [B, H, N, D/group] fp16, written
+                       const torch::Tensor& zero);  // [B, H, N, D/group] fp16, written
 void dequantize_rows(const torch::Tensor& codes,  // [B, H, N, D*bits/8] uint8
                      const torch::Tensor& scale,  // [B, H, N, D/group] fp16
                      const torch::Tensor& zero,   // [B, H, N, D/group] fp16

@@ -114,24 +114,25 @@ class Fp8Store : public SlotStore {
   };
 
   // amax / range per batch row (and head); 1 where the chunk is all zeros (or not finite).
+  // max |x| = max(-min, max), in one pass without a temporary |x| (NaN propagates as in amax).
   torch::Tensor calibrate(const torch::Tensor& x, double range) const {  // x [B, H, T, D]
-    torch::Tensor amax = x.to(torch::kFloat32).abs().amax({2, 3});       // [B, H]
+    const auto [lo, hi] = torch::aminmax(x.to(torch::kFloat32).flatten(2), 2);  // [B, H]
+    torch::Tensor amax = torch::maximum(-lo, hi);
     if (!per_head_) amax = amax.amax(1, /*keepdim=*/true);               // [B, 1]
     torch::Tensor s = amax / range;
     return torch::where((amax > 0) & torch::isfinite(amax), s, torch::ones_like(s)).contiguous();
   }
 
-  torch::Tensor scale4(const Side& s) const {  // [B, 1 or H, 1, 1]
-    return s.scale.view({s.scale.size(0), s.scale.size(1), 1, 1});
-  }
-
+  // codes = fp8(x / scale), written straight into the buffer's rows (one pass, no temporaries).
   void encode(Side& s, const torch::Tensor& x, int64_t at) {  // x [B, H, T, D]
-    const torch::Tensor scaled = x.to(torch::kFloat32) / scale4(s);
-    s.codes.narrow(2, at, x.size(2)).copy_(kernels::fp8_encode(scaled, format_));
+    kernels::fp8_encode_scaled(x.to(torch::kFloat32).contiguous(), s.scale, format_,
+                               s.codes.narrow(2, at, x.size(2)));
   }
 
-  torch::Tensor decode(const Side& s, int64_t len) const {
-    torch::Tensor out = kernels::fp8_decode(s.codes.narrow(2, 0, len), format_) * scale4(s);
+  torch::Tensor decode(const Side& s, int64_t len) const {  // fp8 value * scale
+    torch::Tensor out = torch::empty({s.codes.size(0), s.codes.size(1), len, s.codes.size(3)},
+                                     s.codes.options().dtype(torch::kFloat32));
+    kernels::fp8_decode_scaled(s.codes.narrow(2, 0, len), s.scale, format_, out);
     return compute_ == torch::kFloat32 ? out : out.to(compute_);
   }
 

@@ -47,7 +47,7 @@ class QServeStore : public SlotStore {
       reserve_rows(s->scale, L.len, L.len + t, b, h, 1, f16);
       reserve_rows(s->zero, L.len, L.len + t, b, h, 1, f16);
     }
-    quantize(L.k, a.k.to(torch::kFloat32) / lambda4(L), L.len);
+    quantize(L.k, a.k.to(torch::kFloat32), L.len, &L.lambda);  // keys / lambda
     quantize(L.v, a.v.to(torch::kFloat32), L.len);
     L.pos.append(a.pos, b, h);
     L.len += t;
@@ -58,7 +58,7 @@ class QServeStore : public SlotStore {
     const Layer& L = layers_.at(static_cast<size_t>(layer));
     KVView v;
     if (L.len == 0) return v;
-    v.k = out(dequantize(L.k, L.len) * lambda4(L));
+    v.k = out(dequantize(L.k, L.len).mul_(lambda4(L)));
     v.v = out(dequantize(L.v, L.len));
     v.pos = L.pos.view();
     return v;
@@ -120,8 +120,10 @@ class QServeStore : public SlotStore {
   };
 
   // lambda = max|K_c|^alpha over the chunk's tokens and batch rows, fp16; 1 for all-zero channels.
-  torch::Tensor smoothing(const torch::Tensor& k) const {           // k [B, H, T, D]
-    torch::Tensor amax = k.to(torch::kFloat32).abs().amax({0, 2});  // [H, D]
+  // max |K| = max(-min, max): no temporary |K| (NaN propagates as in abs().amax()).
+  torch::Tensor smoothing(const torch::Tensor& k) const {  // k [B, H, T, D]
+    const torch::Tensor kf = k.to(torch::kFloat32);
+    torch::Tensor amax = torch::maximum(-kf.amin({0, 2}), kf.amax({0, 2}));  // [H, D]
     torch::Tensor lam = amax.pow(alpha_).clamp(std::ldexp(1.0, -14), 65504.0);
     lam = torch::where((amax > 0) & torch::isfinite(amax), lam, torch::ones_like(lam));
     return lam.to(torch::kHalf).contiguous();
@@ -131,10 +133,17 @@ class QServeStore : public SlotStore {
     return L.lambda.to(torch::kFloat32).unsqueeze(1).unsqueeze(0);
   }
 
-  void quantize(Side& s, const torch::Tensor& x, int64_t at) {  // x [B, H, T, D] float32
+  // x / lambda (keys: lambda [H, D] fp16, the division fused into the kernel) or x, quantized.
+  void quantize(Side& s, const torch::Tensor& x, int64_t at,
+                const torch::Tensor* lambda = nullptr) {  // x [B, H, T, D] float32
     const int64_t t = x.size(2);
-    kernels::quantize_rows(x.contiguous(), bits_, x.size(3), s.codes.narrow(2, at, t),
-                           s.scale.narrow(2, at, t), s.zero.narrow(2, at, t));
+    if (lambda)
+      kernels::quantize_rows_div(x.contiguous(), lambda->to(torch::kFloat32), bits_, x.size(3),
+                                 s.codes.narrow(2, at, t), s.scale.narrow(2, at, t),
+                                 s.zero.narrow(2, at, t));
+    else
+      kernels::quantize_rows(x.contiguous(), bits_, x.size(3), s.codes.narrow(2, at, t),
+                             s.scale.narrow(2, at, t), s.zero.narrow(2, at, t));
   }
 
   torch::Tensor dequantize(const Side& s, int64_t len) const {

@@ -114,10 +114,11 @@ class Fp8Store : public SlotStore {
   };
 
   // amax / range per batch row (and head); 1 where the chunk is all zeros (or not finite).
-  // max |x| = max(-min, max), in one pass without a temporary |x| (NaN propagates as in amax).
+  // max |x| = max(-min, max): two vectorized reductions, no temporary |x| (NaN propagates as in
+  // abs().amax(); torch::aminmax was 30x slower here).
   torch::Tensor calibrate(const torch::Tensor& x, double range) const {  // x [B, H, T, D]
-    const auto [lo, hi] = torch::aminmax(x.to(torch::kFloat32).flatten(2), 2);  // [B, H]
-    torch::Tensor amax = torch::maximum(-lo, hi);
+    const torch::Tensor xf = x.to(torch::kFloat32);
+    torch::Tensor amax = torch::maximum(-xf.amin({2, 3}), xf.amax({2, 3}));  // [B, H]
     if (!per_head_) amax = amax.amax(1, /*keepdim=*/true);               // [B, 1]
     torch::Tensor s = amax / range;
     return torch::where((amax > 0) & torch::isfinite(amax), s, torch::ones_like(s)).contiguous();

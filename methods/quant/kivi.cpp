@@ -301,6 +301,10 @@ class KiviStore : public SlotStore {
   void append_values(Layer& L, const torch::Tensor& v) {  // v [B, H, T, D]
     const int64_t t = v.size(2);
     if (t == 0) return;
+    if (!L.ragged && t > r_) {
+      append_values_long(L, v);
+      return;
+    }
     const int64_t cap = L.vr.defined() ? L.vr.size(2) : 0;
     if (L.v0 + L.nrv + t > cap) {
       // Grows by doubling up to 2R (then the window slides in place), never to 2R at once: R
@@ -360,6 +364,32 @@ class KiviStore : public SlotStore {
       if (L.ragged) move_window(L, 2 * r_);
       L.v0 = 0;
     }
+  }
+
+  // Plain layout, a chunk longer than the window (a prompt): the window's values and the chunk's
+  // first T - R are quantized where they lie (the chunk's straight from the input, not copied
+  // through the window first), and the chunk's last R become the window. The same codes as the
+  // general path above, without a copy of the whole chunk.
+  void append_values_long(Layer& L, const torch::Tensor& v) {  // v [B, H, T, D], T > R
+    const int64_t t = v.size(2), m = t - r_, excess = L.nrv + m;
+    auto u8 = v.options().dtype(torch::kUInt8), f16 = v.options().dtype(torch::kHalf);
+    reserve_rows(L.vq, L.nqv, L.nqv + excess, L.b, L.h, L.d * bits_ / 8, u8);
+    reserve_rows(L.vs, L.nqv, L.nqv + excess, L.b, L.h, L.d / gv_, f16);
+    reserve_rows(L.vz, L.nqv, L.nqv + excess, L.b, L.h, L.d / gv_, f16);
+    auto quantize = [&](const torch::Tensor& x, int64_t at) {  // x [B, H, n, D], compute dtype
+      const int64_t n = x.size(2);
+      kernels::quantize_rows(rows_f32(x), bits_, gv_, L.vq.narrow(2, at, n), L.vs.narrow(2, at, n),
+                             L.vz.narrow(2, at, n));
+    };
+    if (L.nrv > 0) quantize(L.vr.narrow(2, L.v0, L.nrv), L.nqv);
+    quantize(v.narrow(2, 0, m).to(compute_), L.nqv + L.nrv);
+    L.nqv += excess;
+    // The window in a buffer of at least R rows (2R when one is made, as the general path leaves).
+    if (!L.vr.defined() || L.vr.size(2) < r_)
+      L.vr = torch::empty({L.b, L.h, 2 * r_, L.d}, v.options().dtype(compute_));
+    L.vr.narrow(2, 0, r_).copy_(v.narrow(2, m, r_));
+    L.v0 = 0;
+    L.nrv = r_;
   }
 
   // The value window's kept flags follow vr to a buffer of `cap` rows starting at 0.

@@ -159,14 +159,14 @@ TEST(KiviAttention, MatchesReferenceOverTheGrid) {
     std::cout << "[ note ] this CPU has no AVX2: only the portable path was checked\n";
 }
 
-// Other key groups and value groups (KIVI's value group is min(group, D)), several query rows
-// per head (T > 1), one KV head.
+// Other key groups (odd slot counts per group too) and value groups, several query rows per
+// head (T > 1), one KV head.
 TEST(KiviAttention, MatchesReferenceForOtherGroupsAndRows) {
   int checked = 0;
   uint64_t seed = 1000;
   for (int bits : {2, 4})
     for (int64_t d : {32, 64, 128})
-      for (int64_t group : {8, 16, 64, 128})
+      for (int64_t group : {3, 8, 12, 16, 64, 128})
         for (int64_t t : {1, 2}) {
           Case c;
           c.bits = bits;
@@ -175,7 +175,9 @@ TEST(KiviAttention, MatchesReferenceForOtherGroupsAndRows) {
           c.hkv = 1;
           c.t = t;
           c.group = group;
-          c.gv = std::min(group, d);
+          // KIVI's value group is min(group, D); key groups that are not a multiple of 8 (an odd
+          // slot count per group) are paired with value group 32 so that the AVX2 path runs too.
+          c.gv = group % 8 == 0 ? std::min(group, d) : 32;
           c.nq = 3 * group;
           c.nrk = group - 1;
           c.nqv = 3 * group - 5;

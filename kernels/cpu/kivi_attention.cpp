@@ -275,8 +275,14 @@ AttentionPart kivi_decode_attention(const torch::Tensor& q, const KiviCache& c, 
   const int64_t grp = p.nq > 0 ? c.group : 1;
   const int64_t blk = std::max<int64_t>(1, kBlockSlots / grp) * grp;
   const int64_t nblk = (p.s + blk - 1) / blk, heads = bsz * p.hkv, items = heads * nblk;
-  std::vector<float> pm(static_cast<size_t>(items * m_rows)), pl(pm.size()),
-      po(static_cast<size_t>(items * m_rows * d));
+  // Per block: running max [M], sum [M], output [M, D]. Reused between calls (a fresh buffer of
+  // this size is an mmap and page faults per call).
+  thread_local std::vector<float> partial;
+  const size_t np = static_cast<size_t>(items * m_rows);
+  if (partial.size() < np * (2 + static_cast<size_t>(d))) partial.resize(np * (2 + d));
+  float* pm = partial.data();
+  float* pl = pm + np;
+  float* po = pl + np;
   const float fscale = static_cast<float>(scale);
   at::parallel_for(0, items, 1, [&](int64_t i0, int64_t i1) {
     std::vector<float> qb(static_cast<size_t>(m_rows * d));
@@ -288,8 +294,8 @@ AttentionPart kivi_decode_attention(const torch::Tensor& q, const KiviCache& c, 
           float* dst = qb.data() + (gi * t + ti) * d;
           for (int64_t x = 0; x < d; ++x) dst[x] = src[x] * fscale;
         }
-      block(p, b, h, k * blk, std::min(p.s, (k + 1) * blk), qb.data(), pm.data() + it * m_rows,
-            pl.data() + it * m_rows, po.data() + it * m_rows * d);
+      block(p, b, h, k * blk, std::min(p.s, (k + 1) * blk), qb.data(), pm + it * m_rows,
+            pl + it * m_rows, po + it * m_rows * d);
     }
   });
   // Flash-decoding merge of the blocks of each (b, h_kv, row).
@@ -308,7 +314,7 @@ AttentionPart kivi_decode_attention(const torch::Tensor& q, const KiviCache& c, 
         const int64_t it = bh * nblk + k;
         const float w = std::exp(pm[it * m_rows + m] - top);
         sum += w * pl[it * m_rows + m];
-        const float* src = po.data() + (it * m_rows + m) * d;
+        const float* src = po + (it * m_rows + m) * d;
         for (int64_t x = 0; x < d; ++x) dst[x] += w * src[x];
       }
       const float inv = 1.0f / sum;

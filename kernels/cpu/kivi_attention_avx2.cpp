@@ -38,10 +38,10 @@ constexpr int64_t kValueTile = 32;  // slots whose (p * scale) vectors are stage
 
 // 1 / (the power of two a decoded code u carries): 4^-u (2-bit), 16^-u (4-bit, u < 7; code 7
 // of a 4-bit lane is shifted down instead, see decode).
-inline float unit_of(int bits, int u) {
-  if (bits == 4 && u == 7) return 1.0f;
-  return std::ldexp(1.0f, -bits * u);
-}
+constexpr float kUnit2[8] = {1.0f,    0x1p-2f,  0x1p-4f,  0x1p-6f,
+                             0x1p-8f, 0x1p-10f, 0x1p-12f, 0x1p-14f};
+constexpr float kUnit4[8] = {1.0f, 0x1p-4f, 0x1p-8f, 0x1p-12f, 0x1p-16f, 0x1p-20f, 0x1p-24f, 1.0f};
+inline float unit_of(int bits, int u) { return bits == 2 ? kUnit2[u] : kUnit4[u]; }
 
 // Codes of one 64-channel chunk, 8 codes per 32-bit lane (lane i: channels 8i .. 8i+7). kHalf:
 // a 32-channel tail (head_dim % 64 == 32): lanes 4-7 are zero and nothing past it is read.
@@ -150,6 +150,17 @@ inline void halves_to_floats(const uint16_t* src, int64_t n, float* dst) {
   for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
 
+// dst[0, n) = v[0, n), n <= 8.
+inline void store_first(__m256 v, int n, float* dst) {
+  if (n == 8) {
+    _mm256_storeu_ps(dst, v);
+    return;
+  }
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  for (int i = 0; i < n; ++i) dst[i] = t[i];
+}
+
 // Everything one block needs, laid out in thread-local scratch.
 struct Ctx {
   const Problem* p;
@@ -175,46 +186,59 @@ struct Ctx {
 
 // ---- scores ------------------------------------------------------------------------------
 
+// Two slots at once (x0, x1): each query vector loaded once serves both.
 template <int kBits, int kNr, int kU>
-inline void key_fma(__m256i x, const __m256* qk, int64_t rs, __m256* acc) {
-  const __m256 cu = decode<kBits, kU>(x);
-  for (int r = 0; r < kNr; ++r) acc[r] = _mm256_fmadd_ps(qk[r * rs + kU], cu, acc[r]);
+inline void key_fma(__m256i x0, __m256i x1, const __m256* qk, int64_t rs, __m256* acc) {
+  const __m256 c0 = decode<kBits, kU>(x0), c1 = decode<kBits, kU>(x1);
+  for (int r = 0; r < kNr; ++r) {
+    const __m256 w = qk[r * rs + kU];
+    acc[r] = _mm256_fmadd_ps(w, c0, acc[r]);
+    acc[kNr + r] = _mm256_fmadd_ps(w, c1, acc[kNr + r]);
+  }
 }
 
 template <int kBits, int kNr, int... kUs>
-inline void key_chunk(__m256i x, const __m256* qk, int64_t rs, __m256* acc,
+inline void key_chunk(__m256i x0, __m256i x1, const __m256* qk, int64_t rs, __m256* acc,
                       std::integer_sequence<int, kUs...>) {
-  (key_fma<kBits, kNr, kUs>(x, qk, rs, acc), ...);
+  (key_fma<kBits, kNr, kUs>(x0, x1, qk, rs, acc), ...);
 }
 
 // Scores of ntok quantized keys of one group (codes from `codes`, rows row_bytes apart) for the
-// kNr rows of a tile: sc[r * stride + j] = sum_lanes qk . codes + bias[r].
-template <int kBits, int kNr>
+// kNr rows of a tile: sc[r * stride + j] = sum_lanes qk . codes + bias[r]. kFull >= 0: the head
+// is kFull whole chunks (D = 64 kFull), known at compile time; -1: c.nfull and c.half.
+template <int kBits, int kNr, int kFull>
 void key_scores(const Ctx& c, const uint8_t* codes, int64_t row_bytes, int64_t ntok,
                 const float* bias, float* sc) {
   constexpr int64_t kChunkBytes = 8 * kBits;
-  const int64_t rs = c.nch * 8;
+  const int nfull = kFull >= 0 ? kFull : c.nfull;
+  const bool half = kFull >= 0 ? false : c.half;
+  const int64_t rs = kFull >= 0 ? kFull * 8 : c.nch * 8;
   alignas(32) float tmp[kNr][8][8];
   for (int64_t j = 0; j < ntok; j += 8) {
     const int nt = static_cast<int>(std::min<int64_t>(8, ntok - j));
-    for (int t = 0; t < nt; ++t) {
-      const uint8_t* row = codes + (j + t) * row_bytes;
-      __m256 acc[kNr];
-      for (int r = 0; r < kNr; ++r) acc[r] = _mm256_setzero_ps();
-      for (int ch = 0; ch < c.nfull; ++ch)
-        key_chunk<kBits, kNr>(load_chunk<kBits, false>(row + ch * kChunkBytes), c.qk + ch * 8, rs,
+    for (int t = 0; t < nt; t += 2) {
+      // Slots t and t + 1 (t + 1 reads slot t again when past the end; its sum is dropped).
+      const uint8_t* r0 = codes + (j + t) * row_bytes;
+      const uint8_t* r1 = t + 1 < nt ? r0 + row_bytes : r0;
+      __m256 acc[2 * kNr];
+      for (int r = 0; r < 2 * kNr; ++r) acc[r] = _mm256_setzero_ps();
+      for (int ch = 0; ch < nfull; ++ch)
+        key_chunk<kBits, kNr>(load_chunk<kBits, false>(r0 + ch * kChunkBytes),
+                              load_chunk<kBits, false>(r1 + ch * kChunkBytes), c.qk + ch * 8, rs,
                               acc, std::make_integer_sequence<int, 8>{});
-      if (c.half)
-        key_chunk<kBits, kNr>(load_chunk<kBits, true>(row + c.nfull * kChunkBytes),
-                              c.qk + c.nfull * 8, rs, acc, std::make_integer_sequence<int, 8>{});
-      for (int r = 0; r < kNr; ++r) _mm256_store_ps(tmp[r][t], acc[r]);
+      if (half)
+        key_chunk<kBits, kNr>(load_chunk<kBits, true>(r0 + nfull * kChunkBytes),
+                              load_chunk<kBits, true>(r1 + nfull * kChunkBytes), c.qk + nfull * 8,
+                              rs, acc, std::make_integer_sequence<int, 8>{});
+      for (int r = 0; r < kNr; ++r) {
+        _mm256_store_ps(tmp[r][t], acc[r]);
+        if (t + 1 < nt) _mm256_store_ps(tmp[r][t + 1], acc[kNr + r]);
+      }
     }
     for (int r = 0; r < kNr; ++r) {
       for (int t = nt; t < 8; ++t) _mm256_store_ps(tmp[r][t], _mm256_setzero_ps());
       const __m256 s = _mm256_add_ps(hsum8(tmp[r]), _mm256_set1_ps(bias[r]));
-      alignas(32) float v[8];
-      _mm256_store_ps(v, s);
-      std::copy(v, v + nt, sc + r * c.n_pad + j);
+      store_first(s, nt, sc + r * c.n_pad + j);
     }
   }
 }
@@ -239,9 +263,7 @@ void residual_scores(const Ctx& c, const float* q, const float* keys, int64_t nt
     }
     for (int r = 0; r < kNr; ++r) {
       for (int t = nt; t < 8; ++t) _mm256_store_ps(tmp[r][t], _mm256_setzero_ps());
-      alignas(32) float v[8];
-      _mm256_store_ps(v, hsum8(tmp[r]));
-      std::copy(v, v + nt, sc + r * c.n_pad + j);
+      store_first(hsum8(tmp[r]), nt, sc + r * c.n_pad + j);
     }
   }
 }
@@ -249,39 +271,43 @@ void residual_scores(const Ctx& c, const float* q, const float* keys, int64_t nt
 // ---- values ------------------------------------------------------------------------------
 
 template <int kBits, int kNr, int kU, int kUg>
-inline void value_fma_one(__m256i x, const __m256* pj, int64_t nch, __m256 (*acc)[kUg], int k) {
+inline void value_fma_one(__m256i x, const __m256* w, __m256 (*acc)[kUg], int k) {
   const __m256 cu = decode<kBits, kU>(x);
-  for (int r = 0; r < kNr; ++r) acc[r][k] = _mm256_fmadd_ps(pj[r * nch], cu, acc[r][k]);
+  for (int r = 0; r < kNr; ++r) acc[r][k] = _mm256_fmadd_ps(w[r], cu, acc[r][k]);
 }
 
 template <int kBits, int kNr, int kU0, int kUg, int... kKs>
 inline void value_fma(__m256i x, const __m256* pj, int64_t nch, __m256 (*acc)[kUg],
                       std::integer_sequence<int, kKs...>) {
-  (value_fma_one<kBits, kNr, kU0 + kKs, kUg>(x, pj, nch, acc, kKs), ...);
+  __m256 w[kNr];  // each row's p * scale, loaded once per slot
+  for (int r = 0; r < kNr; ++r) w[r] = pj[r * nch];
+  (value_fma_one<kBits, kNr, kU0 + kKs, kUg>(x, w, acc, kKs), ...);
 }
 
 // Codes u in [kU0, kU0 + kUg) of chunk ch for ntok slots into the accumulators.
-template <int kBits, int kNr, bool kHalf, int kUg, int kU0 = 0>
+// kNch > 0: chunks per head known at compile time; 0: c.nch.
+template <int kBits, int kNr, bool kHalf, int kUg, int kNch, int kU0 = 0>
 void value_chunk(const Ctx& c, const uint8_t* codes, int64_t row_bytes, int64_t ntok, int ch) {
   constexpr int64_t kChunkBytes = 8 * kBits;
+  const int64_t nch = kNch > 0 ? kNch : c.nch;
   __m256 acc[kNr][kUg];
   for (int r = 0; r < kNr; ++r)
-    for (int k = 0; k < kUg; ++k) acc[r][k] = c.ot[(r * c.nch + ch) * 8 + kU0 + k];
+    for (int k = 0; k < kUg; ++k) acc[r][k] = c.ot[(r * nch + ch) * 8 + kU0 + k];
   for (int64_t j = 0; j < ntok; ++j) {
     const __m256i x = load_chunk<kBits, kHalf>(codes + j * row_bytes + ch * kChunkBytes);
-    value_fma<kBits, kNr, kU0, kUg>(x, c.ps + j * kNr * c.nch + ch, c.nch, acc,
+    value_fma<kBits, kNr, kU0, kUg>(x, c.ps + j * kNr * nch + ch, nch, acc,
                                     std::make_integer_sequence<int, kUg>{});
   }
   for (int r = 0; r < kNr; ++r)
-    for (int k = 0; k < kUg; ++k) c.ot[(r * c.nch + ch) * 8 + kU0 + k] = acc[r][k];
+    for (int k = 0; k < kUg; ++k) c.ot[(r * nch + ch) * 8 + kU0 + k] = acc[r][k];
   if constexpr (kU0 + kUg < 8)
-    value_chunk<kBits, kNr, kHalf, kUg, kU0 + kUg>(c, codes, row_bytes, ntok, ch);
+    value_chunk<kBits, kNr, kHalf, kUg, kNch, kU0 + kUg>(c, codes, row_bytes, ntok, ch);
 }
 
 // ---- one tile of rows --------------------------------------------------------------------
 
-template <int kBits, int kNr>
-void tile(const Ctx& c, int64_t m0) {
+template <int kBits, int kNr, int kFull>
+void tile_impl(const Ctx& c, int64_t m0) {
   const Problem& p = *c.p;
   const int64_t d = p.d, row_bytes = d * kBits / 8, j0 = c.j0, j1 = c.j1;
   const float* q = c.q + m0 * d;
@@ -302,15 +328,19 @@ void tile(const Ctx& c, int64_t m0) {
       for (int u = 0; u < 8; ++u) c.st[ch * 8 + u] = v[u];
     }
     float bias[kNr];
+    __m256 acc[kNr];
     for (int r = 0; r < kNr; ++r) {
       for (int i = 0; i < c.nch * 8; ++i)
         c.qk[r * c.nch * 8 + i] = _mm256_mul_ps(c.qt[(m0 + r) * c.nch * 8 + i], c.st[i]);
-      __m256 acc = _mm256_setzero_ps();
-      for (int64_t x = 0; x < d; x += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * d + x), load_half8(z + x, 8), acc);
-      bias[r] = hsum(acc);
+      acc[r] = _mm256_setzero_ps();
     }
-    key_scores<kBits, kNr>(c, p.kq.row(c.b, c.h, j), row_bytes, je - j, bias, sc + (j - j0));
+    for (int64_t x = 0; x < d; x += 8) {
+      const __m256 zv = load_half8(z + x, 8);
+      for (int r = 0; r < kNr; ++r)
+        acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * d + x), zv, acc[r]);
+    }
+    for (int r = 0; r < kNr; ++r) bias[r] = hsum(acc[r]);
+    key_scores<kBits, kNr, kFull>(c, p.kq.row(c.b, c.h, j), row_bytes, je - j, bias, sc + (j - j0));
     j = je;
   }
   if (const int64_t jr = std::max(j0, p.nq); jr < j1)
@@ -352,25 +382,30 @@ void tile(const Ctx& c, int64_t m0) {
     for (int64_t ja = j0; ja < jv; ja += kValueTile) {
       const int64_t nt = std::min(kValueTile, jv - ja);
       // Per slot and chunk: p * scale in lanes (staged), p * zero summed per lane.
-      for (int64_t t = 0; t < nt; ++t) {
-        const int64_t jj = ja - j0 + t;
-        for (int ch = 0; ch < c.nch; ++ch) {
-          const __m256 sv =
-              _mm256_permutevar8x32_ps(_mm256_loadu_ps(c.vsf + jj * ngv + c.vg0[ch]), c.vidx[ch]);
-          const __m256 zv =
-              _mm256_permutevar8x32_ps(_mm256_loadu_ps(c.vzf + jj * ngv + c.vg0[ch]), c.vidx[ch]);
+      for (int ch = 0; ch < c.nch; ++ch) {
+        __m256 zs[kNr];  // in registers: no store-to-load chain per slot
+        for (int r = 0; r < kNr; ++r) zs[r] = c.zs[r * c.nch + ch];
+        const float* sf = c.vsf + (ja - j0) * ngv + c.vg0[ch];
+        const float* zf = c.vzf + (ja - j0) * ngv + c.vg0[ch];
+        const __m256i idx = c.vidx[ch];
+        for (int64_t t = 0; t < nt; ++t) {
+          const __m256 sv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sf + t * ngv), idx);
+          const __m256 zv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(zf + t * ngv), idx);
           for (int r = 0; r < kNr; ++r) {
-            const __m256 w = _mm256_set1_ps(sc[r * c.n_pad + jj]);
+            const __m256 w = _mm256_broadcast_ss(sc + r * c.n_pad + (ja - j0) + t);
             c.ps[(t * kNr + r) * c.nch + ch] = _mm256_mul_ps(w, sv);
-            c.zs[r * c.nch + ch] = _mm256_fmadd_ps(w, zv, c.zs[r * c.nch + ch]);
+            zs[r] = _mm256_fmadd_ps(w, zv, zs[r]);
           }
         }
+        for (int r = 0; r < kNr; ++r) c.zs[r * c.nch + ch] = zs[r];
       }
       constexpr int kUg = kNr == 1 ? 8 : (kNr <= 3 ? 4 : 2);
       const uint8_t* tc = codes + (ja - j0) * row_bytes;
+      constexpr int kNch = kFull > 0 ? kFull : 0;
       for (int ch = 0; ch < c.nfull; ++ch)
-        value_chunk<kBits, kNr, false, kUg>(c, tc, row_bytes, nt, ch);
-      if (c.half) value_chunk<kBits, kNr, true, kUg>(c, tc, row_bytes, nt, c.nfull);
+        value_chunk<kBits, kNr, false, kUg, kNch>(c, tc, row_bytes, nt, ch);
+      if (kFull < 0 && c.half)
+        value_chunk<kBits, kNr, true, kUg, kNch>(c, tc, row_bytes, nt, c.nfull);
     }
     // Back to channels: acc_u * unit + zero sums, transposed.
     for (int r = 0; r < kNr; ++r)
@@ -396,6 +431,18 @@ void tile(const Ctx& c, int64_t m0) {
         _mm256_storeu_ps(orow + x,
                          _mm256_fmadd_ps(w, _mm256_loadu_ps(v + x), _mm256_loadu_ps(orow + x)));
     }
+  }
+}
+
+// Heads of 64 or 128 channels get the chunk count at compile time; others (32, 96, ...) read it.
+template <int kBits, int kNr>
+void tile(const Ctx& c, int64_t m0) {
+  if (!c.half && c.nfull == 1) {
+    tile_impl<kBits, kNr, 1>(c, m0);
+  } else if (!c.half && c.nfull == 2) {
+    tile_impl<kBits, kNr, 2>(c, m0);
+  } else {
+    tile_impl<kBits, kNr, -1>(c, m0);
   }
 }
 

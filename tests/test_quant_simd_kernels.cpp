@@ -4,6 +4,8 @@
 //     kernel's own fp16 scale and zero (which match the reference twin bit for bit), on random
 //     data, on exact half-way ties, constant groups (scale 0) and a huge range (scale infinite);
 //     shapes that take the vector path (group / head_dim multiples of 16) and the scalar one;
+//   - the fp16 scales and zeros are c10::Half() of the scalar range, bit for bit, on minima and
+//     maxima from every exponent (the kernels round four at a time with c10's algorithm);
 //   - quantize_rows_div(x, div) is quantize_rows(x / div) bit for bit;
 //   - fp8: the tensor encode is the scalar encode on a sweep of fp32 bit patterns (every
 //     exponent, both signs, NaN, infinities, fp32 subnormals), the tensor decode the scalar table
@@ -15,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "kernels/cpu/fp8_codec.h"
@@ -156,6 +159,57 @@ TEST(QuantSimdKernels, RowsDivIsQuantizingTheQuotient) {
       EXPECT_TRUE((codes.narrow(2, 0, 5) == 0).all().item<bool>());
       EXPECT_TRUE((codes.narrow(2, 34, 6) == 0).all().item<bool>());
     }
+  }
+}
+
+// The fp16 rounding of scales and zeros (vectorized in the kernels as c10's algorithm) on minima
+// and maxima drawn from every exponent, both signs, fp32 subnormals and infinities: bit for bit
+// c10::Half() of the scalar formula, through the row and the column kernels.
+TEST(QuantSimdKernels, ScalesAndZerosAreC10HalvesOfTheRange) {
+  std::mt19937 rng(3);
+  auto any_float = [&]() {
+    for (;;) {
+      uint32_t u = static_cast<uint32_t>(rng());
+      float f = 0;
+      std::memcpy(&f, &u, 4);
+      if (!std::isnan(f)) return f;
+    }
+  };
+  const int64_t n = 4096, d = 16;
+  torch::Tensor x = torch::empty({1, 1, n, d});
+  std::vector<float> lo(n), hi(n);
+  for (int64_t r = 0; r < n; ++r) {
+    float a = any_float(), b = any_float();
+    if (r % 7 == 0) a = std::ldexp(a, -100);  // tiny and fp32 subnormal minima
+    if (r % 11 == 0) b = std::numeric_limits<float>::infinity();
+    if (r % 13 == 0) b = a;  // constant
+    lo[static_cast<size_t>(r)] = std::min(a, b);
+    hi[static_cast<size_t>(r)] = std::max(a, b);
+    x[0][0][r].fill_(lo[static_cast<size_t>(r)]);
+    x[0][0][r][3] = hi[static_cast<size_t>(r)];
+  }
+  for (int bits : {2, 4, 8}) {
+    SCOPED_TRACE("bits " + std::to_string(bits));
+    const float qmax = static_cast<float>((1 << bits) - 1);
+    torch::Tensor codes = torch::empty({1, 1, n, d * bits / 8}, torch::kUInt8);
+    torch::Tensor scale = torch::empty({1, 1, n, 1}, torch::kHalf), zero = torch::empty_like(scale);
+    kernels::quantize_rows(x, bits, d, codes, scale, zero);
+    // Columns: the same values transposed, one group of n rows per channel.
+    torch::Tensor xt = x.transpose(2, 3).contiguous();  // [1, 1, d, n]
+    torch::Tensor ct = torch::empty({1, 1, d, n * bits / 8}, torch::kUInt8);
+    torch::Tensor st = torch::empty({1, 1, 1, n}, torch::kHalf), zt = torch::empty_like(st);
+    kernels::quantize_cols(xt, bits, d, ct, st, zt);
+    const at::Half* sp = scale.data_ptr<at::Half>();
+    const at::Half* zp = zero.data_ptr<at::Half>();
+    const at::Half* stp = st.data_ptr<at::Half>();
+    const at::Half* ztp = zt.data_ptr<at::Half>();
+    int64_t bad = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      const size_t i = static_cast<size_t>(r);
+      const at::Half ws((hi[i] - lo[i]) / qmax), wz(lo[i]);
+      bad += sp[r].x != ws.x || zp[r].x != wz.x || stp[r].x != ws.x || ztp[r].x != wz.x;
+    }
+    EXPECT_EQ(bad, 0);
   }
 }
 

@@ -99,19 +99,20 @@ inline __m128i select(__m128i mask, __m128i a, __m128i b) {  // mask ? a : b, pe
 }
 
 // encode() on four lanes (SSE2, branch-free; codes in the int32 lanes): the same integer
-// rounding of the fp32 bits for normals, the same exact scaling and rounding half to even
-// (cvtps2dq in the current rounding mode, as std::nearbyint) for subnormals, then saturation and
-// NaN chosen by mask in encode()'s order of precedence.
+// rounding of the fp32 bits for normals and the same exact scaling and rounding half to even
+// (cvtps2dq in the current rounding mode, as std::nearbyint) for subnormals. Saturation is a
+// min with max_code: the normal path's result grows with |x|, is max_code at |x| = max (and
+// below max never exceeds it), and stays under 2^15 up to infinity (and for NaN, the shifts
+// being logical); NaN then ORs max_code up to nan_code (0x7E | 0x01, 0x7B | 0x04).
 template <Fp8Format F>
 inline __m128i encode4(__m128 x) {
   constexpr Fp8Spec s = spec_v<F>;
   constexpr int min_exp = 1 - s.bias, drop = 23 - s.mbits;
-  constexpr int max_bits = static_cast<int>(std::bit_cast<uint32_t>(s.max));
+  static_assert((s.max_code | s.nan_code) == s.nan_code, "nan_code must cover max_code's bits");
   const __m128i u = _mm_castps_si128(x);
   const __m128i sign = _mm_and_si128(_mm_srli_epi32(u, 24), _mm_set1_epi32(0x80));
   const __m128i a = _mm_and_si128(u, _mm_set1_epi32(0x7FFFFFFF));  // |x|, ordered as integers
   const __m128i nan = _mm_cmpgt_epi32(a, _mm_set1_epi32(0x7F800000));
-  const __m128i sat = _mm_cmpgt_epi32(a, _mm_set1_epi32(max_bits - 1));  // |x| >= max
   const __m128i sub = _mm_cmplt_epi32(a, _mm_set1_epi32((min_exp + 127) << 23));
   // Normal: drop 23 - mbits mantissa bits rounding half to even, then re-bias the exponent.
   __m128i r = _mm_add_epi32(a, _mm_set1_epi32((1 << (drop - 1)) - 1));
@@ -121,8 +122,9 @@ inline __m128i encode4(__m128 x) {
   const __m128i rs =
       _mm_cvtps_epi32(_mm_mul_ps(_mm_castsi128_ps(a), _mm_set1_ps(pow2(s.mbits - min_exp))));
   r = select(sub, rs, r);
-  r = select(sat, _mm_set1_epi32(static_cast<int>(s.max_code)), r);
-  r = select(nan, _mm_set1_epi32(static_cast<int>(s.nan_code)), r);
+  r = _mm_min_epi16(r, _mm_set1_epi32(static_cast<int>(s.max_code)));  // lanes < 2^15: exact
+  r = _mm_or_si128(r,
+                   _mm_and_si128(nan, _mm_set1_epi32(static_cast<int>(s.nan_code ^ s.max_code))));
   return _mm_or_si128(r, sign);
 }
 

@@ -34,6 +34,7 @@ struct Rows {
   }
   // Row i of (batch, head) pair bh = b * H + h; rows of one pair are x elements apart.
   T* at(int64_t bh, int64_t i) const { return base + (bh / h) * sb + (bh % h) * sh + i * x; }
+  T* pair(int64_t bh) const { return base + (bh / h) * sb + (bh % h) * sh; }  // = at(bh, 0)
 };
 
 // fp16 tensor as fp32 (torch's vectorized conversion), same shape, contiguous.
@@ -246,67 +247,162 @@ inline void min_max(const float* x, int64_t n, float& mn, float& mx) {
   mx = _mm_cvtss_f32(hi);
 }
 
-// One row of d channels in groups of `group` (a multiple of 16).
+// c10::Half(float) of four lanes: c10's branch-free fp32 -> fp16 rounding (c10/util/Half.h,
+// fp16_ieee_from_fp32_value) step for step in SSE2, so the bits are the scalar conversion's for
+// every input, NaN included; the fp16 bits in the low 16 bits of each 32-bit lane.
+inline __m128i half_bits4(__m128 f) {
+  const __m128i flip = _mm_set1_epi32(static_cast<int>(0x80000000u));  // unsigned compares
+  const __m128 abs_f = _mm_andnot_ps(_mm_set1_ps(-0.0f), f);
+  __m128 base = _mm_mul_ps(_mm_mul_ps(abs_f, _mm_castsi128_ps(_mm_set1_epi32(239 << 23))),
+                           _mm_castsi128_ps(_mm_set1_epi32(17 << 23)));
+  const __m128i w = _mm_castps_si128(f);
+  const __m128i shl1_w = _mm_add_epi32(w, w);
+  const __m128i sign = _mm_and_si128(w, flip);
+  __m128i bias = _mm_and_si128(shl1_w, _mm_set1_epi32(static_cast<int>(0xFF000000u)));
+  const __m128i small =
+      _mm_cmplt_epi32(_mm_xor_si128(bias, flip), _mm_xor_si128(_mm_set1_epi32(0x71000000), flip));
+  bias =
+      _mm_or_si128(_mm_and_si128(small, _mm_set1_epi32(0x71000000)), _mm_andnot_si128(small, bias));
+  base = _mm_add_ps(
+      _mm_castsi128_ps(_mm_add_epi32(_mm_srli_epi32(bias, 1), _mm_set1_epi32(0x07800000))), base);
+  const __m128i bits = _mm_castps_si128(base);
+  const __m128i nonsign =
+      _mm_add_epi32(_mm_and_si128(_mm_srli_epi32(bits, 13), _mm_set1_epi32(0x00007C00)),
+                    _mm_and_si128(bits, _mm_set1_epi32(0x00000FFF)));
+  const __m128i nan =
+      _mm_cmpgt_epi32(_mm_xor_si128(shl1_w, flip),
+                      _mm_xor_si128(_mm_set1_epi32(static_cast<int>(0xFF000000u)), flip));
+  const __m128i mag =
+      _mm_or_si128(_mm_and_si128(nan, _mm_set1_epi32(0x7E00)), _mm_andnot_si128(nan, nonsign));
+  return _mm_or_si128(_mm_srli_epi32(sign, 16), mag);
+}
+
+// float(c10::Half) of four fp16 bit patterns (low 16 bits of each lane): c10's
+// fp16_ieee_to_fp32_value step for step.
+inline __m128 half_value4(__m128i h) {
+  const __m128i flip = _mm_set1_epi32(static_cast<int>(0x80000000u));
+  const __m128i w = _mm_slli_epi32(h, 16);
+  const __m128i sign = _mm_and_si128(w, flip);
+  const __m128i two_w = _mm_add_epi32(w, w);
+  const __m128 normalized = _mm_mul_ps(
+      _mm_castsi128_ps(_mm_add_epi32(_mm_srli_epi32(two_w, 4), _mm_set1_epi32(0xE0 << 23))),
+      _mm_castsi128_ps(_mm_set1_epi32(15 << 23)));
+  const __m128 denormalized = _mm_sub_ps(
+      _mm_castsi128_ps(_mm_or_si128(_mm_srli_epi32(two_w, 17), _mm_set1_epi32(126 << 23))),
+      _mm_set1_ps(0.5f));
+  const __m128i denorm =
+      _mm_cmplt_epi32(_mm_xor_si128(two_w, flip), _mm_xor_si128(_mm_set1_epi32(1 << 27), flip));
+  const __m128i r = _mm_or_si128(_mm_and_si128(denorm, _mm_castps_si128(denormalized)),
+                                 _mm_andnot_si128(denorm, _mm_castps_si128(normalized)));
+  return _mm_castsi128_ps(_mm_or_si128(sign, r));
+}
+
+// scale_zero() of four groups from their minima and maxima: the fp16 scale and zero to s16 and
+// z16 (4 each), their float values to s and z.
 template <int kBits>
-void quantize_row_simd(const float* __restrict x, int64_t d, int64_t group, at::Half* __restrict sp,
-                       at::Half* __restrict zp, uint8_t* __restrict out) {
+inline void scale_zero4(const float* mn, const float* mx, at::Half* s16, at::Half* z16, float* s,
+                        float* z) {
+  const __m128 lo = _mm_loadu_ps(mn);
+  const __m128 range = _mm_div_ps(_mm_sub_ps(_mm_loadu_ps(mx), lo),
+                                  _mm_set1_ps(static_cast<float>((1 << kBits) - 1)));
+  const __m128i hs = half_bits4(range), hz = half_bits4(lo);
+  _mm_storeu_ps(s, half_value4(hs));
+  _mm_storeu_ps(z, half_value4(hz));
+  // The low 16 bits of each lane, sign-extended so that packs_epi32 keeps them.
+  const __m128i ps = _mm_srai_epi32(_mm_slli_epi32(hs, 16), 16);
+  const __m128i pz = _mm_srai_epi32(_mm_slli_epi32(hz, 16), 16);
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(s16), _mm_packs_epi32(ps, ps));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(z16), _mm_packs_epi32(pz, pz));
+}
+
+// Codes of one group of `group` values (a multiple of 16) with scale s > 0 and zero z.
+template <int kBits>
+inline void quantize_group_simd(const float* __restrict x, int64_t group, float s, float z,
+                                uint8_t* __restrict out) {
   const __m128 qmax = _mm_set1_ps(static_cast<float>((1 << kBits) - 1));
-  for (int64_t g = 0; g < d / group; ++g, x += group, out += group * kBits / 8) {
-    float mn = 0, mx = 0;
-    min_max(x, group, mn, mx);
-    scale_zero(mn, mx, kBits, sp[g], zp[g]);
-    const float s = sp[g], z = zp[g];
-    if (!(s > 0)) {
-      std::memset(out, 0, static_cast<size_t>(group * kBits / 8));
-      continue;
-    }
-    const __m128 vs = _mm_set1_ps(s), vz = _mm_set1_ps(z);
-    __m128i q[4];
-    for (int64_t c = 0; c < group; c += 16) {
-      for (int u = 0; u < 4; ++u)
-        q[u] = round_clamped(_mm_div_ps(_mm_sub_ps(_mm_loadu_ps(x + c + 4 * u), vz), vs), qmax);
-      pack16<kBits>(q[0], q[1], q[2], q[3], out + c * kBits / 8);
+  const __m128 vs = _mm_set1_ps(s), vz = _mm_set1_ps(z);
+  __m128i q[4];
+  for (int64_t c = 0; c < group; c += 16) {
+    for (int u = 0; u < 4; ++u)
+      q[u] = round_clamped(_mm_div_ps(_mm_sub_ps(_mm_loadu_ps(x + c + 4 * u), vz), vs), qmax);
+    pack16<kBits>(q[0], q[1], q[2], q[3], out + c * kBits / 8);
+  }
+}
+
+// A block of rows (up to kBlockUnits (row, group) units) in three passes: every group's min and
+// max, the fp16 scales and zeros four groups at a time, then the codes. Passes over independent
+// groups let the core overlap them; a row at a time, each group's chain (min/max, its
+// reduction, the fp16 rounding, the divisions) ran serially.
+constexpr int kBlockUnits = 64;
+
+template <int kBits>
+void quantize_rows_block(const float* const* x, at::Half* const* sp, at::Half* const* zp,
+                         uint8_t* const* cp, int rows, int64_t d, int64_t group) {
+  const int64_t ng = d / group, units = rows * ng;
+  alignas(16) float mn[kBlockUnits + 3] = {}, mx[kBlockUnits + 3] = {};
+  alignas(16) float s[kBlockUnits + 3], z[kBlockUnits + 3];
+  at::Half s16[kBlockUnits + 3], z16[kBlockUnits + 3];
+  for (int j = 0; j < rows; ++j)
+    for (int64_t g = 0; g < ng; ++g)
+      min_max(x[j] + g * group, group, mn[j * ng + g], mx[j * ng + g]);
+  for (int64_t u = 0; u < units; u += 4)
+    scale_zero4<kBits>(mn + u, mx + u, s16 + u, z16 + u, s + u, z + u);
+  for (int j = 0; j < rows; ++j) {
+    std::memcpy(sp[j], s16 + j * ng, static_cast<size_t>(ng) * sizeof(at::Half));
+    std::memcpy(zp[j], z16 + j * ng, static_cast<size_t>(ng) * sizeof(at::Half));
+    for (int64_t g = 0; g < ng; ++g) {
+      uint8_t* out = cp[j] + g * group * kBits / 8;
+      const int64_t u = j * ng + g;
+      if (!(s[u] > 0))
+        std::memset(out, 0, static_cast<size_t>(group * kBits / 8));
+      else
+        quantize_group_simd<kBits>(x[j] + g * group, group, s[u], z[u], out);
     }
   }
 }
 
-// One group of `rows` rows of d channels (d a multiple of 16) sharing per-channel scale/zero;
-// s, z: scratch of d floats.
+// One group of `rows` rows of d channels (d a multiple of 16) sharing per-channel scale/zero,
+// codes to `rows` consecutive rows at out; s, z: scratch of d floats.
 template <int kBits>
 void quantize_cols_simd(const float* __restrict x0, int64_t rows, int64_t d,
                         at::Half* __restrict sp, at::Half* __restrict zp, float* __restrict s,
-                        float* __restrict z, const Rows<uint8_t>& cr, int64_t p, int64_t r0) {
-  // Per-channel min and max over the rows, as the scalar loop (mn = x < mn ? x : mn, row by row).
-  for (int64_t c = 0; c < d; c += 4) {
-    __m128 lo = _mm_loadu_ps(x0 + c), hi = lo;
-    for (int64_t i = 1; i < rows; ++i) {
-      const __m128 a = _mm_loadu_ps(x0 + i * d + c);
-      lo = _mm_min_ps(a, lo);
-      hi = _mm_max_ps(a, hi);
+                        float* __restrict z, uint8_t* __restrict out) {
+  // Per-channel min and max over the rows, as the scalar loop (mn = x < mn ? x : mn, row by row),
+  // 16 channels at a time (eight independent chains).
+  for (int64_t c = 0; c < d; c += 16) {
+    __m128 lo[4], hi[4];
+    for (int u = 0; u < 4; ++u) lo[u] = hi[u] = _mm_loadu_ps(x0 + c + 4 * u);
+    for (int64_t i = 1; i < rows; ++i)
+      for (int u = 0; u < 4; ++u) {
+        const __m128 a = _mm_loadu_ps(x0 + i * d + c + 4 * u);
+        lo[u] = _mm_min_ps(a, lo[u]);
+        hi[u] = _mm_max_ps(a, hi[u]);
+      }
+    for (int u = 0; u < 4; ++u) {
+      _mm_storeu_ps(s + c + 4 * u, lo[u]);  // s, z: min and max until converted below
+      _mm_storeu_ps(z + c + 4 * u, hi[u]);
     }
-    _mm_storeu_ps(s + c, lo);  // s, z: min and max until converted below
-    _mm_storeu_ps(z + c, hi);
   }
-  for (int64_t c = 0; c < d; ++c) {
-    scale_zero(s[c], z[c], kBits, sp[c], zp[c]);
-    s[c] = sp[c];
-    z[c] = zp[c];
-  }
+  for (int64_t c = 0; c < d; c += 4)  // min, max -> fp16 scale, zero and their float values
+    scale_zero4<kBits>(s + c, z + c, sp + c, zp + c, s + c, z + c);
+  // Codes, 16 channels at a time down the rows (their scales, zeros and masks held).
   const __m128 qmax = _mm_set1_ps(static_cast<float>((1 << kBits) - 1));
-  for (int64_t i = 0; i < rows; ++i) {
-    const float* xi = x0 + i * d;
-    uint8_t* out = cr.at(p, r0 + i);
-    for (int64_t c = 0; c < d; c += 16) {
+  const int64_t row_bytes = d * kBits / 8;
+  for (int64_t c = 0; c < d; c += 16) {
+    __m128 vs[4], vz[4], ok[4];
+    for (int u = 0; u < 4; ++u) {
+      vs[u] = _mm_loadu_ps(s + c + 4 * u);
+      vz[u] = _mm_loadu_ps(z + c + 4 * u);
+      ok[u] = _mm_cmpgt_ps(vs[u], _mm_setzero_ps());  // scale 0 (or NaN): code 0, as code_of
+    }
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* xi = x0 + i * d + c;
       __m128i q[4];
       for (int u = 0; u < 4; ++u) {
-        const int64_t k = c + 4 * u;
-        const __m128 vs = _mm_loadu_ps(s + k);
-        // A zero (or NaN) scale gives code 0 (code_of's `!(s > 0)`).
-        const __m128 ok = _mm_cmpgt_ps(vs, _mm_setzero_ps());
-        const __m128 v = _mm_div_ps(_mm_sub_ps(_mm_loadu_ps(xi + k), _mm_loadu_ps(z + k)), vs);
-        q[u] = round_clamped(_mm_and_ps(v, ok), qmax);
+        const __m128 v = _mm_div_ps(_mm_sub_ps(_mm_loadu_ps(xi + 4 * u), vz[u]), vs[u]);
+        q[u] = round_clamped(_mm_and_ps(v, ok[u]), qmax);
       }
-      pack16<kBits>(q[0], q[1], q[2], q[3], out + c * kBits / 8);
+      pack16<kBits>(q[0], q[1], q[2], q[3], out + i * row_bytes + c * kBits / 8);
     }
   }
 }
@@ -339,23 +435,55 @@ void quantize_rows_impl(const torch::Tensor& x, const float* div, int bits, int6
   Rows<uint8_t> cr(codes, "quantize_rows codes");
   Rows<at::Half> sr(scale, "quantize_rows scale"), zr(zero, "quantize_rows zero");
   const float qmax = static_cast<float>((1 << bits) - 1);
-  // Row r's values: x's row, or x's row / div's row of its head in `scratch` (d floats).
-  auto row = [&](int64_t r, float* scratch) -> const float* {
-    const float* xp = xr.at(r / n, r % n);
-    if (div == nullptr) return xp;
-    const float* dp = div + ((r / n) % h) * d;
-    for (int64_t c = 0; c < d; ++c) scratch[c] = xp[c] / dp[c];
-    return scratch;
+  const int64_t ng = d / group, dp = d * bits / 8;
+  // Rows [r0, r1) of the (b, h) pairs in order: fn(values, scale, zero, codes) per row, the
+  // pointers stepped along each pair's rows (no index division per row). The values are x's row,
+  // or x's row / div's row of its head in scratch(r) (d floats).
+  auto for_rows = [&](int64_t r0, int64_t r1, auto&& scratch_of, auto&& fn) {
+    for (int64_t r = r0; r < r1;) {
+      const int64_t p = r / n, i0 = r % n, i1 = std::min(n, i0 + (r1 - r));
+      const float* xp = xr.pair(p) + i0 * d;
+      at::Half* sp = sr.pair(p) + i0 * ng;
+      at::Half* zp = zr.pair(p) + i0 * ng;
+      uint8_t* cp = cr.pair(p) + i0 * dp;
+      const float* dv = div ? div + (p % h) * d : nullptr;
+      for (int64_t i = i0; i < i1; ++i, xp += d, sp += ng, zp += ng, cp += dp) {
+        const float* v = xp;
+        if (dv) {
+          float* scratch = scratch_of(i);
+          for (int64_t c = 0; c < d; ++c) scratch[c] = xp[c] / dv[c];
+          v = scratch;
+        }
+        fn(v, sp, zp, cp);
+      }
+      r += i1 - i0;
+    }
   };
 #if defined(__SSE2__)
-  if (group % 16 == 0) {
+  if (group % 16 == 0 && ng <= kBlockUnits) {
+    const int block = static_cast<int>(std::min<int64_t>(16, kBlockUnits / ng));  // rows
     dispatch_bits(bits, [&](auto kb) {
       constexpr int kBits = decltype(kb)::value;
       at::parallel_for(0, bh * n, kGrainRows, [&](int64_t r0, int64_t r1) {
-        std::vector<float> y(div ? static_cast<size_t>(d) : 0);
-        for (int64_t r = r0; r < r1; ++r)
-          quantize_row_simd<kBits>(row(r, y.data()), d, group, sr.at(r / n, r % n),
-                                   zr.at(r / n, r % n), cr.at(r / n, r % n));
+        std::vector<float> y(div ? static_cast<size_t>(block * d) : 0);
+        const float* xs[16];
+        at::Half *ss[16], *zs[16];
+        uint8_t* cs[16];
+        int k = 0;
+        auto flush = [&] {
+          quantize_rows_block<kBits>(xs, ss, zs, cs, k, d, group);
+          k = 0;
+        };
+        for_rows(
+            r0, r1, [&](int64_t) { return div ? y.data() + k * d : nullptr; },
+            [&](const float* v, at::Half* sp, at::Half* zp, uint8_t* cp) {
+              xs[k] = v;
+              ss[k] = sp;
+              zs[k] = zp;
+              cs[k] = cp;
+              if (++k == block) flush();
+            });
+        if (k > 0) flush();
       });
     });
     return;
@@ -364,10 +492,8 @@ void quantize_rows_impl(const torch::Tensor& x, const float* div, int bits, int6
   at::parallel_for(0, bh * n, kGrainRows, [&](int64_t r0, int64_t r1) {
     std::vector<uint8_t> q(static_cast<size_t>(d));
     std::vector<float> y(div ? static_cast<size_t>(d) : 0);
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xp = row(r, y.data());
-      at::Half* sp = sr.at(r / n, r % n);
-      at::Half* zp = zr.at(r / n, r % n);
+    auto scratch = [&](int64_t) { return y.data(); };
+    for_rows(r0, r1, scratch, [&](const float* xp, at::Half* sp, at::Half* zp, uint8_t* cp) {
       for (int64_t g = 0; g < d / group; ++g) {
         const float* xg = xp + g * group;
         float mn = xg[0], mx = xg[0];
@@ -379,8 +505,8 @@ void quantize_rows_impl(const torch::Tensor& x, const float* div, int bits, int6
         const float s = sp[g], z = zp[g];
         for (int64_t i = 0; i < group; ++i) q[g * group + i] = code_of(xg[i], s, z, qmax);
       }
-      pack_row(q.data(), d, bits, cr.at(r / n, r % n));
-    }
+      pack_row(q.data(), d, bits, cp);
+    });
   });
 }
 
@@ -455,7 +581,7 @@ void quantize_cols(const torch::Tensor& x, int bits, int64_t group, const torch:
         for (int64_t u = u0; u < u1; ++u) {
           const int64_t p = u / ng, j = u % ng;
           quantize_cols_simd<kBits>(xr.at(p, j * group), group, d, sr.at(p, j), zr.at(p, j),
-                                    s.data(), z.data(), cr, p, j * group);
+                                    s.data(), z.data(), cr.at(p, j * group));
         }
       });
     });

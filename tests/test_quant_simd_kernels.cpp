@@ -1,5 +1,6 @@
-// The vectorized (SSE2) paths of the CPU quantization kernels (issue 22's throughput work),
-// held to exact equality — tolerance zero — with the scalar formulas they replace:
+// The vectorized paths of the CPU quantization kernels (issue 22's throughput work), each check
+// run on the SSE2 baseline and on AVX2 (where the CPU has it), held to exact equality —
+// tolerance zero — with the scalar formulas they replace:
 //   - quantize_rows / quantize_cols: every code is clamp(nearbyint((x - zero) / scale)) of the
 //     kernel's own fp16 scale and zero (which match the reference twin bit for bit), on random
 //     data, on exact half-way ties, constant groups (scale 0) and a huge range (scale infinite);
@@ -16,6 +17,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <limits>
 #include <random>
 #include <vector>
@@ -80,7 +82,7 @@ torch::Tensor formula_codes(const torch::Tensor& x, const torch::Tensor& s, cons
   return out;
 }
 
-TEST(QuantSimdKernels, RowCodesAreExactlyTheDivisionFormula) {
+void RowCodesAreExactlyTheDivisionFormula() {
   for (int bits : {2, 4, 8}) {
     for (int64_t d : {64, 128}) {
       for (int64_t group : {8, 16, 32, 64, 128}) {  // 8: the scalar path
@@ -109,7 +111,7 @@ TEST(QuantSimdKernels, RowCodesAreExactlyTheDivisionFormula) {
   }
 }
 
-TEST(QuantSimdKernels, ColCodesAreExactlyTheDivisionFormula) {
+void ColCodesAreExactlyTheDivisionFormula() {
   for (int bits : {2, 4, 8}) {
     for (int64_t d : {8, 16, 32, 64, 128}) {  // 8: the scalar path
       for (int64_t group : {8, 32}) {
@@ -136,7 +138,7 @@ TEST(QuantSimdKernels, ColCodesAreExactlyTheDivisionFormula) {
   }
 }
 
-TEST(QuantSimdKernels, RowsDivIsQuantizingTheQuotient) {
+void RowsDivIsQuantizingTheQuotient() {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
   for (int bits : {4, 8}) {
     for (int64_t group : {16, 64, 8}) {
@@ -165,7 +167,7 @@ TEST(QuantSimdKernels, RowsDivIsQuantizingTheQuotient) {
 // The fp16 rounding of scales and zeros (vectorized in the kernels as c10's algorithm) on minima
 // and maxima drawn from every exponent, both signs, fp32 subnormals and infinities: bit for bit
 // c10::Half() of the scalar formula, through the row and the column kernels.
-TEST(QuantSimdKernels, ScalesAndZerosAreC10HalvesOfTheRange) {
+void ScalesAndZerosAreC10HalvesOfTheRange() {
   std::mt19937 rng(3);
   auto any_float = [&]() {
     for (;;) {
@@ -225,7 +227,7 @@ float float_of(uint32_t u) {
   return f;
 }
 
-TEST(QuantSimdKernels, Fp8TensorPathsAreTheScalarCodec) {
+void Fp8TensorPathsAreTheScalarCodec() {
   // Bit patterns: a stride through all 2^31 magnitudes (every exponent), each with both signs,
   // plus the edges: zeros, fp32 subnormals, NaN payloads, infinities, each format's max.
   std::vector<float> xs;
@@ -257,7 +259,7 @@ TEST(QuantSimdKernels, Fp8TensorPathsAreTheScalarCodec) {
   }
 }
 
-TEST(QuantSimdKernels, Fp8ScaledIsTheUnfusedExpression) {
+void Fp8ScaledIsTheUnfusedExpression() {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(8);
   for (Fp8Format f : {Fp8Format::kE4M3, Fp8Format::kE5M2}) {
     for (int64_t heads_in_scale : {1, 3}) {
@@ -282,6 +284,52 @@ TEST(QuantSimdKernels, Fp8ScaledIsTheUnfusedExpression) {
     }
   }
 }
+
+// QServe's statistic in one pass: x.abs().amax({0, 2}) exactly, NaN and infinities included, on
+// a strided view.
+TEST(QuantKernelsChannelAbsmax, IsAbsThenAmaxOverBatchAndTokens) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(12);
+  torch::Tensor buf = torch::randn({2, 3, 50, 24}, gen) * 3;
+  torch::Tensor x = buf.narrow(2, 4, 41);
+  x[1][2][7][5].fill_(std::numeric_limits<float>::quiet_NaN());
+  x[0][1][40][0].fill_(-std::numeric_limits<float>::infinity());
+  x[0][0].select(1, 9).zero_();
+  x[1][0].select(1, 9).fill_(-0.0f);
+  torch::Tensor got = kernels::channel_absmax(x), want = x.abs().amax({0, 2});
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_TRUE(torch::isnan(got[2][5]).item<bool>());
+  EXPECT_TRUE(torch::equal(got.nan_to_num(-1), want.nan_to_num(-1)));
+}
+
+// Every check on both vector paths: kAuto (AVX2 where the CPU has it) and the SSE2 baseline.
+class QuantSimdKernels : public ::testing::TestWithParam<kernels::QuantSimd> {
+ protected:
+  void SetUp() override {
+    kernels::set_quant_simd(GetParam());
+    std::cout << "[ path     ] " << (kernels::quant_simd_uses_avx2() ? "AVX2" : "baseline") << "\n";
+  }
+  void TearDown() override { kernels::set_quant_simd(kernels::QuantSimd::kAuto); }
+};
+
+TEST_P(QuantSimdKernels, RowCodesAreExactlyTheDivisionFormula) {
+  RowCodesAreExactlyTheDivisionFormula();
+}
+TEST_P(QuantSimdKernels, ColCodesAreExactlyTheDivisionFormula) {
+  ColCodesAreExactlyTheDivisionFormula();
+}
+TEST_P(QuantSimdKernels, RowsDivIsQuantizingTheQuotient) { RowsDivIsQuantizingTheQuotient(); }
+TEST_P(QuantSimdKernels, ScalesAndZerosAreC10HalvesOfTheRange) {
+  ScalesAndZerosAreC10HalvesOfTheRange();
+}
+TEST_P(QuantSimdKernels, Fp8TensorPathsAreTheScalarCodec) { Fp8TensorPathsAreTheScalarCodec(); }
+TEST_P(QuantSimdKernels, Fp8ScaledIsTheUnfusedExpression) { Fp8ScaledIsTheUnfusedExpression(); }
+
+INSTANTIATE_TEST_SUITE_P(Paths, QuantSimdKernels,
+                         ::testing::Values(kernels::QuantSimd::kAuto,
+                                           kernels::QuantSimd::kBaseline),
+                         [](const ::testing::TestParamInfo<kernels::QuantSimd>& i) {
+                           return i.param == kernels::QuantSimd::kAuto ? "Auto" : "Baseline";
+                         });
 
 }  // namespace
 }  // namespace kvb

@@ -12,8 +12,13 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
+#include <immintrin.h>
+#define KVB_FP8_AVX2 1  // AVX2 encode beside the baseline, chosen at run time
+#endif
 
 #include "common/check.h"
+#include "kernels/cpu/quant_kernels.h"
 
 namespace kvb::kernels {
 namespace {
@@ -156,10 +161,58 @@ inline __m128 decode4(__m128i c) {
 }
 #endif
 
+#if defined(KVB_FP8_AVX2)
+// encode4 on eight lanes (AVX2): the same operations lane by lane, so the same codes.
+template <Fp8Format F>
+__attribute__((target("avx2"))) inline __m256i encode8(__m256 x) {
+  constexpr Fp8Spec s = spec_v<F>;
+  constexpr int min_exp = 1 - s.bias, drop = 23 - s.mbits;
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80));
+  const __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF));
+  const __m256i nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000));
+  const __m256i sub = _mm256_cmpgt_epi32(_mm256_set1_epi32((min_exp + 127) << 23), a);
+  __m256i r = _mm256_add_epi32(a, _mm256_set1_epi32((1 << (drop - 1)) - 1));
+  r = _mm256_add_epi32(r, _mm256_and_si256(_mm256_srli_epi32(a, drop), _mm256_set1_epi32(1)));
+  r = _mm256_sub_epi32(_mm256_srli_epi32(r, drop), _mm256_set1_epi32((127 - s.bias) << s.mbits));
+  const __m256i rs = _mm256_cvtps_epi32(
+      _mm256_mul_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(pow2(s.mbits - min_exp))));
+  r = _mm256_blendv_epi8(r, rs, sub);
+  r = _mm256_min_epi16(r, _mm256_set1_epi32(static_cast<int>(s.max_code)));
+  r = _mm256_or_si256(
+      r, _mm256_and_si256(nan, _mm256_set1_epi32(static_cast<int>(s.nan_code ^ s.max_code))));
+  return _mm256_or_si256(r, sign);
+}
+
+// encode_span's vector loop on eight lanes; returns how many elements it did (a multiple of 16).
+template <Fp8Format F, bool kDivide>
+__attribute__((target("avx2"))) int64_t encode_span_avx2(const float* __restrict src, int64_t n,
+                                                        float div, uint8_t* __restrict dst) {
+  const __m256 vd = _mm256_set1_ps(div);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256 x0 = _mm256_loadu_ps(src + i), x1 = _mm256_loadu_ps(src + i + 8);
+    if constexpr (kDivide) {
+      x0 = _mm256_div_ps(x0, vd);
+      x1 = _mm256_div_ps(x1, vd);
+    }
+    const __m256i c0 = encode8<F>(x0), c1 = encode8<F>(x1);
+    const __m128i b = _mm_packus_epi16(
+        _mm_packs_epi32(_mm256_castsi256_si128(c0), _mm256_extracti128_si256(c0, 1)),
+        _mm_packs_epi32(_mm256_castsi256_si128(c1), _mm256_extracti128_si256(c1, 1)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), b);
+  }
+  return i;
+}
+#endif
+
 // dst[i] = encode(src[i] / div) for i < n (kDivide), or encode(src[i]).
 template <Fp8Format F, bool kDivide>
 void encode_span(const float* __restrict src, int64_t n, float div, uint8_t* __restrict dst) {
   int64_t i = 0;
+#if defined(KVB_FP8_AVX2)
+  if (quant_simd_uses_avx2()) i = encode_span_avx2<F, kDivide>(src, n, div, dst);
+#endif
 #if defined(__SSE2__)
   const __m128 vd = _mm_set1_ps(div);
   for (; i + 16 <= n; i += 16) {

@@ -3,12 +3,18 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__SSE2__)
+#include <immintrin.h>
+#define KVB_QUANT_AVX2 1  // AVX2 code beside the baseline, chosen at run time
 #endif
 
 #include "common/check.h"
@@ -329,6 +335,56 @@ inline void quantize_group_simd(const float* __restrict x, int64_t group, float 
   }
 }
 
+#if defined(KVB_QUANT_AVX2)
+// quantize_group_simd with eight lanes (AVX2: the same operations per lane, so the same codes),
+// packed by the SSE2 pack16 on the two halves of each vector.
+template <int kBits>
+__attribute__((target("avx2"))) void quantize_group_avx2(const float* __restrict x, int64_t group,
+                                                         float s, float z,
+                                                         uint8_t* __restrict out) {
+  const __m256 qmax = _mm256_set1_ps(static_cast<float>((1 << kBits) - 1));
+  const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps(z), zero = _mm256_setzero_ps();
+  for (int64_t c = 0; c < group; c += 16) {
+    __m256i q[2];
+    for (int u = 0; u < 2; ++u) {
+      const __m256 v = _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c + 8 * u), vz), vs);
+      q[u] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, zero), qmax));
+    }
+    pack16<kBits>(_mm256_castsi256_si128(q[0]), _mm256_extracti128_si256(q[0], 1),
+                  _mm256_castsi256_si128(q[1]), _mm256_extracti128_si256(q[1], 1),
+                  out + c * kBits / 8);
+  }
+}
+// min_max with eight lanes (n a multiple of 16): the same comparisons, x[i] < mn ? x[i] : mn.
+__attribute__((target("avx2"))) void min_max_avx2(const float* x, int64_t n, float& mn, float& mx) {
+  __m256 lo0 = _mm256_set1_ps(x[0]), lo1 = lo0, hi0 = lo0, hi1 = lo0;
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    lo0 = _mm256_min_ps(a, lo0);
+    lo1 = _mm256_min_ps(b, lo1);
+    hi0 = _mm256_max_ps(a, hi0);
+    hi1 = _mm256_max_ps(b, hi1);
+  }
+  const __m256 lo8 = _mm256_min_ps(lo1, lo0), hi8 = _mm256_max_ps(hi1, hi0);
+  __m128 lo = _mm_min_ps(_mm256_extractf128_ps(lo8, 1), _mm256_castps256_ps128(lo8));
+  __m128 hi = _mm_max_ps(_mm256_extractf128_ps(hi8, 1), _mm256_castps256_ps128(hi8));
+  lo = _mm_min_ps(_mm_movehl_ps(lo, lo), lo);
+  hi = _mm_max_ps(_mm_movehl_ps(hi, hi), hi);
+  lo = _mm_min_ss(_mm_shuffle_ps(lo, lo, 1), lo);
+  hi = _mm_max_ss(_mm_shuffle_ps(hi, hi, 1), hi);
+  mn = _mm_cvtss_f32(lo);
+  mx = _mm_cvtss_f32(hi);
+}
+
+// y[c] = x[c] / div[c] for c < d (a multiple of 8), eight lanes at a time.
+__attribute__((target("avx2"))) void divide_row_avx2(const float* __restrict x,
+                                                     const float* __restrict div, int64_t d,
+                                                     float* __restrict y) {
+  for (int64_t c = 0; c < d; c += 8)
+    _mm256_storeu_ps(y + c, _mm256_div_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(div + c)));
+}
+#endif
+
 // A block of rows (up to kBlockUnits (row, group) units) in three passes: every group's min and
 // max, the fp16 scales and zeros four groups at a time, then the codes. Passes over independent
 // groups let the core overlap them; a row at a time, each group's chain (min/max, its
@@ -337,14 +393,22 @@ constexpr int kBlockUnits = 64;
 
 template <int kBits>
 void quantize_rows_block(const float* const* x, at::Half* const* sp, at::Half* const* zp,
-                         uint8_t* const* cp, int rows, int64_t d, int64_t group) {
+                         uint8_t* const* cp, int rows, int64_t d, int64_t group, bool avx2) {
   const int64_t ng = d / group, units = rows * ng;
   alignas(16) float mn[kBlockUnits + 3] = {}, mx[kBlockUnits + 3] = {};
   alignas(16) float s[kBlockUnits + 3], z[kBlockUnits + 3];
   at::Half s16[kBlockUnits + 3], z16[kBlockUnits + 3];
   for (int j = 0; j < rows; ++j)
-    for (int64_t g = 0; g < ng; ++g)
-      min_max(x[j] + g * group, group, mn[j * ng + g], mx[j * ng + g]);
+    for (int64_t g = 0; g < ng; ++g) {
+      const int64_t u = j * ng + g;
+#if defined(KVB_QUANT_AVX2)
+      if (avx2) {
+        min_max_avx2(x[j] + g * group, group, mn[u], mx[u]);
+        continue;
+      }
+#endif
+      min_max(x[j] + g * group, group, mn[u], mx[u]);
+    }
   for (int64_t u = 0; u < units; u += 4)
     scale_zero4<kBits>(mn + u, mx + u, s16 + u, z16 + u, s + u, z + u);
   for (int j = 0; j < rows; ++j) {
@@ -353,10 +417,17 @@ void quantize_rows_block(const float* const* x, at::Half* const* sp, at::Half* c
     for (int64_t g = 0; g < ng; ++g) {
       uint8_t* out = cp[j] + g * group * kBits / 8;
       const int64_t u = j * ng + g;
-      if (!(s[u] > 0))
+      if (!(s[u] > 0)) {
         std::memset(out, 0, static_cast<size_t>(group * kBits / 8));
-      else
-        quantize_group_simd<kBits>(x[j] + g * group, group, s[u], z[u], out);
+        continue;
+      }
+#if defined(KVB_QUANT_AVX2)
+      if (avx2) {
+        quantize_group_avx2<kBits>(x[j] + g * group, group, s[u], z[u], out);
+        continue;
+      }
+#endif
+      quantize_group_simd<kBits>(x[j] + g * group, group, s[u], z[u], out);
     }
   }
 }
@@ -421,6 +492,21 @@ constexpr int64_t kBlockRows = 256;  // rows per parallel work unit when dequant
 }  // namespace
 
 namespace {
+std::atomic<bool> g_quant_baseline{false};
+}  // namespace
+
+void set_quant_simd(QuantSimd s) { g_quant_baseline = s == QuantSimd::kBaseline; }
+
+bool quant_simd_uses_avx2() {
+#if defined(KVB_QUANT_AVX2)
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has && !g_quant_baseline;
+#else
+  return false;
+#endif
+}
+
+namespace {
 
 // quantize_rows, of x / div when div is given ([H, D] float32 contiguous: each row divided by
 // its head's row of div first, into a scratch row, the division in fp32).
@@ -439,6 +525,7 @@ void quantize_rows_impl(const torch::Tensor& x, const float* div, int bits, int6
   // Rows [r0, r1) of the (b, h) pairs in order: fn(values, scale, zero, codes) per row, the
   // pointers stepped along each pair's rows (no index division per row). The values are x's row,
   // or x's row / div's row of its head in scratch(r) (d floats).
+  const bool avx2_div = d % 8 == 0 && quant_simd_uses_avx2();
   auto for_rows = [&](int64_t r0, int64_t r1, auto&& scratch_of, auto&& fn) {
     for (int64_t r = r0; r < r1;) {
       const int64_t p = r / n, i0 = r % n, i1 = std::min(n, i0 + (r1 - r));
@@ -451,7 +538,12 @@ void quantize_rows_impl(const torch::Tensor& x, const float* div, int bits, int6
         const float* v = xp;
         if (dv) {
           float* scratch = scratch_of(i);
-          for (int64_t c = 0; c < d; ++c) scratch[c] = xp[c] / dv[c];
+#if defined(KVB_QUANT_AVX2)
+          if (avx2_div)
+            divide_row_avx2(xp, dv, d, scratch);
+          else
+#endif
+            for (int64_t c = 0; c < d; ++c) scratch[c] = xp[c] / dv[c];
           v = scratch;
         }
         fn(v, sp, zp, cp);
@@ -462,6 +554,7 @@ void quantize_rows_impl(const torch::Tensor& x, const float* div, int bits, int6
 #if defined(__SSE2__)
   if (group % 16 == 0 && ng <= kBlockUnits) {
     const int block = static_cast<int>(std::min<int64_t>(16, kBlockUnits / ng));  // rows
+    const bool avx2 = quant_simd_uses_avx2();
     dispatch_bits(bits, [&](auto kb) {
       constexpr int kBits = decltype(kb)::value;
       at::parallel_for(0, bh * n, kGrainRows, [&](int64_t r0, int64_t r1) {
@@ -471,7 +564,7 @@ void quantize_rows_impl(const torch::Tensor& x, const float* div, int bits, int6
         uint8_t* cs[16];
         int k = 0;
         auto flush = [&] {
-          quantize_rows_block<kBits>(xs, ss, zs, cs, k, d, group);
+          quantize_rows_block<kBits>(xs, ss, zs, cs, k, d, group, avx2);
           k = 0;
         };
         for_rows(
@@ -526,6 +619,59 @@ void quantize_rows_div(const torch::Tensor& x, const torch::Tensor& div, int bit
             "quantize_rows_div: div must be [H, D] float32, got ", div.sizes());
   const torch::Tensor dc = div.contiguous();
   quantize_rows_impl(x, dc.data_ptr<float>(), bits, group, codes, scale, zero);
+}
+
+torch::Tensor channel_absmax(const torch::Tensor& x) {
+  KVB_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat32,
+            "channel_absmax: expected a 4-D float32 tensor, got ", x.sizes());
+  if (!x.device().is_cpu() || x.size(0) * x.size(2) == 0) return x.abs().amax({0, 2});
+  const int64_t b = x.size(0), h = x.size(1), n = x.size(2), d = x.size(3);
+  Rows<const float> xr(x, "channel_absmax x");
+  torch::Tensor out = torch::empty({h, d}, x.options());
+  float* op = out.data_ptr<float>();
+#if defined(__SSE2__)
+  if (d % 4 == 0) {
+    at::parallel_for(0, h, 1, [&](int64_t h0, int64_t h1) {
+      for (int64_t hh = h0; hh < h1; ++hh)
+        for (int64_t c = 0; c < d; c += 4) {  // |x| by clearing the sign; NaN lanes flagged
+          __m128 m = _mm_setzero_ps(), nan = _mm_setzero_ps();
+          for (int64_t bb = 0; bb < b; ++bb) {
+            const float* row = xr.pair(bb * h + hh) + c;
+            for (int64_t i = 0; i < n; ++i, row += d) {
+              const __m128 v = _mm_loadu_ps(row);
+              m = _mm_max_ps(_mm_andnot_ps(_mm_set1_ps(-0.0f), v), m);  // NaN keeps m
+              nan = _mm_or_ps(nan, _mm_cmpunord_ps(v, v));
+            }
+          }
+          const __m128 qnan = _mm_set1_ps(std::numeric_limits<float>::quiet_NaN());
+          _mm_storeu_ps(op + hh * d + c, _mm_or_ps(_mm_and_ps(nan, qnan), _mm_andnot_ps(nan, m)));
+        }
+    });
+    return out;
+  }
+#endif
+  at::parallel_for(0, h, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<float> m(static_cast<size_t>(d));
+    std::vector<uint8_t> nan(static_cast<size_t>(d));
+    for (int64_t hh = h0; hh < h1; ++hh) {
+      std::fill(m.begin(), m.end(), 0.0f);
+      std::fill(nan.begin(), nan.end(), 0);
+      for (int64_t bb = 0; bb < b; ++bb) {
+        const float* row = xr.pair(bb * h + hh);
+        for (int64_t i = 0; i < n; ++i, row += d)
+          for (int64_t c = 0; c < d; ++c) {  // vectorizes: max of |x|, NaN flagged apart
+            const float a = std::fabs(row[c]);
+            m[static_cast<size_t>(c)] =
+                a > m[static_cast<size_t>(c)] ? a : m[static_cast<size_t>(c)];
+            nan[static_cast<size_t>(c)] |= static_cast<uint8_t>(a != a);
+          }
+      }
+      for (int64_t c = 0; c < d; ++c)
+        op[hh * d + c] = nan[static_cast<size_t>(c)] ? std::numeric_limits<float>::quiet_NaN()
+                                                     : m[static_cast<size_t>(c)];
+    }
+  });
+  return out;
 }
 
 void dequantize_rows(const torch::Tensor& codes, const torch::Tensor& scale, const torch::Tensor& zero,

@@ -53,6 +53,17 @@ void dequantize_cols(const torch::Tensor& codes,  // [B, H, N, D*bits/8] uint8
                      int bits, int64_t group,
                      const torch::Tensor& out);   // [B, H, N, D] float32, written
 
+// max |x| over batch rows and tokens per (head, channel), one pass without a |x| temporary;
+// NaN where any such value is NaN (as x.abs().amax({0, 2})). QServe's SmoothAttention statistic.
+torch::Tensor channel_absmax(const torch::Tensor& x);  // [B, H, N, D] float32 -> [H, D] float32
+
+// Which vector code the CPU quantizers (quantize_rows / quantize_rows_div codes, fp8 encode)
+// run: kAuto takes AVX2 where the CPU has it (checked at run time; the build targets the x86-64
+// baseline), kBaseline the SSE2 code (scalar off x86). Both give the same bits; tests run both.
+enum class QuantSimd { kAuto, kBaseline };
+void set_quant_simd(QuantSimd s);  // process-wide, for tests and benchmarks
+bool quant_simd_uses_avx2();       // what kAuto (as set now) runs here
+
 // Packing alone: codes [..., D] uint8 (each < 2^bits) <-> packed [..., D*bits/8] uint8.
 torch::Tensor pack_codes(const torch::Tensor& codes, int bits);
 torch::Tensor unpack_codes(const torch::Tensor& packed, int bits);

@@ -120,10 +120,9 @@ class QServeStore : public SlotStore {
   };
 
   // lambda = max|K_c|^alpha over the chunk's tokens and batch rows, fp16; 1 for all-zero channels.
-  // max |K| = max(-min, max): no temporary |K| (NaN propagates as in abs().amax()).
+  // max |K| per channel in one pass (kernels::channel_absmax: no |K| temporary).
   torch::Tensor smoothing(const torch::Tensor& k) const {  // k [B, H, T, D]
-    const torch::Tensor kf = k.to(torch::kFloat32);
-    torch::Tensor amax = torch::maximum(-kf.amin({0, 2}), kf.amax({0, 2}));  // [H, D]
+    torch::Tensor amax = kernels::channel_absmax(k.to(torch::kFloat32));  // [H, D]
     torch::Tensor lam = amax.pow(alpha_).clamp(std::ldexp(1.0, -14), 65504.0);
     lam = torch::where((amax > 0) & torch::isfinite(amax), lam, torch::ones_like(lam));
     return lam.to(torch::kHalf).contiguous();

@@ -51,6 +51,9 @@
 // what was freed before (the same Dequantize measured 0.2 ms in one run and 2.8 ms in another);
 // a long kvbench run's heap is in the kept state after its first steps. Benchmarks of other files
 // that run after these in the same process inherit the setting.
+//   avx2      1 when the quantizers take their AVX2 code (BM_QuantBandwidth; kernels/cpu/
+//             quant_kernels.h: set_quant_simd), 0 on the SSE2 baseline
+// KVB_BENCH_QUANT_BASELINE=1 runs the quantizers' SSE2 baseline on an AVX2 machine.
 // KVB_BENCH_THREADS=n sets libtorch's intra-op threads (default: libtorch's, the core count),
 // KVB_BENCH_ITERS=n the iterations per benchmark (default 15; kvquant and the probe-attention
 // variants, a second or more each, 3), after 3 untimed warm-up runs (1 for those).
@@ -120,6 +123,8 @@ double median(std::vector<double> v) {
 void set_up() {
   static const bool done = [] {
     if (const char* t = std::getenv("KVB_BENCH_THREADS")) at::set_num_threads(std::atoi(t));
+    if (const char* b = std::getenv("KVB_BENCH_QUANT_BASELINE"); b && std::atoi(b) != 0)
+      kvb::kernels::set_quant_simd(kvb::kernels::QuantSimd::kBaseline);
 #if defined(M_TRIM_THRESHOLD) && defined(M_MMAP_THRESHOLD)
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
@@ -233,6 +238,7 @@ void BM_QuantBandwidth(benchmark::State& state) {
   state.counters["copy_GB/s"] = now.rw / 2;
   state.counters["read_GB/s"] = now.read;
   state.counters["bw_GB/s_first"] = first.rw;
+  state.counters["avx2"] = kvb::kernels::quant_simd_uses_avx2() ? 1 : 0;
 }
 
 void BM_Quantize(benchmark::State& state, const Variant& var) {

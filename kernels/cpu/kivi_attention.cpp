@@ -9,6 +9,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include "common/check.h"
 #include "kernels/cpu/kivi_attention_impl.h"
 
@@ -22,7 +26,9 @@ std::atomic<int64_t> g_calls{0};
 
 constexpr int64_t kBlockSlots = 256;  // slots per work item (rounded to whole key groups)
 
-inline float half_to_float(uint16_t h) { return c10::detail::fp16_ieee_to_fp32_value(h); }
+inline float half_to_float(uint16_t h) {
+  return static_cast<float>(c10::Half(h, c10::Half::from_bits()));
+}
 
 // Unpacked codes of one row (code values, not dequantized).
 inline void unpack_row(const uint8_t* c, int64_t d, int bits, float* out) {
@@ -52,10 +58,15 @@ RowsRef<T> rows_of(const torch::Tensor& t, int64_t x, const char* what) {
 
 int64_t rows(const torch::Tensor& t) { return t.defined() ? t.size(2) : 0; }
 
+// AVX2 and FMA as the compiler's runtime checks see them (OS support of the YMM state
+// included); F16C from CPUID leaf 1 (ECX bit 29), which clang's __builtin_cpu_supports lacks.
 bool cpu_has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+  }();
   return has;
 #else
   return false;

@@ -29,6 +29,8 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/kernel_path.h"
+
 namespace kvb::kernels {
 
 // One layer's KIVI cache in the plain layout. Every tensor is 4-D with its last two dims
@@ -53,11 +55,7 @@ struct AttentionPart {
   torch::Tensor lse;  // [B, H_q, T] fp32: log sum_j exp(scale * q . k_j); -inf when S == 0
 };
 
-enum class KernelPath {
-  kAuto,      // AVX2 when the CPU and the shape allow it, else portable
-  kPortable,  // plain C++ (what a CPU without AVX2 runs)
-  kAvx2,      // AVX2+FMA+F16C; throws when the CPU or the shape does not allow it
-};
+// KernelPath (kernels/cpu/kernel_path.h): kAvx2 here is AVX2+FMA+F16C.
 
 // q [B, H_q, T, D] fp32 on the CPU (post-RoPE; scores are scale * q . k), H_q a multiple of the
 // cache's H_kv. Throws kvb::Error naming the device when q or the cache is not on the CPU.

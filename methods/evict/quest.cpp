@@ -35,6 +35,8 @@
 #include "methods/evict/quest.h"
 
 #include "common/check.h"
+#include "kernels/cpu/quest_bounds.h"
+#include "kernels/cpu/topk.h"
 #include "methods/registry.h"
 
 namespace kvb {
@@ -107,10 +109,16 @@ class QuestState : public SelectorState {
     L.slots = s;
     refresh(L, ctx.store, layer);
     const int64_t B = L.batch, H = L.heads;
-    torch::Tensor ub = quest_page_scores(q, {L.lo, L.hi});  // [B, H_kv, G, P]
-    torch::Tensor score = std::get<0>(ub.max(2));            // [B, H_kv, P]
+    // On the CPU the kernels (kernels/cpu/quest_bounds.h, topk.h) give the same bounds bit for
+    // bit and the same pages as the torch ops below.
+    const bool cpu = q.device().is_cpu() && L.lo.device().is_cpu();
+    torch::Tensor score =
+        cpu ? kernels::quest_page_upper_bounds(q, L.lo, L.hi)          // [B, H_kv, P]
+            : std::get<0>(quest_page_scores(q, {L.lo, L.hi}).max(2));  // [B, H_kv, G, P] -> max
     score.narrow(-1, pages - 1, 1).fill_(std::numeric_limits<float>::infinity());
-    torch::Tensor top = std::get<1>(score.topk(pages_read_, -1));  // [B, H_kv, K]
+    torch::Tensor top =  // [B, H_kv, K]
+        cpu ? kernels::topk_indices(score, pages_read_, kernels::TopkTies::kLikeTorch)
+            : std::get<1>(score.topk(pages_read_, -1));
     torch::Tensor read = torch::zeros({B, H, pages}, q.options().dtype(torch::kBool));
     read.scatter_(-1, top, true);
     torch::Tensor slot_read = read.repeat_interleave(page_, -1).narrow(-1, 0, s);  // [B, H_kv, S]

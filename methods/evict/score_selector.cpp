@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "common/check.h"
+#include "kernels/cpu/topk.h"
 
 namespace kvb {
 
@@ -95,6 +96,9 @@ Eviction ScoreSelectorState::decide(int layer, const SelectContext& ctx, bool al
   const int64_t budget = rule_.budget_of(layer);
   if (allow_drop_one && s == budget + 1) {
     e.drop_one = rank.argmin(-1);
+  } else if (rank.device().is_cpu() && rank.scalar_type() == torch::kFloat32 && rank.dim() == 3) {
+    // The slots topk + sort below keeps, ties broken as torch::topk breaks them.
+    e.keep = kernels::topk_indices(rank, budget, kernels::TopkTies::kLikeTorch);
   } else {
     e.keep = std::get<0>(std::get<1>(rank.topk(budget, -1)).sort(-1));
   }

@@ -4,9 +4,18 @@
 // fp16 scale and zero point; codes are packed 8/bits per byte. Every slot is a row of its own
 // (codes, scales, zeros), so a chain's keep() and drop_swap() move rows: a kept slot's codes
 // never change.
+//
+// attend() (the fused path): for one decode query per head (T = 1) in fp32, attention is
+// computed straight from the codes by kernels/cpu/quant_attention.h (int_decode_attention);
+// T > 1 and other dtypes take the dequantized view. A query on another device is refused naming
+// the method and the device (the store's codes live in host memory).
 #include <algorithm>
+#include <optional>
+#include <string>
+#include <utility>
 
 #include "common/check.h"
+#include "kernels/cpu/quant_attention.h"
 #include "kernels/cpu/quant_kernels.h"
 #include "methods/registry.h"
 
@@ -17,8 +26,9 @@ namespace {
 // fp16 for keys and for values; slots live in the first `len` rows.
 class IntStore : public SlotStore {
  public:
-  IntStore(const ModelShape& shape, int bits, int64_t group)
-      : bits_(bits), group_(group), layers_(static_cast<size_t>(shape.n_layers)) {}
+  IntStore(const ModelShape& shape, std::string spec, int bits, int64_t group)
+      : spec_(std::move(spec)), bits_(bits), group_(group),
+        layers_(static_cast<size_t>(shape.n_layers)) {}
 
   void append(int layer, const KVAppend& a) override {
     Layer& L = layers_.at(static_cast<size_t>(layer));
@@ -45,6 +55,28 @@ class IntStore : public SlotStore {
     v.v = dequantize(L.v, L.len);
     v.pos = L.pos.view();
     return v;
+  }
+
+  std::optional<AttendResult> attend(int layer, const torch::Tensor& q,
+                                     double scale) const override {
+    if (q.defined() && !q.device().is_cpu())
+      throw Error(spec_ + ": no kernel for device " + q.device().str() +
+                  " (the fused int attention runs on the CPU only)");
+    const Layer& L = layers_.at(static_cast<size_t>(layer));
+    if (L.len == 0 || q.size(2) != 1 || q.scalar_type() != torch::kFloat32 ||
+        compute_ != torch::kFloat32 || !L.k.codes.device().is_cpu())
+      return std::nullopt;
+    kernels::IntCache c;
+    c.bits = bits_;
+    c.group = group_;
+    c.key_codes = L.k.codes.narrow(2, 0, L.len);
+    c.key_scale = L.k.scale.narrow(2, 0, L.len);
+    c.key_zero = L.k.zero.narrow(2, 0, L.len);
+    c.value_codes = L.v.codes.narrow(2, 0, L.len);
+    c.value_scale = L.v.scale.narrow(2, 0, L.len);
+    c.value_zero = L.v.zero.narrow(2, 0, L.len);
+    kernels::AttentionPart r = kernels::int_decode_attention(q, c, scale);
+    return AttendResult{r.out, r.lse};
   }
 
   int64_t slots(int layer) const override { return layers_.at(static_cast<size_t>(layer)).len; }
@@ -115,6 +147,7 @@ class IntStore : public SlotStore {
     return compute_ == torch::kFloat32 ? out : out.to(compute_);
   }
 
+  std::string spec_;
   int bits_;
   int64_t group_;
   torch::ScalarType compute_ = torch::kFloat32;
@@ -128,7 +161,7 @@ class IntMethod : public StorageMethod {
         group_(spec_int(stage, "group")) {}
 
   std::unique_ptr<SlotStore> make_store(const ModelShape& shape) const override {
-    return std::make_unique<IntStore>(shape, bits_, group_for(shape.head_dim));
+    return std::make_unique<IntStore>(shape, spec(), bits_, group_for(shape.head_dim));
   }
 
   MemoryUse layer_promise(const ModelShape& shape, const KeptSlots& kept,

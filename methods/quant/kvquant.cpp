@@ -62,6 +62,11 @@
 // replaced; a file that does not parse or holds malformed numbers is refused (InputError naming
 // it: delete it to calibrate again), never used.
 //
+// attend() (the fused path, kernels/cpu/quant_attention.h): with pre_rope=false only, for one
+// decode query per head in fp32 before any slot was dropped, attention reads the codes, the
+// codebooks, the sparse outliers and the sink rows directly. pre_rope=true (the default) keeps
+// the dequantized view: its scores need every slot rotated at its own position.
+//
 // calib=prompt (an ablation, and the contract test's examples: no offline step): each layer
 // calibrates itself, by the same rule, on the first chunk appended to it (the prompt), then
 // keeps that calibration; its codebooks and key scales are the state's own (counted the same).
@@ -72,10 +77,13 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "common/check.h"
 #include "common/hash.h"
 #include "common/json_io.h"
+#include "kernels/cpu/quant_attention.h"
 #include "methods/registry.h"
 
 namespace kvb {
@@ -270,8 +278,10 @@ torch::Tensor true_first(const torch::Tensor& mask) {
 
 class KVQuantStore : public SlotStore {
  public:
-  KVQuantStore(const ModelShape& shape, Config cfg, std::shared_ptr<const Calibration> cal)
-      : cfg_(cfg), cal_(std::move(cal)), layers_(static_cast<size_t>(shape.n_layers)) {}
+  KVQuantStore(const ModelShape& shape, std::string spec, Config cfg,
+               std::shared_ptr<const Calibration> cal)
+      : spec_(std::move(spec)), cfg_(cfg), cal_(std::move(cal)),
+        layers_(static_cast<size_t>(shape.n_layers)) {}
 
   void append(int layer, const KVAppend& a) override {
     Layer& L = layers_.at(static_cast<size_t>(layer));
@@ -355,6 +365,46 @@ class KVQuantStore : public SlotStore {
   }
 
   bool view_keys_pre_rope(int) const override { return cfg_.pre_rope; }
+
+  // The fused path (kernels/cpu/quant_attention.h, kvquant_decode_attention): T = 1, fp32, keys
+  // stored post-RoPE (pre_rope=false) and no slot dropped yet (the held sinks are then the first
+  // slots). Pre-RoPE keys need each slot rotated at its own position before the dot product,
+  // which the kernel does not do: those states, and every other case, read the view.
+  std::optional<AttendResult> attend(int layer, const torch::Tensor& q,
+                                     double scale) const override {
+    const Layer& L = layers_.at(static_cast<size_t>(layer));
+    if (q.defined() && !q.device().is_cpu())
+      throw Error(spec_ + ": no kernel for device " + q.device().str() +
+                  " (the fused kvquant attention runs on the CPU only)");
+    if (cfg_.pre_rope || L.len == 0 || L.sink_kept.defined() || q.size(2) != 1 ||
+        q.scalar_type() != torch::kFloat32 || compute_ != torch::kFloat32 ||
+        !L.kc.device().is_cpu())
+      return std::nullopt;
+    const int64_t n = L.len;
+    kernels::KVQuantCache c;
+    c.bits = cfg_.bits;
+    c.key_codebook = L.cal.key_codebook;
+    c.value_codebook = L.cal.value_codebook;
+    c.key_scale = L.cal.key_scale;
+    c.key_zero = L.cal.key_zero;
+    c.key_codes = L.kc.narrow(2, 0, n);
+    c.value_codes = L.vc.narrow(2, 0, n);
+    c.value_scale = L.vs.narrow(2, 0, n);
+    c.value_zero = L.vz.narrow(2, 0, n);
+    if (n_out(L.d) > 0) {
+      c.key_outlier_value = L.ko.narrow(2, 0, n);
+      c.key_outlier_index = L.ki.narrow(2, 0, n);
+      c.value_outlier_value = L.vo.narrow(2, 0, n);
+      c.value_outlier_index = L.vi.narrow(2, 0, n);
+    }
+    c.sinks = std::min(cfg_.sink, L.seen);
+    if (c.sinks > 0) {
+      c.sink_keys = L.sk;
+      c.sink_values = L.sv;
+    }
+    kernels::AttentionPart r = kernels::kvquant_decode_attention(q, c, scale);
+    return AttendResult{r.out, r.lse};
+  }
 
   int64_t slots(int layer) const override { return layers_.at(static_cast<size_t>(layer)).len; }
   torch::Tensor positions(int layer) const override {
@@ -477,6 +527,7 @@ class KVQuantStore : public SlotStore {
     v.narrow(2, 0, m).copy_(torch::where(take, sv, v.narrow(2, 0, m)));
   }
 
+  std::string spec_;
   Config cfg_;
   std::shared_ptr<const Calibration> cal_;
   torch::ScalarType compute_ = torch::kFloat32;
@@ -577,7 +628,7 @@ class KVQuantMethod : public StorageMethod {
     KVB_INPUT_CHECK(!cal_ || static_cast<int64_t>(cal_->size()) == shape.n_layers, spec(),
                     ": calibrated for ", cal_ ? cal_->size() : 0, " layers, the model has ",
                     shape.n_layers);
-    return std::make_unique<KVQuantStore>(shape, cfg_, cal_);
+    return std::make_unique<KVQuantStore>(shape, spec(), cfg_, cal_);
   }
 
   bool stores_pre_rope_keys() const override { return cfg_.pre_rope; }

@@ -1,5 +1,7 @@
-// Fused KIVI decode attention (kernels/cpu/kivi_attention.h) at SmolLM2-135M's attention shape
-// (H_q 9, H_kv 3, D 64, one decode query) against what the engine did before it: dequantize the
+// Fused KIVI decode attention (kernels/cpu/kivi_attention.h), one decode query, at the shapes
+// registered at run time (bench_main.cpp: --kvb_shapes=FILE, else SmolLM2-135M's attention shape,
+// H_q 9, H_kv 3, D 64, at 1K-32K tokens and 2/4 bits; names end in the shape,
+// "hq:9/hkv:3/d:64/ctx:32768/bits:2"), against what the engine did before it: dequantize the
 // cache (kernels::dequantize_cols/rows into fresh fp32 tensors, as KIVI's view() does) and
 // attend with matmul/softmax/matmul; and against full-cache fp32 attention over the same context.
 //
@@ -12,7 +14,7 @@
 //
 // KIVI as held after `ctx` tokens with group 32, residual 128: floor(ctx/128)*128 quantized keys,
 // the last 128 values in full precision. Each variant cycles over 30 layers' caches (SmolLM2 has
-// 30), built apart in memory, so at long contexts a call reads its cache from DRAM as a decode
+// 30; fewer past 32K at this shape, see layers_for), built apart in memory, so at long contexts a call reads its cache from DRAM as a decode
 // step does, not from the 32 MB L3 (at 1K the 30 packed layers fit in L3, as they would in a
 // real run).
 //
@@ -37,6 +39,7 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/bench/bench_util.h"
 #include "kernels/cpu/kivi_attention.h"
 #include "kernels/cpu/quant_kernels.h"
 
@@ -44,27 +47,29 @@ namespace {
 
 using kvb::kernels::KiviCache;
 
-constexpr int64_t kHq = 9, kHkv = 3, kD = 64, kGroup = 32, kResidual = 128, kLayers = 30;
+using kvb::bench::KernelShape;
+
+constexpr int64_t kGroup = 32, kResidual = 128;
+
+// Layers per fixture: SmolLM2's 30, fewer at long contexts so the fp32 copies stay near 1.5 GB
+// (at least 2, whose caches together are still far past the L3 there).
+int64_t layers_for(const KernelShape& s) {
+  const double per_layer = 2.0 * static_cast<double>(s.kv_heads * s.context * s.head_dim) * 4;
+  return std::clamp<int64_t>(static_cast<int64_t>(1.5e9 / per_layer), 2, 30);
+}
 constexpr int kRounds = 9;
-constexpr int64_t kBandwidthFloats = int64_t{64} << 20;  // 256 MiB
 
 void set_threads() {
   const char* t = std::getenv("KVB_BENCH_THREADS");
   at::set_num_threads(t ? std::atoi(t) : std::min(2, at::get_num_threads()));
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+using kvb::bench::median;
+using kvb::bench::seconds_since;
 
 // One context's caches: 30 KIVI layers per bit width, 30 fp32 layers, the query.
 struct Fixture {
+  KernelShape shape;
   int64_t ctx = 0;
   std::vector<KiviCache> kivi[2];       // [0]: 2-bit, [1]: 4-bit
   std::vector<torch::Tensor> k32, v32;  // [1, H_kv, ctx, D] fp32 per layer
@@ -72,6 +77,7 @@ struct Fixture {
 };
 
 KiviCache make_kivi(int bits, int64_t ctx, const torch::Tensor& k, const torch::Tensor& v) {
+  const int64_t kHkv = k.size(1), kD = k.size(3);
   const int64_t nq = ctx / kResidual * kResidual, nqv = std::max<int64_t>(0, ctx - kResidual);
   KiviCache c;
   c.bits = bits;
@@ -100,12 +106,15 @@ KiviCache clone_cache(const KiviCache& c) {
   return o;
 }
 
-// The most recent context's fixture (one at a time: 30 fp32 layers at 32K are 1.5 GB).
-const Fixture& fixture(int64_t ctx) {
+// The most recent shape's fixture (one at a time: 30 fp32 layers at 32K are 1.5 GB). Both bit
+// widths are built for every shape; a shape's bits only pick which one a benchmark reads.
+const Fixture& fixture(const KernelShape& shape) {
   static std::unique_ptr<Fixture> f;
-  if (f && f->ctx == ctx) return *f;
+  if (f && f->shape.name(false) == shape.name(false)) return *f;
   f.reset();
   auto nf = std::make_unique<Fixture>();
+  const int64_t ctx = shape.context, kHkv = shape.kv_heads, kHq = shape.heads, kD = shape.head_dim;
+  nf->shape = shape;
   nf->ctx = ctx;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(ctx));
   torch::Tensor k = torch::randn({1, kHkv, ctx, kD}, gen),
@@ -113,10 +122,10 @@ const Fixture& fixture(int64_t ctx) {
   nf->q = torch::randn({1, kHq, 1, kD}, gen);
   for (int b = 0; b < 2; ++b) {
     const KiviCache first = make_kivi(b == 0 ? 2 : 4, ctx, k, v);
-    for (int64_t l = 0; l < kLayers; ++l)
+    for (int64_t l = 0; l < layers_for(shape); ++l)
       nf->kivi[b].push_back(l == 0 ? first : clone_cache(first));
   }
-  for (int64_t l = 0; l < kLayers; ++l) {
+  for (int64_t l = 0; l < layers_for(shape); ++l) {
     nf->k32.push_back(k.clone());
     nf->v32.push_back(v.clone());
   }
@@ -124,17 +133,20 @@ const Fixture& fixture(int64_t ctx) {
   return *f;
 }
 
-const double kScale = 1.0 / std::sqrt(static_cast<double>(kD));
+double scale_of(const torch::Tensor& q) { return 1.0 / std::sqrt(static_cast<double>(q.size(3))); }
 
 // q [1, H_q, 1, D] over k, v [1, H_kv, S, D] as Model::attention does for the past slots.
 torch::Tensor dense_attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
-  torch::Tensor qg = (q * kScale).view({1, kHkv, kHq / kHkv, kD});
+  const int64_t kHkv = k.size(1), kHq = q.size(1), kD = q.size(3);
+  torch::Tensor qg = (q * scale_of(q)).view({1, kHkv, kHq / kHkv, kD});
   torch::Tensor p = torch::softmax(torch::matmul(qg, k.transpose(-1, -2)), -1, torch::kFloat32);
   return torch::matmul(p, v);
 }
 
 // KIVI's dense view (methods/quant/kivi.cpp dense_f32): fresh fp32 K and V, dequantized.
 torch::Tensor dequant_attend(const torch::Tensor& q, const KiviCache& c, int64_t ctx) {
+  const int64_t kHkv = c.key_scale.defined() ? c.key_scale.size(1) : c.key_residual.size(1);
+  const int64_t kD = q.size(3);
   const int64_t nq = c.key_codes.size(2), nqv = c.value_codes.size(2);
   torch::Tensor k = torch::empty({1, kHkv, ctx, kD}), v = torch::empty({1, kHkv, ctx, kD});
   if (nq > 0)
@@ -148,42 +160,26 @@ torch::Tensor dequant_attend(const torch::Tensor& q, const KiviCache& c, int64_t
   return dense_attend(q, k, v);
 }
 
-struct Bandwidth {
-  torch::Tensor src, dst;
-  Bandwidth() : src(torch::rand({kBandwidthFloats})), dst(torch::empty({kBandwidthFloats})) {}
-  double read_seconds() {  // one pass reading 256 MiB
-    const auto t0 = std::chrono::steady_clock::now();
-    benchmark::DoNotOptimize(src.sum().item<float>());
-    return seconds_since(t0);
-  }
-  double copy_seconds() {  // 256 MiB read and written
-    const auto t0 = std::chrono::steady_clock::now();
-    dst.copy_(src);
-    benchmark::DoNotOptimize(dst.data_ptr<float>());
-    return seconds_since(t0);
-  }
-  static Bandwidth& get() {
-    static Bandwidth b;
-    return b;
-  }
-};
+using Bandwidth = kvb::bench::MemBandwidth;
 
-constexpr double kBandwidthBytes = static_cast<double>(kBandwidthFloats) * 4;
+constexpr double kBandwidthBytes = Bandwidth::kBytes;
 
-// Seconds per call of fn(layer), averaged over one pass over every layer.
+// Seconds per call of fn(layer), averaged over one pass over the fixture's layers.
 template <typename Fn>
-double pass_seconds(Fn&& fn) {
+double pass_seconds(int64_t layers, Fn&& fn) {
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t l = 0; l < kLayers; ++l) fn(l);
-  return seconds_since(t0) / static_cast<double>(kLayers);
+  for (int64_t l = 0; l < layers; ++l) fn(l);
+  return seconds_since(t0) / static_cast<double>(layers);
 }
 
-void BM_KiviAttnFused(benchmark::State& state) {
+void BM_KiviAttnFused(benchmark::State& state, KernelShape shape) {
   c10::InferenceMode guard;
   set_threads();
-  const int bits = static_cast<int>(state.range(0));
-  const int64_t ctx = state.range(1);
-  const Fixture& f = fixture(ctx);
+  const int bits = shape.bits;
+  const int64_t ctx = shape.context;
+  const Fixture& f = fixture(shape);
+  const int64_t kLayers = static_cast<int64_t>(f.k32.size());
+  const double kScale = scale_of(f.q);
   const std::vector<KiviCache>& layers = f.kivi[bits == 2 ? 0 : 1];
   auto fused = [&](int64_t l) {
     auto r = kvb::kernels::kivi_decode_attention(f.q, layers[static_cast<size_t>(l)], kScale);
@@ -199,16 +195,16 @@ void BM_KiviAttnFused(benchmark::State& state) {
     benchmark::DoNotOptimize(o.data_ptr<float>());
   };
   Bandwidth& bw = Bandwidth::get();
-  pass_seconds(fused);  // warm-up: first touch, thread pool
-  pass_seconds(dequant);
+  pass_seconds(kLayers, fused);  // warm-up: first touch, thread pool
+  pass_seconds(kLayers, dequant);
   int64_t it = 0;
   for (auto _ : state) fused(it++ % kLayers);
 
   std::vector<double> tf, td, t32, tr, tc;
   for (int r = 0; r < kRounds; ++r) {
-    tf.push_back(pass_seconds(fused));
-    td.push_back(pass_seconds(dequant));
-    t32.push_back(pass_seconds(fp32));
+    tf.push_back(pass_seconds(kLayers, fused));
+    td.push_back(pass_seconds(kLayers, dequant));
+    t32.push_back(pass_seconds(kLayers, fp32));
     tr.push_back(bw.read_seconds());
     tc.push_back(bw.copy_seconds());
   }
@@ -234,12 +230,13 @@ void BM_KiviAttnFused(benchmark::State& state) {
 }
 
 // The two baselines alone (Google Benchmark's own timing, layers cycled).
-void BM_KiviAttnDequant(benchmark::State& state) {
+void BM_KiviAttnDequant(benchmark::State& state, KernelShape shape) {
   c10::InferenceMode guard;
   set_threads();
-  const int bits = static_cast<int>(state.range(0));
-  const int64_t ctx = state.range(1);
-  const Fixture& f = fixture(ctx);
+  const int bits = shape.bits;
+  const int64_t ctx = shape.context;
+  const Fixture& f = fixture(shape);
+  const int64_t kLayers = static_cast<int64_t>(f.k32.size());
   const std::vector<KiviCache>& layers = f.kivi[bits == 2 ? 0 : 1];
   int64_t it = 0;
   for (auto _ : state) {
@@ -251,18 +248,19 @@ void BM_KiviAttnDequant(benchmark::State& state) {
                          benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_AttnFp32(benchmark::State& state) {
+void BM_AttnFp32(benchmark::State& state, KernelShape shape) {
   c10::InferenceMode guard;
   set_threads();
-  const int64_t ctx = state.range(0);
-  const Fixture& f = fixture(ctx);
+  const int64_t ctx = shape.context;
+  const Fixture& f = fixture(shape);
+  const int64_t kLayers = static_cast<int64_t>(f.k32.size());
   int64_t it = 0;
   for (auto _ : state) {
     const size_t l = static_cast<size_t>(it++ % kLayers);
     torch::Tensor o = dense_attend(f.q, f.k32[l], f.v32[l]);
     benchmark::DoNotOptimize(o.data_ptr<float>());
   }
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(2 * kHkv * ctx * kD * 4) * 1e-9,
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(2 * shape.kv_heads * ctx * shape.head_dim * 4) * 1e-9,
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -282,18 +280,26 @@ void BM_MemBandwidth(benchmark::State& state) {
 }
 
 BENCHMARK(BM_MemBandwidth)->Unit(benchmark::kMillisecond)->Iterations(9);
-// Contexts in increasing order: one fixture is held at a time.
-BENCHMARK(BM_KiviAttnFused)->ArgsProduct({{2, 4}, {1024}})->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_KiviAttnDequant)->ArgsProduct({{2, 4}, {1024}})->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_AttnFp32)->Arg(1024)->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_KiviAttnFused)->ArgsProduct({{2, 4}, {4096}})->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_KiviAttnDequant)->ArgsProduct({{2, 4}, {4096}})->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_AttnFp32)->Arg(4096)->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_KiviAttnFused)->ArgsProduct({{2, 4}, {16384}})->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_KiviAttnDequant)->ArgsProduct({{2, 4}, {16384}})->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_AttnFp32)->Arg(16384)->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_KiviAttnFused)->ArgsProduct({{2, 4}, {32768}})->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_KiviAttnDequant)->ArgsProduct({{2, 4}, {32768}})->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_AttnFp32)->Arg(32768)->Unit(benchmark::kMicrosecond);
+
+// Per shape (bench_main.cpp: --kvb_shapes or the default grid), in the order given: the fused
+// kernel and the dequantize-then-attend baseline at the shape's bits, and full-cache fp32
+// attention once per (heads, KV heads, head dim, context).
+void register_shapes(const std::vector<KernelShape>& shapes) {
+  std::vector<std::string> fp32_done;
+  for (const KernelShape& s : shapes) {
+    if (s.head_dim % kGroup != 0) continue;  // whole value groups of 32 channels
+    benchmark::RegisterBenchmark(("BM_KiviAttnFused/" + s.name()).c_str(), BM_KiviAttnFused, s)
+        ->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("BM_KiviAttnDequant/" + s.name()).c_str(), BM_KiviAttnDequant,
+                                 s)
+        ->Unit(benchmark::kMicrosecond);
+    const std::string plain = s.name(false);
+    if (std::find(fp32_done.begin(), fp32_done.end(), plain) != fp32_done.end()) continue;
+    fp32_done.push_back(plain);
+    benchmark::RegisterBenchmark(("BM_AttnFp32/" + plain).c_str(), BM_AttnFp32, s)
+        ->Unit(benchmark::kMicrosecond);
+  }
+}
+const bool registered = kvb::bench::add_shape_registrar(&register_shapes);
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "harness/model/model.h"
+#include "kernels/bench/bench_util.h"
 #include "harness/model/shapes.h"
 #include "methods/quant/full.h"
 
@@ -77,8 +78,38 @@ void BM_Prefill(benchmark::State& state) {
 }
 BENCHMARK(BM_Prefill)->Args({2048, 0})->Args({2048, 512})->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
 
+// Bytes one decode step must read at least: every weight a token passes through (the layers,
+// the final norm and the LM head; one embedding row) and the K and V of `ctx` past slots.
+double decode_bytes(const kvb::ModelConfig& c, const kvb::ModelWeights& w, int64_t ctx) {
+  double b = 0;
+  auto add = [&](const torch::Tensor& t) {
+    if (t.defined()) b += static_cast<double>(t.numel() * t.element_size());
+  };
+  for (const kvb::LayerWeights& L : w.layers) {
+    for (const torch::Tensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv,
+                                   &L.q_norm, &L.k_norm, &L.ffn_norm, &L.w_gate, &L.w_up,
+                                   &L.w_down})
+      add(*t);
+  }
+  add(w.final_norm);
+  add(w.lm_head);
+  b += static_cast<double>(c.hidden_size * w.embed.element_size());
+  b += 2.0 * static_cast<double>(c.n_layers * c.n_kv_heads * ctx * c.head_dim) * 4;  // fp32 K, V
+  return b;
+}
+
+// One decode step at `ctx` tokens of full fp32 cache, against the bandwidth roofline: the bytes
+// a step must read (decode_bytes) over the read bandwidth measured in the same rounds (a 256 MiB
+// sum on the same threads, bench_util.h). Rounds alternate 16 decode steps (each from the same
+// cloned cache) with one bandwidth read, so load from other processes hits both alike.
+//   ms_per_token     median over the rounds of (16 steps' time) / 16
+//   MB_per_token     decode_bytes at ctx + 8 (the middle of the 16 steps)
+//   read_GB/s        the bandwidth reference (median of the rounds)
+//   roofline_ms      MB_per_token / read_GB/s: the fastest a step could be
+//   frac_roofline    roofline_ms / ms_per_token (the target: >= 0.5)
 void BM_Decode(benchmark::State& state) {
   c10::InferenceMode guard;
+  kvb::bench::use_bench_threads();
   const Model& model = smollm();
   const int64_t ctx = state.range(0);
   const int64_t steps = 16;
@@ -89,20 +120,39 @@ void BM_Decode(benchmark::State& state) {
     int64_t t = std::min<int64_t>(512, ctx - s);
     model.forward(ids.narrow(1, s, t), torch::arange(s, s + t), *base);
   }
-  for (auto _ : state) {
-    state.PauseTiming();
+  auto run_steps = [&] {
     auto cache = base->clone();
-    state.ResumeTiming();
+    const auto t0 = kvb::bench::Clock::now();
     for (int64_t i = 0; i < steps; ++i) {
       torch::Tensor tok = torch::full({1, 1}, (i * 7919) % model.config().vocab_size, torch::kLong);
       torch::Tensor logits = model.forward(tok, torch::full({1}, ctx + i, torch::kLong), *cache);
       benchmark::DoNotOptimize(logits.data_ptr<float>());
     }
+    return kvb::bench::seconds_since(t0) / static_cast<double>(steps);
+  };
+  auto& bw = kvb::bench::MemBandwidth::get();
+  run_steps();  // warm-up
+  std::vector<double> t_step, t_read;
+  for (auto _ : state) {
+    const double s = run_steps();
+    t_step.push_back(s);
+    state.SetIterationTime(s * static_cast<double>(steps));
+    t_read.push_back(bw.read_seconds());
   }
-  state.counters["tok/s"] = benchmark::Counter(static_cast<double>(steps), benchmark::Counter::kIsIterationInvariantRate);
+  const double bytes = decode_bytes(model.config(), model.weights(), ctx + steps / 2);
+  const double step_s = kvb::bench::median(t_step);
+  const double read_gbs = kvb::bench::MemBandwidth::kBytes / kvb::bench::median(t_read) * 1e-9;
+  const double roof_s = bytes / (read_gbs * 1e9);
+  state.counters["tok/s"] = 1.0 / step_s;
+  state.counters["ms_per_token"] = step_s * 1e3;
+  state.counters["MB_per_token"] = bytes * 1e-6;
+  state.counters["read_GB/s"] = read_gbs;
+  state.counters["roofline_ms"] = roof_s * 1e3;
+  state.counters["frac_roofline"] = roof_s / step_s;
+  state.counters["threads"] = at::get_num_threads();
 }
-BENCHMARK(BM_Decode)->Arg(2048)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+BENCHMARK(BM_Decode)->Arg(2048)->Unit(benchmark::kMillisecond)->Iterations(7)->UseManualTime();
 
 }  // namespace
 
-BENCHMARK_MAIN();
+

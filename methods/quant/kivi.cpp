@@ -43,6 +43,9 @@
 #include "kernels/cpu/kivi_attention.h"
 #include "kernels/cpu/quant_kernels.h"
 #include "methods/registry.h"
+#ifdef KVB_HAVE_CUDA_KERNELS
+#include "kernels/cuda/dispatch.h"
+#endif
 
 namespace kvb {
 namespace {
@@ -143,6 +146,7 @@ class KiviStore : public SlotStore {
 
   std::optional<AttendResult> attend(int layer, const torch::Tensor& q,
                                      double scale) const override {
+    if (q.defined() && q.device().is_cuda()) return attend_cuda(layer, q, scale);
     require_cpu(q);
     const Layer& L = layers_.at(static_cast<size_t>(layer));
     if (L.ragged || L.nqk + L.nrk == 0 || q.size(2) != 1 || q.scalar_type() != torch::kFloat32 ||
@@ -607,6 +611,73 @@ class KiviStore : public SlotStore {
     v.v = assemble(vq, L.qv, vr, s);
     v.pos = L.pos.view();
     return v;
+  }
+
+  // Dispatch by device: a CUDA query over a plain-layout cache held on that same device runs
+  // the CUDA kernel (kernels/cuda/dispatch.h, on the legacy default stream); anything else on a
+  // GPU is refused in one line, never read from the wrong memory. (append() still quantizes on
+  // the CPU only, so today a store never holds device tensors.)
+  std::optional<AttendResult> attend_cuda(int layer, const torch::Tensor& q, double scale) const {
+#ifdef KVB_HAVE_CUDA_KERNELS
+    const Layer& L = layers_.at(static_cast<size_t>(layer));
+    const std::vector<const torch::Tensor*> parts = {&L.kq, &L.ks, &L.kz, &L.kr,
+                                                     &L.vq, &L.vs, &L.vz, &L.vr};
+    const bool on_device = std::all_of(parts.begin(), parts.end(), [&](const torch::Tensor* t) {
+      return !t->defined() || t->device() == q.device();
+    });
+    if (on_device && L.nqk + L.nrk == 0) return std::nullopt;  // as on the CPU
+    if (on_device && !L.ragged && q.dim() == 4 && q.scalar_type() == torch::kFloat32 &&
+        compute_ == torch::kFloat32) {
+      auto rows = [](const torch::Tensor& t) {
+        return t.defined() ? cuda::DeviceRows{t.data_ptr(), t.stride(0), t.stride(1)}
+                           : cuda::DeviceRows{};
+      };
+      cuda::KiviCacheView c;
+      c.bits = bits_;
+      c.group = g_;
+      c.value_group = gv_;
+      c.batch = L.b;
+      c.kv_heads = L.h;
+      c.head_dim = L.d;
+      c.n_quant_keys = L.nqk;
+      c.n_residual_keys = L.nrk;
+      c.n_quant_values = L.nqv;
+      c.n_residual_values = L.nrv;
+      c.key_codes = rows(L.kq);  // rows from 0; value residual rows from v0
+      c.key_scale = rows(L.ks);
+      c.key_zero = rows(L.kz);
+      c.key_residual = rows(L.kr);
+      c.value_codes = rows(L.vq);
+      c.value_scale = rows(L.vs);
+      c.value_zero = rows(L.vz);
+      c.value_residual = L.nrv > 0 ? rows(L.vr.narrow(2, L.v0, L.nrv)) : cuda::DeviceRows{};
+      torch::Tensor qc = q.contiguous();
+      cuda::DecodeQuery dq;
+      dq.q = qc.data_ptr<float>();
+      dq.q_heads = q.size(1);
+      dq.rows = q.size(2);
+      dq.scale = scale;
+      dq.device = q.device().index();
+      torch::Tensor out = torch::empty(q.sizes(), q.options());
+      torch::Tensor lse = torch::empty({q.size(0), q.size(1), q.size(2)}, q.options());
+      dq.out = out.data_ptr<float>();
+      dq.lse = lse.data_ptr<float>();
+      try {
+        const size_t ws = cuda::kivi_decode_workspace_bytes(c, dq);
+        torch::Tensor work =
+            torch::empty({static_cast<int64_t>(ws)}, q.options().dtype(torch::kUInt8));
+        cuda::kivi_decode_attention(c, dq, work.data_ptr(), ws);
+      } catch (const std::exception& e) {
+        throw Error(spec_ + ": " + e.what());
+      }
+      return AttendResult{out, lse};
+    }
+    constexpr const char* why = "KIVI's CUDA attention needs a plain-layout fp32 cache on the "
+                                "query's device";
+#else
+    constexpr const char* why = "this build has no CUDA kernels; KIVI runs on the CPU";
+#endif
+    throw Error(spec_ + ": no kernel for device " + q.device().str() + " (" + why + ")");
   }
 
   // Codes, scales and residuals live in host memory and every kernel here reads it.

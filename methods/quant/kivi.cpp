@@ -626,8 +626,10 @@ class KiviStore : public SlotStore {
       return !t->defined() || t->device() == q.device();
     });
     if (on_device && L.nqk + L.nrk == 0) return std::nullopt;  // as on the CPU
-    if (on_device && !L.ragged && q.dim() == 4 && q.scalar_type() == torch::kFloat32 &&
-        compute_ == torch::kFloat32) {
+    // One decode query per head, as the CPU fused path: the kernel applies no causal mask
+    // within a chunk of T > 1 queries.
+    if (on_device && !L.ragged && q.dim() == 4 && q.size(2) == 1 &&
+        q.scalar_type() == torch::kFloat32 && compute_ == torch::kFloat32) {
       auto rows = [](const torch::Tensor& t) {
         return t.defined() ? cuda::DeviceRows{t.data_ptr(), t.stride(0), t.stride(1)}
                            : cuda::DeviceRows{};
@@ -672,8 +674,8 @@ class KiviStore : public SlotStore {
       }
       return AttendResult{out, lse};
     }
-    constexpr const char* why = "KIVI's CUDA attention needs a plain-layout fp32 cache on the "
-                                "query's device";
+    constexpr const char* why = "KIVI's CUDA attention needs one fp32 decode query per head "
+                                "over a plain-layout fp32 cache on the query's device";
 #else
     constexpr const char* why = "this build has no CUDA kernels; KIVI runs on the CPU";
 #endif

@@ -3,11 +3,12 @@
 // kernels; the decode attention benchmarks are registered at run time only when a GPU is present
 // (none is listed otherwise), BM_CudaDequantRows reports "no CUDA device".
 //
-// BM_CudaDecode/<cache>/ctx:<S>: one decode step (T = 1) of a Llama-3-8B-shaped layer (B = 1,
-// H_kv = 8, G = 4, D = 128) over S slots: the fused 2-bit KIVI kernel (group 32, value group 32,
-// 64 key and 128 value residual slots in fp32) against plain attention over the uncompressed fp16
-// cache, both through kernels/cuda/dispatch.h, timed with CUDA events (manual time, 20 calls per
-// iteration). Counters: bytes (cache bytes read per call), GB/s, copy_GB/s (device-to-device
+// BM_CudaDecode/{kivi,fp16}/hq:/hkv:/d:/ctx:[/bits:]: one decode step (B = 1, T = 1) over a
+// layer's cache, for the run's shapes (kvbench_bench --kvb_shapes, bench_main.cpp) and always a
+// Llama-3-8B layer (32 query heads, 8 KV heads, head dim 128) at 16K, 32K and 64K tokens, 2 bits:
+// the fused KIVI kernel (group 32, value group 32, up to 64+group key and 128 value residual slots
+// in fp32) against plain attention over the uncompressed fp16 cache, both through
+// kernels/cuda/dispatch.h, timed with CUDA events (manual time, 20 calls per iteration). Counters: bytes (cache bytes read per call), GB/s, copy_GB/s (device-to-device
 // copy of 256 MiB in the same process) and frac_of_copy_bw = GB/s / copy_GB/s.
 #include <benchmark/benchmark.h>
 
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/bench/bench_util.h"
 #include "kernels/cuda/dequant.h"
 #include "kernels/cuda/dispatch.h"
 
@@ -89,7 +91,7 @@ double copy_bandwidth() {
   return bw;
 }
 
-constexpr int64_t kB = 1, kHkv = 8, kG = 4, kD = 128;
+using kvb::bench::KernelShape;
 
 void report(benchmark::State& state, double bytes, float ms) {
   const double gbs = bytes / (ms / 1e3) / 1e9, copy = copy_bandwidth() / 1e9;
@@ -99,21 +101,22 @@ void report(benchmark::State& state, double bytes, float ms) {
   state.counters["frac_of_copy_bw"] = gbs / copy;
 }
 
+// q [1, H_q, 1, D] and the out / lse buffers of one decode step.
 struct Query {
-  Buf q{static_cast<size_t>(kB * kHkv * kG * kD) * 4};
-  Buf out{static_cast<size_t>(kB * kHkv * kG * kD) * 4};
-  Buf lse{static_cast<size_t>(kB * kHkv * kG) * 4};
-  kvb::cuda::DecodeQuery view() {
+  explicit Query(const KernelShape& s)
+      : q(static_cast<size_t>(s.heads * s.head_dim) * 4),
+        out(static_cast<size_t>(s.heads * s.head_dim) * 4),
+        lse(static_cast<size_t>(s.heads) * 4) {
     q.fill<float>(0.01f);
-    kvb::cuda::DecodeQuery d;
     d.q = static_cast<const float*>(q.p);
-    d.q_heads = kHkv * kG;
+    d.q_heads = s.heads;
     d.rows = 1;
-    d.scale = 1.0 / std::sqrt(static_cast<double>(kD));
+    d.scale = 1.0 / std::sqrt(static_cast<double>(s.head_dim));
     d.out = static_cast<float*>(out.p);
     d.lse = static_cast<float*>(lse.p);
-    return d;
   }
+  Buf q, out, lse;
+  kvb::cuda::DecodeQuery d;
 };
 
 template <typename View, typename Call>
@@ -128,88 +131,112 @@ void time_decode(benchmark::State& state, const View& v, const kvb::cuda::Decode
   report(state, bytes, ms);
 }
 
-void BM_CudaDecodeKivi2(benchmark::State& state, int64_t s) {
+// Fused KIVI: B = 1, group 32, value group 32, 64 key and 128 value residual slots (fp32) of the
+// context (fewer for short contexts), random codes, fixed scales.
+void BM_CudaDecodeKivi(benchmark::State& state, const KernelShape& sh) {
   using namespace kvb::cuda;
-  const int bits = 2;
-  const int64_t nrk = 64, nrv = 128, nq = s - nrk, nqv = s - nrv, group = 32, gv = 32;
-  const int64_t bh = kB * kHkv, packed = kD * bits / 8;
-  Buf kq(bh * nq * packed), ks(bh * (nq / group) * kD * 2), kz(bh * (nq / group) * kD * 2),
-      kr(bh * nrk * kD * 4), vq(bh * nqv * packed), vs(bh * nqv * (kD / gv) * 2),
-      vz(bh * nqv * (kD / gv) * 2), vr(bh * nrv * kD * 4);
+  const int bits = sh.bits;
+  const int64_t s = sh.context, d = sh.head_dim, hkv = sh.kv_heads, group = 32, gv = 32;
+  // Nq a whole number of groups: the key residual is 64 + S % group slots (all of a short S).
+  const int64_t nrk = s % group + 64 <= s ? s % group + 64 : s;
+  const int64_t nq = s - nrk, nrv = std::min<int64_t>(128, s), nqv = s - nrv;
+  const int64_t packed = d * bits / 8;
+  Buf kq(hkv * nq * packed), ks(hkv * (nq / group) * d * 2), kz(hkv * (nq / group) * d * 2),
+      kr(hkv * nrk * d * 4), vq(hkv * nqv * packed), vs(hkv * nqv * (d / gv) * 2),
+      vz(hkv * nqv * (d / gv) * 2), vr(hkv * nrv * d * 4);
   kq.random_bytes(1);
   vq.random_bytes(2);
   for (Buf* b : {&ks, &vs}) b->fill<uint16_t>(0x2E66);  // 0.1
   for (Buf* b : {&kz, &vz}) b->fill<uint16_t>(0xB800);  // -0.5
   kr.fill<float>(0.25f);
   vr.fill<float>(-0.25f);
-  auto rows = [&](const Buf& b, int64_t n, int64_t x) { return DeviceRows{b.p, kHkv * n * x, n * x}; };
+  auto rows = [&](const Buf& b, int64_t n, int64_t x) { return DeviceRows{b.p, hkv * n * x, n * x}; };
   KiviCacheView v;
   v.bits = bits;
   v.group = group;
   v.value_group = gv;
-  v.batch = kB;
-  v.kv_heads = kHkv;
-  v.head_dim = kD;
+  v.batch = 1;
+  v.kv_heads = hkv;
+  v.head_dim = d;
   v.n_quant_keys = nq;
   v.n_residual_keys = nrk;
   v.n_quant_values = nqv;
   v.n_residual_values = nrv;
   v.key_codes = rows(kq, nq, packed);
-  v.key_scale = rows(ks, nq / group, kD);
-  v.key_zero = rows(kz, nq / group, kD);
-  v.key_residual = rows(kr, nrk, kD);
+  v.key_scale = rows(ks, nq / group, d);
+  v.key_zero = rows(kz, nq / group, d);
+  v.key_residual = rows(kr, nrk, d);
   v.value_codes = rows(vq, nqv, packed);
-  v.value_scale = rows(vs, nqv, kD / gv);
-  v.value_zero = rows(vz, nqv, kD / gv);
-  v.value_residual = rows(vr, nrv, kD);
-  Query q;
-  const DecodeQuery dq = q.view();
+  v.value_scale = rows(vs, nqv, d / gv);
+  v.value_zero = rows(vz, nqv, d / gv);
+  v.value_residual = rows(vr, nrv, d);
+  Query q(sh);
   double bytes = 0;
   for (const Buf* b : {&kq, &ks, &kz, &kr, &vq, &vs, &vz, &vr}) bytes += static_cast<double>(b->n);
-  time_decode(state, v, dq, kivi_decode_workspace_bytes(v, dq), bytes,
-              [](const KiviCacheView& c, const DecodeQuery& d, void* w, size_t n, void* st) {
-                kivi_decode_attention(c, d, w, n, st);
+  time_decode(state, v, q.d, kivi_decode_workspace_bytes(v, q.d), bytes,
+              [](const KiviCacheView& c, const DecodeQuery& dq, void* w, size_t n, void* st) {
+                kivi_decode_attention(c, dq, w, n, st);
               });
 }
 
-void BM_CudaDecodePlainHalf(benchmark::State& state, int64_t s) {
+// Plain attention over the uncompressed fp16 cache of the same shape (the baseline).
+void BM_CudaDecodePlainHalf(benchmark::State& state, const KernelShape& sh) {
   using namespace kvb::cuda;
-  const size_t bytes = static_cast<size_t>(kB * kHkv * s * kD) * 2;
+  const int64_t s = sh.context, d = sh.head_dim, hkv = sh.kv_heads;
+  const size_t bytes = static_cast<size_t>(hkv * s * d) * 2;
   Buf k(bytes), v(bytes);
   k.fill<uint16_t>(0x2E66);
   v.fill<uint16_t>(0xB800);
   PlainCacheView c;
-  c.batch = kB;
-  c.kv_heads = kHkv;
-  c.head_dim = kD;
+  c.batch = 1;
+  c.kv_heads = hkv;
+  c.head_dim = d;
   c.slots = s;
-  c.keys = {k.p, kHkv * s * kD, s * kD};
-  c.values = {v.p, kHkv * s * kD, s * kD};
-  Query q;
-  const DecodeQuery dq = q.view();
-  time_decode(state, c, dq, plain_decode_workspace_bytes(c, dq), 2.0 * static_cast<double>(bytes),
-              [](const PlainCacheView& cv, const DecodeQuery& d, void* w, size_t n, void* st) {
-                plain_decode_attention(cv, d, w, n, st);
+  c.keys = {k.p, hkv * s * d, s * d};
+  c.values = {v.p, hkv * s * d, s * d};
+  Query q(sh);
+  time_decode(state, c, q.d, plain_decode_workspace_bytes(c, q.d), 2.0 * static_cast<double>(bytes),
+              [](const PlainCacheView& cv, const DecodeQuery& dq, void* w, size_t n, void* st) {
+                plain_decode_attention(cv, dq, w, n, st);
               });
 }
 
-const bool kDecodeRegistered = [] {
-  if (kvb::cuda::device_count() == 0) return false;  // no GPU: nothing to list
-  for (const int64_t s : {16384, 32768, 65536}) {
-    const std::string ctx = "/ctx:" + std::to_string(s);
-    benchmark::RegisterBenchmark(("BM_CudaDecode/kivi2" + ctx).c_str(),
-                                 [s](benchmark::State& st) { BM_CudaDecodeKivi2(st, s); })
+// The run's shapes (bench_main.cpp) plus the comparison: a Llama-3-8B layer (32 query
+// heads, 8 KV heads, head dim 128) at 16K, 32K and 64K, 2 bits. Head dims without a CUDA
+// instantiation are left out; nothing is registered without a GPU.
+void register_shapes(const std::vector<KernelShape>& run_shapes) {
+  if (kvb::cuda::device_count() == 0) return;
+  std::vector<KernelShape> shapes = run_shapes;
+  for (const int64_t ctx : {16384, 32768, 65536}) {
+    KernelShape s;
+    s.heads = 32;
+    s.kv_heads = 8;
+    s.head_dim = 128;
+    s.context = ctx;
+    s.bits = 2;
+    shapes.push_back(s);
+  }
+  std::vector<std::string> plain_done;
+  for (const KernelShape& s : shapes) {
+    if (s.head_dim != 32 && s.head_dim != 64 && s.head_dim != 128) continue;
+    if (s.context < 1 || s.kv_heads < 1 || s.heads % s.kv_heads != 0) continue;
+    benchmark::RegisterBenchmark(("BM_CudaDecode/kivi/" + s.name()).c_str(),
+                                 [s](benchmark::State& st) { BM_CudaDecodeKivi(st, s); })
         ->UseManualTime()
         ->Iterations(10)
         ->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark(("BM_CudaDecode/fp16" + ctx).c_str(),
+    const std::string plain = s.name(false);
+    if (std::find(plain_done.begin(), plain_done.end(), plain) != plain_done.end()) continue;
+    plain_done.push_back(plain);
+    benchmark::RegisterBenchmark(("BM_CudaDecode/fp16/" + plain).c_str(),
                                  [s](benchmark::State& st) { BM_CudaDecodePlainHalf(st, s); })
         ->UseManualTime()
         ->Iterations(10)
         ->Unit(benchmark::kMicrosecond);
   }
-  return true;
-}();
+}
+
+const bool kShapesRegistered = kvb::bench::add_shape_registrar(&register_shapes);
 
 }  // namespace
 #endif

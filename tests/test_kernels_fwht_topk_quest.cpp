@@ -118,7 +118,7 @@ TEST(KernelsTopk, MatchesTheReferenceAndTorchTopkOverTheGrid) {
   uint64_t seed = 100;
   for (int64_t B : {1, 2})
     for (int64_t H : {1, 3})
-      for (int64_t S : {1, 2, 7, 8, 9, 33, 100, 257, 1000, 4099})
+      for (int64_t S : {1, 2, 7, 8, 9, 33, 100, 257, 1000, 4096, 4099, 9000})
         for (Dist d : {Dist::kContinuous, Dist::kTies, Dist::kSpecial}) {
           const torch::Tensor s = scores(B, H, S, d, ++seed);
           for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{3}, S / 64, S / 2, S - 1, S, S + 5}) {

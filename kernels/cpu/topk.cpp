@@ -21,6 +21,8 @@ namespace kvb::kernels {
 namespace {
 
 constexpr int32_t kNanKey = std::numeric_limits<int32_t>::max();
+constexpr int kRadixBits = 12;       // a 16 KiB histogram
+constexpr int64_t kRadixFrom = 4096;  // rows at least this long take the radix step
 
 // Order-preserving int32 key of a float: -0 and +0 share 0, every NaN is kNanKey (above +inf).
 inline int32_t key_of(float x) {
@@ -181,9 +183,30 @@ int64_t select_row(const Simd& simd, const float* row, int64_t n, int64_t k, Top
   }
   key.resize(static_cast<size_t>(n));
   simd.keys(row, n, key.data());
-  work.assign(key.begin(), key.end());
-  std::nth_element(work.begin(), work.begin() + (k - 1), work.end(), std::greater<int32_t>());
-  const int32_t thr = work[static_cast<size_t>(k - 1)];
+  int32_t thr;
+  if (n >= kRadixFrom) {
+    // Radix step: a histogram of the keys' top kRadixBits bits finds the bucket holding the
+    // k-th largest and how many keys lie above it; nth_element then runs on that bucket alone.
+    uint32_t hist[1 << kRadixBits] = {};
+    auto bucket = [](int32_t v) {
+      return (static_cast<uint32_t>(v) ^ 0x80000000u) >> (32 - kRadixBits);
+    };
+    for (int64_t j = 0; j < n; ++j) ++hist[bucket(key[static_cast<size_t>(j)])];
+    int64_t above = 0;
+    uint32_t b = (1u << kRadixBits) - 1;
+    while (above + hist[b] < k) above += hist[b--];  // sum of all buckets is n >= k
+    work.clear();
+    work.reserve(hist[b]);
+    for (int64_t j = 0; j < n; ++j)
+      if (bucket(key[static_cast<size_t>(j)]) == b) work.push_back(key[static_cast<size_t>(j)]);
+    const int64_t kk = k - above;  // 1 <= kk <= hist[b]
+    std::nth_element(work.begin(), work.begin() + (kk - 1), work.end(), std::greater<int32_t>());
+    thr = work[static_cast<size_t>(kk - 1)];
+  } else {
+    work.assign(key.begin(), key.end());
+    std::nth_element(work.begin(), work.begin() + (k - 1), work.end(), std::greater<int32_t>());
+    thr = work[static_cast<size_t>(k - 1)];
+  }
   int64_t gt = 0, eq = 0;
   simd.count(key.data(), n, thr, gt, eq);
   if (gt + eq == k) return simd.collect_ge(key.data(), n, thr, out);

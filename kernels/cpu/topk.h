@@ -3,7 +3,8 @@
 //
 // Order: by value as torch::topk compares them (in double: -0 == +0; NaN above everything, all
 // NaNs equal). Each row: the scores become order-preserving int32 keys (AVX2: 8 at a time), the
-// k-th largest key is found with std::nth_element on a copy, then one vectorised pass collects
+// k-th largest key is found with std::nth_element on a copy (rows of 4096 or more: on the keys
+// of the one bucket of a 12-bit radix histogram that holds it), then one vectorised pass collects
 // the indices whose key is above it, or equal to it while ties are still wanted. When the keys
 // equal to the threshold do not all fit (ties straddle the k-th place), `ties` decides which:
 //   kLowerIndex  the lowest indices among the tied ones;

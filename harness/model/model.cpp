@@ -12,6 +12,7 @@
 #include "common/json_io.h"
 #include "harness/model/safetensors.h"
 #include "harness/model/weights.h"
+#include "kernels/cpu/gemv.h"
 
 namespace kvb {
 
@@ -53,10 +54,14 @@ torch::Tensor project(const torch::Tensor& x, const torch::Tensor& w, const torc
   const int64_t in = x.size(-1), rows = x.numel() / in;
   if (rows == 1 && x.device().is_cpu()) {
     // One row (decode): matrix-vector product. OpenBLAS's GEMM path for a single row against a
-    // transposed weight runs at a third of the memory bandwidth that gemv reaches.
+    // transposed weight runs at a third of the memory bandwidth that gemv reaches; our own
+    // (kernels/cpu/gemv.h) also keeps OpenBLAS's threads asleep during decode. fp32 only; other
+    // dtypes take torch::mv.
     std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
     shape.back() = w.size(0);
-    torch::Tensor y = torch::mv(w, x.reshape({in}));
+    const torch::Tensor xr = x.reshape({in});
+    if (kernels::gemv_accepts(w, xr, b)) return kernels::gemv(w, xr, b).view(shape);
+    torch::Tensor y = torch::mv(w, xr);
     if (b.defined()) y.add_(b);
     return y.view(shape);
   }

@@ -4,6 +4,7 @@
 
 #include "common/check.h"
 #include "common/dtype.h"
+#include "kernels/cpu/kivi_attention.h"
 #include "methods/registry.h"
 
 namespace kvb {
@@ -37,6 +38,24 @@ class FullStore : public SlotStore {
     v.v = L.v.narrow(2, 0, L.len);
     v.pos = L.pos.view();
     return v;
+  }
+
+  // Fused decode attention (one query per head, fp32 on the CPU): kernels/cpu/kivi_attention.h
+  // over a cache that is all full-precision "residual", which reads each key and value once,
+  // split over slot blocks and threads, where the dense path's matmul first packs a copy of K^T.
+  // Other shapes, dtypes and devices: nullopt (the dense view).
+  std::optional<AttendResult> attend(int layer, const torch::Tensor& q,
+                                     double scale) const override {
+    const Layer& L = layers_.at(static_cast<size_t>(layer));
+    if (L.len == 0 || !q.defined() || q.dim() != 4 || q.size(2) != 1 ||
+        q.scalar_type() != torch::kFloat32 || dtype_ != torch::kFloat32 || !q.device().is_cpu() ||
+        !L.k.device().is_cpu())
+      return std::nullopt;
+    kernels::KiviCache c;
+    c.key_residual = L.k.narrow(2, 0, L.len);
+    c.value_residual = L.v.narrow(2, 0, L.len);
+    kernels::AttentionPart r = kernels::kivi_decode_attention(q, c, scale);
+    return AttendResult{r.out, r.lse};
   }
 
   int64_t slots(int layer) const override { return layers_.at(static_cast<size_t>(layer)).len; }

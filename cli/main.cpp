@@ -13,6 +13,7 @@
 
 #include <c10/util/Exception.h>
 
+#include "cli/bench_kernels_cmd.h"
 #include "cli/calibrate_cmd.h"
 #include "cli/commands.h"
 #include "cli/kv_stats_cmd.h"
@@ -180,6 +181,13 @@ int main(int argc, char** argv) {
   ib->add_option("--json", iba.json, "kvbench_bench --benchmark_format=json output")->required();
   ib->add_option("--run", iba.run, "Attach to this existing run (id or name) instead of a new one");
 
+  BenchKernelsArgs bka;
+  auto* bk = app.add_subcommand(
+      "bench-kernels", "Run the kernel benchmarks for a suite's shapes; file every timing in the results database");
+  bk->add_option("--db", bka.db, "Results database (SQLite; created when absent)")->required();
+  bk->add_option("--suite", bka.suite, "Kernel suite JSON (shapes, filter, repetitions, threads)");
+  bk->add_option("--bench", bka.bench, "The kvbench_bench binary (default: next to kvbench)");
+
   std::string merge_out;
   std::vector<std::string> merge_in;
   auto* mrg = app.add_subcommand("merge", "Merge results databases into OUT (idempotent)");
@@ -264,6 +272,7 @@ int main(int argc, char** argv) {
     if (plan->parsed()) return run_plan(pa);
     if (exp->parsed()) return run_export(xa);
     if (ib->parsed()) return run_import_bench(iba);
+    if (bk->parsed()) return run_bench_kernels(bka);
     if (mrg->parsed()) return run_merge(merge_out, merge_in);
     if (board->parsed()) return run_leaderboard(lba, board_out);
     if (rep->parsed()) return run_report(rpa, report_methods, report_out);

@@ -170,14 +170,13 @@ int run_export(const ExportArgs& a) {
   return 0;
 }
 
-int run_import_bench(const ImportBenchArgs& a) {
-  // Everything is checked before the database is opened for writing.
-  const BenchImport b = read_benchmark_json(a.json);
+int64_t file_bench_import(const std::string& db, const BenchImport& b, const std::string& attach,
+                          const std::string& suite_name, const json& config) {
   // A run to attach to is only in a database that exists: none is created for it.
-  KVB_INPUT_CHECK(a.run.empty() || fs::exists(a.db), a.db, ": no such file");
-  DbLock lock = DbLock::exclusive(a.db);  // then the checks, then the first write
+  KVB_INPUT_CHECK(attach.empty() || fs::exists(db), db, ": no such file");
+  DbLock lock = DbLock::exclusive(db);  // then the checks, then the first write
   int64_t attach_to = 0;
-  if (!a.run.empty()) attach_to = std::stoll(ResultsDb(a.db, &lock).resolve_run(a.run));
+  if (!attach.empty()) attach_to = std::stoll(ResultsDb(db, &lock).resolve_run(attach));
   SqliteStore store(std::move(lock));
   store.transaction([&] {
     if (attach_to > 0) {
@@ -191,11 +190,11 @@ int run_import_bench(const ImportBenchArgs& a) {
       run["name"] = "";
       char hash[17];
       std::snprintf(hash, sizeof hash, "%016llx",
-                    static_cast<unsigned long long>(fnv1a64(b.context.dump())));
+                    static_cast<unsigned long long>(fnv1a64(config.dump())));
       run["config_hash"] = std::string(hash);
-      run["suite_name"] = "bench";
+      run["suite_name"] = suite_name;
       run["seed"] = 0;
-      run["config"] = b.context;
+      run["config"] = config;
       run["started_at"] = b.context.contains("date") && b.context["date"].is_string()
                               ? b.context["date"].get<std::string>()
                               : now_utc();
@@ -204,8 +203,15 @@ int run_import_bench(const ImportBenchArgs& a) {
     for (const KernelTiming& t : b.timings) store.add_kernel_timing(t);
     if (attach_to == 0) store.end_run();
   });
+  return store.run_id();
+}
+
+int run_import_bench(const ImportBenchArgs& a) {
+  // Everything is checked before the database is opened for writing.
+  const BenchImport b = read_benchmark_json(a.json);
+  const int64_t run_id = file_bench_import(a.db, b, a.run, "bench", b.context);
   std::cout << a.db << ": " << b.timings.size() << " kernel timings from " << a.json
-            << " in run " << store.run_id();
+            << " in run " << run_id;
   if (b.skipped) std::cout << " (" << b.skipped << " benchmarks with errors skipped)";
   std::cout << "\n";
   return 0;

@@ -38,7 +38,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/run_cmd.h"
+#include "results/bench_import.h"
 
 namespace kvb::cli {
 
@@ -60,6 +63,12 @@ struct ImportBenchArgs {
 int run_plan(const RunArgs& a);
 int run_export(const ExportArgs& a);
 int run_import_bench(const ImportBenchArgs& a);
+// Files b's timings into db in one transaction: into run `attach` (an id or a name of db) when
+// given, else into a new run with this build's provenance, suite_name `suite_name`, config
+// `config` (its hash the run's config_hash) and the file context's host and date. Returns the
+// run's id. kvb::InputError before anything is written when `attach` names no run.
+int64_t file_bench_import(const std::string& db, const BenchImport& b, const std::string& attach,
+                          const std::string& suite_name, const nlohmann::json& config);
 int run_merge(const std::string& out, const std::vector<std::string>& in);
 int run_leaderboard(const ExportArgs& a, const std::string& out_dir);
 int run_report(const ExportArgs& a, const std::vector<std::string>& methods,

@@ -26,6 +26,8 @@
 //   bw_read       the fused GB/s as a fraction of a 256 MiB fp32 read (sum) measured in the same
 //                 rounds; bw_copy: of the copy rate of a 256 MiB fp32 copy (bytes copied per
 //                 second, as BM_CopyFp32 counts them)
+//   roofline_read the same as bw_read (`kvbench import-bench` files it as roofline_fraction);
+//                 bytes_moved: packed_MB in bytes
 //   us_fused, us_dequant, us_fp32, x_vs_dequant, x_vs_fp32: times and speedups
 //   spread        (max - min) / median of the fused time over the rounds: how noisy the run was
 #include <ATen/CPUGeneratorImpl.h>
@@ -219,6 +221,8 @@ void BM_KiviAttnFused(benchmark::State& state, KernelShape shape) {
   state.counters["copy_GB/s"] = copy_gbs;
   state.counters["bw_read"] = gbs / read_gbs;
   state.counters["bw_copy"] = gbs / copy_gbs;
+  state.counters["roofline_read"] = gbs / read_gbs;  // = bw_read, the column import-bench fills
+  state.counters["bytes_moved"] = bytes;
   state.counters["us_fused"] = mf * 1e6;
   state.counters["us_dequant"] = md * 1e6;
   state.counters["us_fp32"] = m32 * 1e6;
@@ -226,7 +230,7 @@ void BM_KiviAttnFused(benchmark::State& state, KernelShape shape) {
   state.counters["x_vs_fp32"] = m32 / mf;
   state.counters["spread"] =
       (*std::max_element(tf.begin(), tf.end()) - *std::min_element(tf.begin(), tf.end())) / mf;
-  state.counters["threads"] = at::get_num_threads();
+  state.counters["omp_threads"] = at::get_num_threads();
 }
 
 // The two baselines alone (Google Benchmark's own timing, layers cycled).
@@ -276,7 +280,7 @@ void BM_MemBandwidth(benchmark::State& state) {
   }
   state.counters["read_GB/s"] = kBandwidthBytes / median(tr) * 1e-9;
   state.counters["copy_GB/s"] = kBandwidthBytes / median(tc) * 1e-9;
-  state.counters["threads"] = at::get_num_threads();
+  state.counters["omp_threads"] = at::get_num_threads();
 }
 
 BENCHMARK(BM_MemBandwidth)->Unit(benchmark::kMillisecond)->Iterations(9);

@@ -149,7 +149,7 @@ void BM_Decode(benchmark::State& state) {
   state.counters["read_GB/s"] = read_gbs;
   state.counters["roofline_ms"] = roof_s * 1e3;
   state.counters["frac_roofline"] = roof_s / step_s;
-  state.counters["threads"] = at::get_num_threads();
+  state.counters["omp_threads"] = at::get_num_threads();
 }
 BENCHMARK(BM_Decode)->Arg(2048)->Unit(benchmark::kMillisecond)->Iterations(7)->UseManualTime();
 

@@ -57,7 +57,7 @@ void counters(benchmark::State& state, double bytes, double seconds) {
   state.counters["GB/s"] = gbs;
   state.counters["bw_read"] = gbs / bw;
   state.counters["read_GB/s"] = bw;
-  state.counters["threads"] = at::get_num_threads();
+  state.counters["omp_threads"] = at::get_num_threads();
 }
 
 torch::Tensor randn(std::vector<int64_t> shape, uint64_t seed) {
@@ -70,7 +70,7 @@ void BM_MemBandwidth(benchmark::State& state) {
   set_threads();
   for (auto _ : state) benchmark::DoNotOptimize(read_gbs());
   state.counters["read_GB/s"] = read_gbs();
-  state.counters["threads"] = at::get_num_threads();
+  state.counters["omp_threads"] = at::get_num_threads();
 }
 
 const char* path_name(int path) { return path == 1 ? "avx2" : path == 0 ? "portable" : "torch"; }

@@ -12,6 +12,7 @@
 
 #include "harness/model/model.h"
 #include "kernels/bench/bench_util.h"
+#include "kernels/cpu/gemv.h"
 #include "harness/model/shapes.h"
 #include "methods/quant/full.h"
 
@@ -97,6 +98,51 @@ double decode_bytes(const kvb::ModelConfig& c, const kvb::ModelWeights& w, int64
   b += 2.0 * static_cast<double>(c.n_layers * c.n_kv_heads * ctx * c.head_dim) * 4;  // fp32 K, V
   return b;
 }
+
+// The decode step's matrix-vector products alone: every projection of the 30 layers and the LM
+// head once (a token's weight reads, 538 MB), with kernels/cpu/gemv.h (arg 0) or torch::mv
+// (arg 1, OpenBLAS), against the read bandwidth measured in alternating rounds.
+void BM_DecodeGemv(benchmark::State& state) {
+  c10::InferenceMode guard;
+  kvb::bench::use_bench_threads();
+  const Model& model = smollm();
+  const bool torch_mv = state.range(0) == 1;
+  std::vector<const torch::Tensor*> mats;
+  double bytes = 0;
+  for (const kvb::LayerWeights& L : model.weights().layers)
+    for (const torch::Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
+      mats.push_back(t);
+      bytes += static_cast<double>(t->numel() * 4);
+    }
+  mats.push_back(&model.weights().lm_head);
+  bytes += static_cast<double>(model.weights().lm_head.numel() * 4);
+  std::vector<torch::Tensor> xs;
+  for (const torch::Tensor* w : mats) xs.push_back(torch::randn({w->size(1)}));
+  auto pass = [&] {
+    const auto t0 = kvb::bench::Clock::now();
+    for (size_t i = 0; i < mats.size(); ++i) {
+      torch::Tensor y = torch_mv ? torch::mv(*mats[i], xs[i]) : kvb::kernels::gemv(*mats[i], xs[i]);
+      benchmark::DoNotOptimize(y.data_ptr<float>());
+    }
+    return kvb::bench::seconds_since(t0);
+  };
+  auto& bw = kvb::bench::MemBandwidth::get();
+  pass();
+  std::vector<double> tp, tr;
+  for (auto _ : state) {
+    tp.push_back(pass());
+    state.SetIterationTime(tp.back());
+    tr.push_back(bw.read_seconds());
+  }
+  const double gbs = bytes / kvb::bench::median(tp) * 1e-9;
+  const double read_gbs = kvb::bench::MemBandwidth::kBytes / kvb::bench::median(tr) * 1e-9;
+  state.counters["MB"] = bytes * 1e-6;
+  state.counters["GB/s"] = gbs;
+  state.counters["read_GB/s"] = read_gbs;
+  state.counters["frac_roofline"] = gbs / read_gbs;
+  state.counters["omp_threads"] = at::get_num_threads();
+}
+BENCHMARK(BM_DecodeGemv)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(9)->UseManualTime();
 
 // One decode step at `ctx` tokens of full fp32 cache, against the bandwidth roofline: the bytes
 // a step must read (decode_bytes) over the read bandwidth measured in the same rounds (a 256 MiB

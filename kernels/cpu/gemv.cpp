@@ -32,43 +32,27 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Four rows at a time (four independent FMA chains, x loaded once for the four), the K % 8 tail
-// in scalar code.
+// Row by row, in memory order: the weights are one sequential stream (what the hardware
+// prefetchers follow best; interleaving four rows' streams ran at ~60% of the read bandwidth),
+// four independent FMA chains of 8 lanes over 32 columns per step, x held in L1.
 __attribute__((target("avx2,fma"))) void rows_avx2(const float* w, const float* x,
                                                    const float* b, float* y, int64_t n0,
                                                    int64_t n1, int64_t k) {
-  const int64_t k8 = k / 8 * 8;
-  int64_t n = n0;
-  for (; n + 4 <= n1; n += 4) {
-    const float* r0 = w + n * k;
-    const float* r1 = r0 + k;
-    const float* r2 = r1 + k;
-    const float* r3 = r2 + k;
+  const int64_t k32 = k / 32 * 32, k8 = k / 8 * 8;
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* r = w + n * k;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
            a3 = _mm256_setzero_ps();
-    for (int64_t i = 0; i < k8; i += 8) {
-      const __m256 xv = _mm256_loadu_ps(x + i);
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + i), xv, a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + i), xv, a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + i), xv, a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + i), xv, a3);
+    int64_t i = 0;
+    for (; i < k32; i += 32) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), _mm256_loadu_ps(x + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i + 24), _mm256_loadu_ps(x + i + 24), a3);
     }
-    float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-    for (int64_t i = k8; i < k; ++i) {
-      s[0] += r0[i] * x[i];
-      s[1] += r1[i] * x[i];
-      s[2] += r2[i] * x[i];
-      s[3] += r3[i] * x[i];
-    }
-    for (int j = 0; j < 4; ++j) y[n + j] = b ? s[j] + b[n + j] : s[j];
-  }
-  for (; n < n1; ++n) {
-    const float* r = w + n * k;
-    __m256 a = _mm256_setzero_ps();
-    for (int64_t i = 0; i < k8; i += 8)
-      a = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), _mm256_loadu_ps(x + i), a);
-    float s = hsum(a);
-    for (int64_t i = k8; i < k; ++i) s += r[i] * x[i];
+    for (; i < k8; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < k; ++i) s += r[i] * x[i];
     y[n] = b ? s + b[n] : s;
   }
 }

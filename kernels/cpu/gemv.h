@@ -13,7 +13,7 @@
 namespace kvb::kernels {
 
 // y [N] = w [N, K] x [K] (+ b [N] when defined): w, x (and b) float32, contiguous, on the CPU
-// (checked; kvb::Error otherwise). Each y[n] is one row's dot product summed in 8 (AVX2) or 1
+// (checked; kvb::Error otherwise). Each y[n] is one row's dot product summed in 32 (AVX2) or 1
 // (portable) partial sums, so it differs from another BLAS's in float rounding only.
 torch::Tensor gemv(const torch::Tensor& w, const torch::Tensor& x, const torch::Tensor& b = {});
 

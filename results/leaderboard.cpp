@@ -509,12 +509,14 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
 
   Table timings;
   timings.id = "t-timings";
-  timings.head = {"run",       "model",  "method", "name", "shape",   "device",     "reps",
-                  "median ms", "min ms", "max ms", "GB/s", "GFLOP/s", "of roofline"};
+  timings.head = {"run",    "commit",    "model",  "method", "name",   "shape",
+                  "device", "reps",      "median ms", "min ms", "max ms", "GB/s",
+                  "GFLOP/s", "of roofline"};
   if (db.version() >= 2)
     for (auto& r : db.query(
              "SELECT k.run_id, r.name, m.path, me.spec, k.name, k.shape, k.device, k.reps, "
-             "k.median_ms, k.min_ms, k.max_ms, k.gbps, k.gflops, k.roofline_fraction "
+             "k.median_ms, k.min_ms, k.max_ms, k.gbps, k.gflops, k.roofline_fraction, "
+             "substr(r.git_commit, 1, 12) || CASE WHEN r.git_dirty THEN '+dirty' ELSE '' END "
              "FROM kernel_timings k JOIN runs r ON r.id = k.run_id "
              "LEFT JOIN cells c ON c.run_id = k.run_id AND c.key = k.cell_key "
              "LEFT JOIN models m ON m.id = c.model_id LEFT JOIN methods me ON me.id = c.method_id" +
@@ -524,6 +526,7 @@ LeaderboardPages render_leaderboard(const LeaderboardOptions& opt) {
       if (!wanted.empty() && !wanted.count(r[3])) continue;
       timings.rows.push_back(
           {{run_label(r[0], r[1])},
+           {r[14].empty() ? "–" : r[14]},
            {r[2].empty() ? "–" : std::filesystem::path(r[2]).filename().string()},
            {r[3].empty() ? "–" : r[3], std::nullopt, !r[3].empty()},
            {r[4]},

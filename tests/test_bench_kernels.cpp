@@ -88,6 +88,10 @@ TEST_F(BenchKernels, FilesEveryTimingWithDeviceShapeAndCommit) {
   const std::string html = test::slurp(out + "/index.html");
   EXPECT_NE(html.find("BM_KiviAttnFused/hq:4/hkv:2/d:32/ctx:300/bits:2"), std::string::npos);
   EXPECT_NE(html.find("BM_AttnFp32/hq:4/hkv:2/d:32/ctx:256"), std::string::npos);
+  // with the commit they were measured at
+  const std::string commit = scalar_text(db(), "SELECT substr(git_commit, 1, 12) FROM runs");
+  EXPECT_NE(html.find("<td>" + commit), std::string::npos) << commit;
+  EXPECT_NE(test::slurp(out + "/leaderboard.md").find("| " + commit), std::string::npos);
 
   // A second run is a run of its own (timings are added, not replaced).
   r = bench(suite);

@@ -103,7 +103,7 @@ TEST_F(ResultsLeaderboard, MarkdownHoldsOneRowPerCellWithTheDatabasesNumbers) {
         "bits/token |\n|---|",
         "\n## scbench · kv\n\n| # | run | model | method | score | score per turn | bits/token | "
         "promised bits/token |\n|---|",
-        "\n## timings\n\n| run | model | method | name | shape | device | reps | median ms |"})
+        "\n## timings\n\n| run | commit | model | method | name | shape | device | reps | median ms |"})
     EXPECT_NE(md.find(h), std::string::npos) << h << "\n" << md;
   // Every method in every suite, one row each (after its rank; run 1, model m).
   for (const auto& m : kMethods) EXPECT_EQ(count(md, " | 1 | m | `" + m + "` | "), 3u) << m;

@@ -7,6 +7,15 @@
 // lane i holds code i. Integer codes become floats by one conversion; codebook levels come from
 // the 2^bits-entry table held in registers (vpermps on 8 entries; 16 entries: two vpermps and a
 // blend on bit 3 of the code), so a row's levels are produced without a memory gather.
+//
+// Over a block's quantized slots (range_scores / range_values) nothing is unpacked to memory:
+//   scores  slot by slot, up to 4 query rows' accumulators in registers, q (kvquant: q * key
+//           scale) times the decoded chunk; int: each group's partial sum times its fp16 scale;
+//           8 slots' accumulators reduced at once (hadd tree);
+//   values  channel chunk by chunk, the slots of the block inner, up to 4 rows' accumulators in
+//           registers, weights p_j * scale_j (per group for int) staged once per group.
+// The softmax's exp is vectorised (exp_nonpositive). Zero points, outliers and sinks are the
+// shared block's (quant_attention_impl.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -138,6 +138,11 @@ TEST_F(BenchKernels, BadSuitesAreRefusedInOneLineAndRecordNothing) {
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_EQ(test::count_lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("no_such_bench: no benchmark binary"), std::string::npos) << r.err;
+  // The checked-in nightly suite is one bench-kernels takes (it gets as far as running the
+  // benchmark binary, here one that fails at once).
+  r = bench(test::source_path("suites/kernels/nightly.json"), " --bench /bin/false");
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("/bin/false exited with status 1"), std::string::npos) << r.err;
   // A benchmark binary that fails: nothing recorded.
   r = bench(file("ok3.json", "{}"), " --bench /bin/false");
   EXPECT_EQ(r.code, 1) << r.err;

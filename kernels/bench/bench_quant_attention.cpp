@@ -253,7 +253,7 @@ void measure(benchmark::State& state, const Dense& f, const Variant<Cache>& var)
   state.counters["x_vs_fp32"] = m32 / mf;
   state.counters["spread"] =
       (*std::max_element(tf.begin(), tf.end()) - *std::min_element(tf.begin(), tf.end())) / mf;
-  state.counters["threads"] = at::get_num_threads();
+  state.counters["omp_threads"] = at::get_num_threads();
   state.counters["avx2"] = kvb::kernels::quant_attention_avx2_supports(kD, 8) ? 1 : 0;
 }
 

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/results_cmd.h"
@@ -157,7 +158,11 @@ int run_bench_kernels(const BenchKernelsArgs& a) {
     argv.push_back("--kvb_shapes=" + shapes_file.path.string());
   }
   std::vector<std::string> env;
-  if (suite.threads > 0) env.push_back("KVB_BENCH_THREADS=" + std::to_string(suite.threads));
+  // Every benchmark on the same threads: the suite's, or every hardware thread (libtorch 1.13
+  // may start with one on machines whose cores it cannot identify).
+  const unsigned hw = std::thread::hardware_concurrency();
+  const int threads = suite.threads > 0 ? suite.threads : static_cast<int>(hw > 0 ? hw : 1);
+  env.push_back("KVB_BENCH_THREADS=" + std::to_string(threads));
   const int rc = spawn_wait(argv, env);
   KVB_CHECK(rc == 0, bench.string(), " exited with status ", rc, "; nothing was recorded");
   KVB_CHECK(fs::exists(out_file.path), bench.string(), " wrote no results (did the filter '",

@@ -7,6 +7,8 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include "kernels/cpu/read_probe.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -42,8 +44,10 @@ inline int use_bench_threads() {
   return at::get_num_threads();
 }
 
-// A 256 MiB fp32 buffer (far past any last-level cache) read by sum() and copied, on libtorch's
-// intra-op threads. read_seconds() reads kBytes; copy_seconds() reads and writes kBytes each.
+// A 256 MiB fp32 buffer (far past any last-level cache) read and copied, on libtorch's intra-op
+// threads. read_seconds() reads kBytes with kernels/cpu/read_probe.h (eight AVX2 accumulators,
+// chunks over the threads; torch's sum() read slower than the decode step's gemv did);
+// copy_seconds() reads and writes kBytes each (torch copy_).
 class MemBandwidth {
  public:
   static constexpr int64_t kFloats = int64_t{64} << 20;
@@ -55,7 +59,7 @@ class MemBandwidth {
   }
   double read_seconds() {
     const auto t0 = Clock::now();
-    benchmark::DoNotOptimize(src_.sum().item<float>());
+    benchmark::DoNotOptimize(kvb::kernels::read_probe_sum(src_));
     return seconds_since(t0);
   }
   double copy_seconds() {

@@ -17,21 +17,21 @@
 namespace kvb {
 namespace {
 
-using kernels::GemvPath;
+using kernels::KernelPath;
 
-std::vector<GemvPath> paths() {
-  std::vector<GemvPath> p = {GemvPath::kPortable};
-  if (kernels::gemv_cpu_has_avx2()) p.push_back(GemvPath::kAvx2);
+std::vector<KernelPath> paths() {
+  std::vector<KernelPath> p = {KernelPath::kPortable};
+  if (kernels::cpu_has_avx2_fma()) p.push_back(KernelPath::kAvx2);
   return p;
 }
 
-const char* name(GemvPath p) { return p == GemvPath::kAvx2 ? "avx2" : "portable"; }
+const char* name(KernelPath p) { return p == KernelPath::kAvx2 ? "avx2" : "portable"; }
 
 TEST(Gemv, MatchesFloat64OverAGridOfShapes) {
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
       {1, 1}, {1, 7}, {3, 8}, {4, 9}, {5, 15}, {7, 16}, {13, 33}, {64, 64},
       {576, 576}, {192, 576}, {1536, 576}, {576, 1536}, {1001, 129}, {4099, 40}};
-  for (GemvPath path : paths()) {
+  for (KernelPath path : paths()) {
     for (const auto& [n, k] : shapes) {
       for (bool bias : {false, true}) {
         torch::manual_seed(static_cast<uint64_t>(n * 131 + k));

@@ -60,15 +60,6 @@ __attribute__((target("avx2,fma"))) void rows_avx2(const float* w, const float* 
 
 }  // namespace
 
-bool gemv_cpu_has_avx2() {
-#ifdef KVB_GEMV_X86
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-#else
-  return false;
-#endif
-}
-
 bool gemv_accepts(const torch::Tensor& w, const torch::Tensor& x, const torch::Tensor& b) {
   auto ok = [](const torch::Tensor& t) {
     return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
@@ -77,13 +68,13 @@ bool gemv_accepts(const torch::Tensor& w, const torch::Tensor& x, const torch::T
          x.numel() == w.size(1) && (!b.defined() || (ok(b) && b.numel() == w.size(0)));
 }
 
-torch::Tensor gemv_with(GemvPath path, const torch::Tensor& w, const torch::Tensor& x,
+torch::Tensor gemv_with(KernelPath path, const torch::Tensor& w, const torch::Tensor& x,
                         const torch::Tensor& b) {
   KVB_CHECK(gemv_accepts(w, x, b), "gemv: needs w [N, K], x [K] (and b [N]) float32, contiguous, "
             "on the CPU; got w ", w.sizes(), " ", w.scalar_type(), " on ", w.device(), ", x ",
             x.sizes());
-  const bool avx2 = path == GemvPath::kAvx2 || (path == GemvPath::kAuto && gemv_cpu_has_avx2());
-  KVB_CHECK(!avx2 || gemv_cpu_has_avx2(), "gemv: this CPU has no AVX2+FMA");
+  const bool avx2 = path == KernelPath::kAvx2 || (path == KernelPath::kAuto && cpu_has_avx2_fma());
+  KVB_CHECK(!avx2 || cpu_has_avx2_fma(), "gemv: this CPU has no AVX2+FMA");
   const int64_t n = w.size(0), k = w.size(1);
   torch::Tensor y = torch::empty({n}, w.options());
   const float* wp = w.data_ptr<float>();
@@ -107,7 +98,7 @@ torch::Tensor gemv_with(GemvPath path, const torch::Tensor& w, const torch::Tens
 }
 
 torch::Tensor gemv(const torch::Tensor& w, const torch::Tensor& x, const torch::Tensor& b) {
-  return gemv_with(GemvPath::kAuto, w, x, b);
+  return gemv_with(KernelPath::kAuto, w, x, b);
 }
 
 }  // namespace kvb::kernels

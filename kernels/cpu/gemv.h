@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/kernel_path.h"
+
 namespace kvb::kernels {
 
 // y [N] = w [N, K] x [K] (+ b [N] when defined): w, x (and b) float32, contiguous, on the CPU
@@ -20,10 +22,8 @@ torch::Tensor gemv(const torch::Tensor& w, const torch::Tensor& x, const torch::
 // Whether gemv() takes these operands (fp32, contiguous, CPU, shapes agree).
 bool gemv_accepts(const torch::Tensor& w, const torch::Tensor& x, const torch::Tensor& b = {});
 
-enum class GemvPath { kAuto, kPortable, kAvx2 };
-// For tests: force a path (kAvx2 throws where the CPU lacks AVX2+FMA).
-torch::Tensor gemv_with(GemvPath path, const torch::Tensor& w, const torch::Tensor& x,
+// For tests: force a path (kAvx2 throws where the CPU lacks AVX2+FMA, cpu_has_avx2_fma()).
+torch::Tensor gemv_with(KernelPath path, const torch::Tensor& w, const torch::Tensor& x,
                         const torch::Tensor& b = {});
-bool gemv_cpu_has_avx2();
 
 }  // namespace kvb::kernels

@@ -15,6 +15,7 @@
 
 #include "common/check.h"
 #include "kernels/cpu/kivi_attention_impl.h"
+#include "kernels/cpu/split_decode.h"
 
 namespace kvb::kernels {
 namespace {
@@ -281,58 +282,14 @@ AttentionPart kivi_decode_attention(const torch::Tensor& q, const KiviCache& c, 
   }
 
   torch::Tensor qc = q.contiguous();
-  const float* qp = qc.data_ptr<float>();
-  const int64_t m_rows = p.g * t;
-  const int64_t grp = p.nq > 0 ? c.group : 1;
-  const int64_t blk = std::max<int64_t>(1, kBlockSlots / grp) * grp;
-  const int64_t nblk = (p.s + blk - 1) / blk, heads = bsz * p.hkv, items = heads * nblk;
-  // Per block: running max [M], sum [M], output [M, D]. Reused between calls (a fresh buffer of
-  // this size is an mmap and page faults per call).
-  thread_local std::vector<float> partial;
-  const size_t np = static_cast<size_t>(items * m_rows);
-  if (partial.size() < np * (2 + static_cast<size_t>(d))) partial.resize(np * (2 + d));
-  float* pm = partial.data();
-  float* pl = pm + np;
-  float* po = pl + np;
-  const float fscale = static_cast<float>(scale);
-  at::parallel_for(0, items, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> qb(static_cast<size_t>(m_rows * d));
-    for (int64_t it = i0; it < i1; ++it) {
-      const int64_t bh = it / nblk, k = it % nblk, b = bh / p.hkv, h = bh % p.hkv;
-      for (int64_t gi = 0; gi < p.g; ++gi)
-        for (int64_t ti = 0; ti < t; ++ti) {
-          const float* src = qp + ((b * hq + h * p.g + gi) * t + ti) * d;
-          float* dst = qb.data() + (gi * t + ti) * d;
-          for (int64_t x = 0; x < d; ++x) dst[x] = src[x] * fscale;
-        }
-      block(p, b, h, k * blk, std::min(p.s, (k + 1) * blk), qb.data(), pm + it * m_rows,
-            pl + it * m_rows, po + it * m_rows * d);
-    }
-  });
-  // Flash-decoding merge of the blocks of each (b, h_kv, row).
-  float* op = out.data_ptr<float>();
-  float* lp = lse.data_ptr<float>();
-  at::parallel_for(0, heads * m_rows, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t bh = r / m_rows, m = r % m_rows, b = bh / p.hkv, h = bh % p.hkv;
-      const int64_t gi = m / t, ti = m % t;
-      const int64_t row = (b * hq + h * p.g + gi) * t + ti;
-      float top = -std::numeric_limits<float>::infinity();
-      for (int64_t k = 0; k < nblk; ++k) top = std::max(top, pm[(bh * nblk + k) * m_rows + m]);
-      float sum = 0;
-      float* dst = op + row * d;
-      for (int64_t k = 0; k < nblk; ++k) {
-        const int64_t it = bh * nblk + k;
-        const float w = std::exp(pm[it * m_rows + m] - top);
-        sum += w * pl[it * m_rows + m];
-        const float* src = po + (it * m_rows + m) * d;
-        for (int64_t x = 0; x < d; ++x) dst[x] += w * src[x];
-      }
-      const float inv = 1.0f / sum;
-      for (int64_t x = 0; x < d; ++x) dst[x] *= inv;
-      lp[row] = top + std::log(sum);
-    }
-  });
+  const int64_t grp = p.nq > 0 ? c.group : 1;  // blocks of whole key groups
+  split_decode::Geometry g{bsz, hq, p.hkv, t, d, p.s,
+                           std::max<int64_t>(1, kBlockSlots / grp) * grp};
+  split_decode::run(
+      g, qc.data_ptr<float>(), static_cast<float>(scale),
+      [&](int64_t b, int64_t h, int64_t j0, int64_t j1, const float* qb, float* mx, float* l,
+          float* o) { block(p, b, h, j0, j1, qb, mx, l, o); },
+      out.data_ptr<float>(), lse.data_ptr<float>());
   return {out, lse};
 }
 

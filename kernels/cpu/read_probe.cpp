@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "kernels/cpu/kernel_path.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -55,7 +56,7 @@ double read_probe_sum(const torch::Tensor& x) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> part(static_cast<size_t>(chunks), 0.0);
 #ifdef KVB_PROBE_X86
-  static const bool avx2 = __builtin_cpu_supports("avx2");
+  const bool avx2 = cpu_has_avx2_fma();
 #endif
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {

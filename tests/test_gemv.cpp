@@ -19,13 +19,8 @@ namespace {
 
 using kernels::KernelPath;
 
-std::vector<KernelPath> paths() {
-  std::vector<KernelPath> p = {KernelPath::kPortable};
-  if (kernels::cpu_has_avx2_fma()) p.push_back(KernelPath::kAvx2);
-  return p;
-}
-
-const char* name(KernelPath p) { return p == KernelPath::kAvx2 ? "avx2" : "portable"; }
+std::vector<KernelPath> paths() { return kernels::kernel_paths(kernels::cpu_has_avx2_fma()); }
+const char* name(KernelPath p) { return kernels::kernel_path_name(p); }
 
 TEST(Gemv, MatchesFloat64OverAGridOfShapes) {
   const std::vector<std::pair<int64_t, int64_t>> shapes = {

@@ -100,14 +100,10 @@ Err compare(const Inputs& in, const kernels::AttentionPart& got,
 }
 
 std::vector<kernels::KernelPath> paths_for(int64_t d, int64_t gv) {
-  std::vector<kernels::KernelPath> p = {kernels::KernelPath::kPortable};
-  if (kernels::kivi_attention_avx2_supports(d, gv)) p.push_back(kernels::KernelPath::kAvx2);
-  return p;
+  return kernels::kernel_paths(kernels::kivi_attention_avx2_supports(d, gv));
 }
 
-const char* path_name(kernels::KernelPath p) {
-  return p == kernels::KernelPath::kAvx2 ? "avx2" : "portable";
-}
+const char* path_name(kernels::KernelPath p) { return kernels::kernel_path_name(p); }
 
 void check_case(const Case& c, uint64_t seed, int* checked) {
   const Inputs in = make_inputs(c, seed);

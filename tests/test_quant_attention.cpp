@@ -43,14 +43,10 @@ struct Case {
   }
 };
 
-const char* path_name(kernels::KernelPath p) {
-  return p == kernels::KernelPath::kAvx2 ? "avx2" : "portable";
-}
+const char* path_name(kernels::KernelPath p) { return kernels::kernel_path_name(p); }
 
 std::vector<kernels::KernelPath> paths_for(int64_t d, int64_t group) {
-  std::vector<kernels::KernelPath> p = {kernels::KernelPath::kPortable};
-  if (kernels::quant_attention_avx2_supports(d, group)) p.push_back(kernels::KernelPath::kAvx2);
-  return p;
+  return kernels::kernel_paths(kernels::quant_attention_avx2_supports(d, group));
 }
 
 struct Gen {

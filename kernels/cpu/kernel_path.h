@@ -2,6 +2,8 @@
 // the run-time check of the AVX2 ones.
 #pragma once
 
+#include <vector>
+
 namespace kvb::kernels {
 
 enum class KernelPath {
@@ -19,6 +21,18 @@ inline bool cpu_has_avx2_fma() {
 #else
   return false;
 #endif
+}
+
+inline const char* kernel_path_name(KernelPath p) {
+  return p == KernelPath::kAvx2 ? "avx2" : p == KernelPath::kPortable ? "portable" : "auto";
+}
+
+// The paths to run a kernel on (its tests): the portable one, and AVX2 when `avx2` (the kernel's
+// own check of this CPU and the shape) allows it.
+inline std::vector<KernelPath> kernel_paths(bool avx2) {
+  std::vector<KernelPath> p = {KernelPath::kPortable};
+  if (avx2) p.push_back(KernelPath::kAvx2);
+  return p;
 }
 
 }  // namespace kvb::kernels

@@ -124,18 +124,7 @@ void block_portable(const Problem& p, int64_t b, int64_t h, int64_t j0, int64_t 
     }
   }
   // Block softmax statistics; sc becomes exp(score - mx).
-  for (int64_t m = 0; m < m_rows; ++m) {
-    float* r = sc + m * n;
-    float top = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < n; ++i) top = std::max(top, r[i]);
-    float sum = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      r[i] = std::exp(r[i] - top);
-      sum += r[i];
-    }
-    mx[m] = top;
-    l[m] = sum;
-  }
+  for (int64_t m = 0; m < m_rows; ++m) kivi_detail::block_softmax_row(sc + m * n, n, mx + m, l + m);
   std::fill(o, o + m_rows * d, 0.0f);
   std::fill(zsum, zsum + m_rows * ngv, 0.0f);
   // Quantized values: o += (p * scale) * code per value group, p * zero summed per group.

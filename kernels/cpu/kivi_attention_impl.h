@@ -3,7 +3,10 @@
 // its target flags) and the per-block functions.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace kvb::kernels::kivi_detail {
 
@@ -30,6 +33,20 @@ struct Problem {
   RowsRef<uint16_t> vz;
   RowsRef<float> vr;  // [B, H_kv, Nrv, D]
 };
+
+// A block's softmax statistics over one row of n scores, in place: r becomes exp(r - top);
+// *top = max r, *sum = sum of the exps (the portable code of both fused decode kernels).
+inline void block_softmax_row(float* r, int64_t n, float* top, float* sum) {
+  float t = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) t = std::max(t, r[i]);
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    r[i] = std::exp(r[i] - t);
+    s += r[i];
+  }
+  *top = t;
+  *sum = s;
+}
 
 // One work item: the M = G*T query rows of KV head (b, h) over slots [j0, j1).
 //   q   [M, D] the rows, already multiplied by the softmax scale (row g*T + t: query head

@@ -169,15 +169,7 @@ void run_block(const Problem& p, int64_t b, int64_t h, int64_t j0, int64_t j1, c
     if constexpr (requires { Ops::softmax_row(r, n, mx, l); }) {
       Ops::softmax_row(r, n, mx + m, l + m);
     } else {
-      float top = -std::numeric_limits<float>::infinity();
-      for (int64_t i = 0; i < n; ++i) top = std::max(top, r[i]);
-      float sum = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        r[i] = std::exp(r[i] - top);
-        sum += r[i];
-      }
-      mx[m] = top;
-      l[m] = sum;
+      kivi_detail::block_softmax_row(r, n, mx + m, l + m);
     }
   }
   std::fill(o, o + m_rows * d, 0.0f);
